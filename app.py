@@ -1,0 +1,68 @@
+"""ragscale — the app's entry point: navigation and the landing page.
+
+Run it with `make run`. Every page is thin: widgets and plots; the logic is in `ragscale`.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages.common import engine_sidebar
+
+st.set_page_config(page_title="ragscale", page_icon="📈", layout="wide")
+
+
+def home() -> None:
+    st.title("ragscale")
+    st.markdown(
+        "A lab for the **compute / accuracy trade-off of inference-time scaling**: how much "
+        "accuracy a question-answering system buys with more inference compute, and where "
+        "that compute is best spent."
+    )
+    left, right = st.columns(2)
+    with left:
+        st.subheader("DRAG and IterDRAG — Yue et al. 2025")
+        st.markdown(
+            "Spend more tokens on retrieval-augmented generation in three ways: **k** retrieved "
+            "documents, **m** worked examples in the prompt, and **n** rounds of asking a "
+            "follow-up question and retrieving again. Allocated well, accuracy rises almost "
+            "linearly in the log of the *effective context length* (all input tokens over all "
+            "model calls for one question). A fitted *computation allocation model* predicts "
+            "the best (k, m, n) for a token budget."
+        )
+    with right:
+        st.subheader("ETS tree search — Hooper et al. 2025")
+        st.markdown(
+            "Searching a tree of partial answers scored by a reward model buys accuracy, but "
+            "on GPUs the cost is the **KV cache** the search keeps. ETS solves a small integer "
+            "program at every step to keep branches that are diverse yet share prefixes, and "
+            "reports a 1.8x smaller KV cache than REBASE at matched accuracy."
+        )
+    st.subheader("Pages")
+    for page, blurb in PAGE_BLURBS:
+        st.page_link(page, label=f"**{page.title}** — {blurb}", icon=page.icon)
+
+
+# (file, title, icon, one-line description for the landing page)
+PAGE_TABLE = [
+    ("pages/explorer.py", "Explorer", "🧭",
+     "budget, k, m, n and beam width meet the tree and the curves on one screen."),
+    ("pages/allocation_calculator.py", "Allocation calculator", "🧮",
+     "what-if budgeting: the best (k, m, n) for a token budget, and what it costs."),
+    ("pages/scaling_runs.py", "Scaling runs", "📈",
+     "run DRAG/IterDRAG sweeps for real and compare observed with predicted accuracy."),
+    ("pages/tree_search.py", "Tree search", "🌳",
+     "ETS, REBASE, beam, DVTS and best-of-N: which branches were pruned, how much KV was reused."),
+    ("pages/engine.py", "Engine", "⚙️",
+     "switch between the embedded CPU engine and an SGLang server; cache statistics."),
+]
+HERE = Path(__file__).parent
+PAGE_BLURBS = [
+    (st.Page(path, title=title, icon=icon), blurb)
+    for path, title, icon, blurb in PAGE_TABLE
+    if (HERE / path).exists()
+]
+
+navigation = st.navigation([st.Page(home, title="Home", icon="🏠", default=True)] + [p for p, _ in PAGE_BLURBS])
+engine_sidebar()
+navigation.run()

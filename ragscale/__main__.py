@@ -1,0 +1,3 @@
+from ragscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Inference engines behind one interface (see ``base.py``).
+
+``make_engine(EngineSpec())`` gives the embedded CPU engine; ``EngineSpec("sglang", url=...)``
+an SGLang client. Heavy imports (torch, transformers) happen only when an engine is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ragscale.engines.base import (
+    CacheStats,
+    Engine,
+    EngineInfo,
+    Generation,
+    Prompt,
+    SamplingParams,
+    Usage,
+)
+
+ENGINE_KINDS = ("embedded", "sglang")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine to use; hashable so apps can cache one engine per spec."""
+
+    kind: str = "embedded"
+    url: str | None = None  # sglang: one server or an sglang-router
+    prefix_cache: bool = True  # embedded: False is like SGLang's --disable-radix-cache
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENGINE_KINDS:
+            raise ValueError(f"unknown engine {self.kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+        if self.kind == "sglang" and not self.url:
+            raise ValueError("the sglang engine needs a URL, e.g. http://127.0.0.1:30000")
+
+
+def make_engine(spec: EngineSpec) -> Engine:
+    if spec.kind == "embedded":
+        from ragscale.engines.embedded import EmbeddedEngine
+
+        return EmbeddedEngine(prefix_cache=spec.prefix_cache)
+    from ragscale.engines.sglang_client import SGLangEngine
+
+    return SGLangEngine(spec.url)
+
+
+def describe_spec(spec: EngineSpec) -> str:
+    if spec.kind == "embedded":
+        cache = "" if spec.prefix_cache else ", prefix cache off"
+        return f"embedded CPU · SmolLM2-135M-Instruct{cache}"
+    return f"SGLang at {spec.url}"
+
+
+__all__ = [
+    "CacheStats", "Engine", "EngineInfo", "EngineSpec", "Generation", "Prompt", "SamplingParams",
+    "Usage", "describe_spec", "make_engine", "ENGINE_KINDS",
+]
