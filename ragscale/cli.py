@@ -12,12 +12,14 @@ import sys
 
 from ragscale.errors import UserError
 
-# Modules with ``register(commands)`` and optionally ``register_bench(benches)``.
+# Modules with ``register(commands)`` and/or ``register_bench(benches)``.
 COMMAND_MODULES = (
     "ragscale.allocation.cli",
     "ragscale.engines.cli",
+    "ragscale.retrieval.cli",
     "ragscale.rag.cli",
     "ragscale.search.cli",
+    "ragscale.search.bench",
 )
 
 
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
             if not exc.name or not name.startswith(exc.name):
                 raise
             continue
-        module.register(commands)
+        if hasattr(module, "register"):
+            module.register(commands)
         if hasattr(module, "register_bench"):
             module.register_bench(benches)
     return parser
