@@ -1,0 +1,178 @@
+"""``ragscale bench ets-select``: one ETS selection step, our MILP (scipy/HiGHS) against the same
+program built in PuLP and solved by its bundled CBC (the public ETS code's solver).
+
+Both sides start from the same tree, candidates and clusters (seeded, random), and each timing
+covers building the program and solving it; the median of several repeats is reported. The
+reference is timed twice: on the paper's pairwise link constraints (as the public code builds
+them: ``pulp_cbc_ms``, the headline ``speedup``) and on our edge-form matrix
+(``pulp_cbc_edges_ms``), which separates the solver's share from the formulation's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from ragscale.errors import UserError
+from ragscale.search.clustering import cluster_embeddings
+from ragscale.search.config import SearchConfig
+from ragscale.search.policies.ets import EtsProgram, build_program, solve_program
+from ragscale.search.tree import Tree
+
+
+def random_step(n_candidates: int, seed: int = 0, prompt_tokens: int = 300) -> tuple[Tree, list[int], np.ndarray]:
+    """A tree whose newest depth holds ``n_candidates`` scored candidates, and their clusters.
+
+    Depth grows like the width does in a search (about log2 of the candidates, at least 3);
+    each node hangs under a random node of the previous depth, steps are 20-200 tokens, and the
+    candidates' embeddings are noisy copies of a few directions so that clusters are non-trivial.
+    """
+    rng = np.random.default_rng(seed)
+    tree = Tree()
+    tree.add_root(list(range(prompt_tokens)), "prompt")
+    depth = max(3, int(math.log2(n_candidates)))
+    level = [0]
+    for d in range(1, depth + 1):
+        size = max(1, round(n_candidates ** (d / depth)))
+        parents = [int(rng.choice(level)) for _ in range(size)]
+        level = [tree.add_child(p, f"step {d}", [0] * int(rng.integers(20, 200)), score=float(rng.random())).id
+                 for p in parents]
+        for node_id in level:
+            tree[node_id].status = "active" if d == depth else "kept"
+    directions = rng.normal(size=(max(2, n_candidates // 4), 32))
+    emb = directions[rng.integers(0, len(directions), n_candidates)] + 0.05 * rng.normal(size=(n_candidates, 32))
+    return tree, level, cluster_embeddings(emb, 0.05)
+
+
+def solve_with_pulp(program: EtsProgram, form: str = "pairs") -> tuple[list[int], float]:
+    """The same program in PuLP, solved by CBC; returns (kept candidate ids, objective).
+
+    ``form="pairs"`` states the links as the paper and the public code do, one ``y_j >= x_i`` per
+    (ancestor, candidate below it) pair and ``y_j <= sum of the candidates below j``;
+    ``form="edges"`` copies our sparse matrix row by row (links along tree edges). Both have
+    the same variables, objective and binary solutions.
+    """
+    import pulp
+
+    n, m, k = len(program.candidates), len(program.ancestors), program.n_clusters
+    prob = pulp.LpProblem("ets_select", pulp.LpMaximize)
+    x = [prob.add_variable(f"x_{i}", 0, 1, cat="Binary") for i in range(n)]
+    y = [prob.add_variable(f"y_{j}", 0, 1, cat="Binary") for j in range(m)]
+    c = [prob.add_variable(f"c_{q}", 0, 1, cat="Binary") for q in range(k)]
+    z = program.normaliser
+    prob += (
+        pulp.lpSum(float(program.outcome[i]) * x[i] for i in range(n))
+        - pulp.lpSum(program.lambda_b * float(program.cost_x[i]) / z * x[i] for i in range(n))
+        - pulp.lpSum(program.lambda_b * float(program.cost_y[j]) / z * y[j] for j in range(m))
+        + pulp.lpSum(program.lambda_d / k * c[q] for q in range(k))
+    )
+    if form == "pairs":
+        for j, below in enumerate(program.below):
+            for i in below:
+                prob += y[j] >= x[i]
+            prob += y[j] <= pulp.lpSum(x[i] for i in below)
+        for q in range(k):
+            prob += c[q] <= pulp.lpSum(x[i] for i in range(n) if program.clusters[i] == q)
+        prob += pulp.lpSum(x) >= 1
+    elif form == "edges":
+        variables = x + y + c
+        A = program.A.tocsr()
+        for r in range(A.shape[0]):
+            lo, hi = A.indptr[r], A.indptr[r + 1]
+            expr = pulp.lpSum(float(v) * variables[col] for col, v in zip(A.indices[lo:hi], A.data[lo:hi]))
+            if np.isfinite(program.lb[r]):
+                prob += expr >= float(program.lb[r])
+            if np.isfinite(program.ub[r]):
+                prob += expr <= float(program.ub[r])
+    else:
+        raise ValueError(f"unknown form {form!r}")
+    with warnings.catch_warnings():
+        # PuLP 3.3 flags its bundled CBC as deprecated for 4.0; it is still the reference solver
+        warnings.simplefilter("ignore", DeprecationWarning)
+        prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=0))
+    if pulp.LpStatus[prob.status] != "Optimal":
+        raise RuntimeError(f"CBC did not solve the ETS program: {pulp.LpStatus[prob.status]}")
+    keep = [node_id for node_id, var in zip(program.candidates, x) if (var.value() or 0) > 0.5]
+    return keep, float(pulp.value(prob.objective))
+
+
+def _median_ms(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), result
+
+
+def run_ets_select(sizes=(16, 64, 256), repeats: int = 7, seed: int = 0, kv_cost: str = "tokens") -> dict:
+    config = SearchConfig(policy="ets", width=max(sizes), kv_cost=kv_cost)
+    keys = ("candidates", "ours_ms", "pulp_cbc_ms", "speedup", "objective_equal", "pulp_cbc_edges_ms",
+            "speedup_edges", "ours_objective", "pulp_cbc_objective", "kept")
+    out: dict[str, list] = {key: [] for key in keys}
+    for n in sizes:
+        tree, candidates, clusters = random_step(n, seed)
+        width = n  # one child per candidate on average, as in a search at width n
+
+        def ours():
+            return solve_program(build_program(tree, candidates, width, config, clusters))
+
+        def reference(form):
+            return lambda: solve_with_pulp(build_program(tree, candidates, width, config, clusters), form)
+
+        ours_ms, solution = _median_ms(ours, repeats)
+        pulp_ms, (pulp_keep, _) = _median_ms(reference("pairs"), repeats)
+        edges_ms, (edges_keep, _) = _median_ms(reference("edges"), repeats)
+        program = solution.program
+        # the objective of each solver's choice, evaluated the same way
+        values = [program.value(np.isin(program.candidates, keep)) for keep in (solution.keep, pulp_keep, edges_keep)]
+        equal = all(abs(v - values[0]) <= 1e-9 * max(1.0, abs(values[0])) for v in values)
+        out["candidates"].append(n)
+        out["ours_ms"].append(round(ours_ms, 3))
+        out["pulp_cbc_ms"].append(round(pulp_ms, 3))
+        out["speedup"].append(round(pulp_ms / ours_ms, 2))
+        out["objective_equal"].append(bool(equal))
+        out["pulp_cbc_edges_ms"].append(round(edges_ms, 3))
+        out["speedup_edges"].append(round(edges_ms / ours_ms, 2))
+        out["ours_objective"].append(values[0])
+        out["pulp_cbc_objective"].append(values[1])
+        out["kept"].append(len(solution.keep))
+    out["repeats"] = repeats
+    out["kv_cost"] = kv_cost
+    return out
+
+
+def _cmd_ets_select(args: argparse.Namespace) -> int:
+    try:
+        sizes = tuple(int(s) for s in args.candidates.split(","))
+    except ValueError:
+        raise UserError(f"--candidates must be comma-separated integers, got {args.candidates!r}") from None
+    if any(n < 1 for n in sizes) or args.repeats < 1:
+        raise UserError("--candidates values and --repeats must be >= 1")
+    result = run_ets_select(sizes, repeats=args.repeats, seed=args.seed, kv_cost=args.kv_cost)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for n, ours, ref, sp, eq in zip(result["candidates"], result["ours_ms"], result["pulp_cbc_ms"],
+                                         result["speedup"], result["objective_equal"]):
+            print(f"{n:>5} candidates  scipy/HiGHS {ours:9.2f} ms  PuLP/CBC {ref:9.2f} ms  "
+                  f"speedup {sp:6.2f}x  objective equal: {eq}")
+        edges = zip(result["pulp_cbc_edges_ms"], result["speedup_edges"])
+        print("(PuLP/CBC on our edge-form matrix: " + ", ".join(f"{ms:.2f} ms ({sp:.2f}x)" for ms, sp in edges) + ")")
+    return 0
+
+
+def register_bench(benches) -> None:
+    p = benches.add_parser("ets-select", help="one ETS selection step: scipy MILP (HiGHS) vs PuLP/CBC")
+    p.add_argument("--candidates", default="16,64,256", help="comma-separated candidate counts")
+    p.add_argument("--repeats", type=int, default=7, help="timings per size; the median is reported")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kv-cost", choices=("tokens", "nodes"), default="tokens")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ets_select)

@@ -1,0 +1,102 @@
+"""One dataclass for every search setting, and YAML recipes with the papers' defaults.
+
+Recipes live in ``ragscale/recipes/<name>.yaml`` (ets, rebase, beam, dvts, bon). A recipe may
+carry an ``options`` mapping for task-level settings the search core does not interpret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragscale.errors import UserError
+
+POLICY_NAMES = ("ets", "rebase", "beam", "dvts", "bon")
+KV_COSTS = ("tokens", "nodes")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    policy: str = "ets"
+    width: int = 16  # total trajectories: children sampled per depth = width - finished so far
+    # ETS (Hooper et al. 2025): cost weight, diversity weight; the paper's MATH500 defaults.
+    lambda_b: float = 1.0
+    lambda_d: float = 1.5
+    temperature: float = 0.2  # softmax temperature of the REBASE allocation
+    cluster_threshold: float = 0.05  # cosine distance at which the average-linkage tree is cut
+    kv_cost: str = "tokens"  # KV cost of a node in the ETS program: its tokens, or 1 ("nodes")
+    max_depth: int = 25
+    step_max_tokens: int = 256
+    sampling_temperature: float = 1.0
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICY_NAMES:
+            raise UserError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+        if self.kv_cost not in KV_COSTS:
+            raise UserError(f"kv_cost must be one of {KV_COSTS}, got {self.kv_cost!r}")
+        checks = [
+            (isinstance(self.width, int) and self.width >= 1, "width must be an integer >= 1"),
+            (self.lambda_b >= 0, "lambda_b must be >= 0"),
+            (self.lambda_d >= 0, "lambda_d must be >= 0"),
+            (self.temperature > 0, "temperature (softmax) must be > 0"),
+            (0 <= self.cluster_threshold <= 2, "cluster_threshold is a cosine distance, in [0, 2]"),
+            (isinstance(self.max_depth, int) and self.max_depth >= 1, "max_depth must be an integer >= 1"),
+            (isinstance(self.step_max_tokens, int) and self.step_max_tokens >= 1, "step_max_tokens must be >= 1"),
+            (self.sampling_temperature >= 0, "sampling_temperature must be >= 0"),
+            (isinstance(self.options, dict), "options must be a mapping"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise UserError(f"unknown search setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("ragscale") / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str | Path, **overrides: Any) -> SearchConfig:
+    """A recipe by name (``"ets"``) or path to a YAML file; ``overrides`` win over its values."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"recipe file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        where = str(path)
+    else:
+        resource = resources.files("ragscale") / "recipes" / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise UserError(f"unknown recipe {name_or_path!r}; available: {', '.join(recipe_names())}")
+        text = resource.read_text(encoding="utf-8")
+        where = f"recipe {name_or_path!r}"
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise UserError(f"{where} must be a mapping of settings")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    try:
+        return SearchConfig(**values)
+    except TypeError as exc:
+        raise UserError(f"{where}: {exc}") from exc
