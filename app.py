@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.common import engine_sidebar
 
-st.set_page_config(page_title="ragscale", page_icon="📈", layout="wide")
+st.set_page_config(page_title="ragscale", page_icon=":material/monitoring:", layout="wide")
 
 
 def home() -> None:
@@ -45,15 +45,15 @@ def home() -> None:
 
 # (file, title, icon, one-line description for the landing page)
 PAGE_TABLE = [
-    ("pages/explorer.py", "Explorer", "🧭",
+    ("pages/explorer.py", "Explorer", ":material/explore:",
      "budget, k, m, n and beam width meet the tree and the curves on one screen."),
-    ("pages/allocation_calculator.py", "Allocation calculator", "🧮",
+    ("pages/allocation_calculator.py", "Allocation calculator", ":material/calculate:",
      "what-if budgeting: the best (k, m, n) for a token budget, and what it costs."),
-    ("pages/scaling_runs.py", "Scaling runs", "📈",
+    ("pages/scaling_runs.py", "Scaling runs", ":material/monitoring:",
      "run DRAG/IterDRAG sweeps for real and compare observed with predicted accuracy."),
-    ("pages/tree_search.py", "Tree search", "🌳",
+    ("pages/tree_search.py", "Tree search", ":material/account_tree:",
      "ETS, REBASE, beam, DVTS and best-of-N: which branches were pruned, how much KV was reused."),
-    ("pages/engine.py", "Engine", "⚙️",
+    ("pages/engine.py", "Engine", ":material/settings:",
      "switch between the embedded CPU engine and an SGLang server; cache statistics."),
 ]
 HERE = Path(__file__).parent
@@ -63,6 +63,6 @@ PAGE_BLURBS = [
     if (HERE / path).exists()
 ]
 
-navigation = st.navigation([st.Page(home, title="Home", icon="🏠", default=True)] + [p for p, _ in PAGE_BLURBS])
+navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [p for p, _ in PAGE_BLURBS])
 engine_sidebar()
 navigation.run()

@@ -1,0 +1,224 @@
+"""P*(L_max): the best configuration theta = (k, m, n) whose effective length fits a token budget.
+
+A dense grid per strategy is evaluated at once with numpy broadcasting. Two facts keep it fast
+and exact on the grid:
+- the predicted score is an increasing function of the model's linear predictor, so the search
+  maximises the linear predictor and applies the sigmoid only to the winners;
+- for many budgets at once (the frontier) each configuration is binned to the smallest budget it
+  fits, and a running maximum over the bins gives P*(L), which therefore never decreases.
+Ties go to the shorter (cheaper) configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ragscale.allocation.context_length import STRATEGIES, TokenSizes, check_strategy, effective_length
+from ragscale.allocation.model import AllocationModel, sigmoid
+from ragscale.allocation.profiles import Profile
+from ragscale.errors import UserError
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def parse_budget(text) -> int:
+    """'16k', '1M', '5_000_000', '1.5m', 128000 -> tokens; zero, negative or text -> UserError."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        value = float(text)
+    elif isinstance(text, float):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([+-]?[0-9][0-9_,]*(?:\.[0-9_]*)?)\s*([kKmMgG]?)\s*(?:tokens?)?\s*", str(text))
+        if not match:
+            raise UserError(f"invalid budget {text!r}: use a token count like 16k, 128000, 1M or 5_000_000")
+        value = float(match.group(1).replace("_", "").replace(",", "")) * _SUFFIX[match.group(2).lower()]
+    if not np.isfinite(value) or value < 1:
+        raise UserError(f"invalid budget {text!r}: it must be a positive number of tokens")
+    return int(round(value))
+
+
+def _dense_axis(low_ints: int, high: int, log_points: int) -> np.ndarray:
+    """Every integer up to ``low_ints``, then ``log_points`` log-spaced integers up to ``high``."""
+    tail = np.round(np.geomspace(low_ints, high, log_points))
+    return np.unique(np.concatenate([np.arange(low_ints + 1), tail])).astype(float)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Candidate values of each knob. The paper's own grid is ``Grid.paper()``."""
+
+    k: tuple
+    m: tuple
+    n: tuple
+
+    @classmethod
+    def dense(cls) -> "Grid":
+        # k 0..100 every integer then log-spaced to 1000; m 0..64 then to 256; n 1..5.
+        return cls(tuple(_dense_axis(100, 1000, 100)), tuple(_dense_axis(64, 256, 40)), (1.0, 2.0, 3.0, 4.0, 5.0))
+
+    @classmethod
+    def paper(cls) -> "Grid":
+        return cls((0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), (0, 1, 2, 4, 8, 16, 32, 64, 128, 256), (1, 2, 3, 4, 5))
+
+    def size(self, strategies=STRATEGIES) -> int:
+        """How many configurations ``optimise`` evaluates over these strategies."""
+        return sum(int(np.prod([len(axis) for axis in _axes(s, self)])) for s in strategies)
+
+
+def _axes(strategy: str, grid: Grid):
+    """The knobs a strategy actually has; the others are pinned (k=0, m=0, n=1)."""
+    k = np.asarray(grid.k, float) if strategy in ("rag", "drag", "iterdrag") else np.zeros(1)
+    m = np.asarray(grid.m, float) if strategy in ("many-shot", "drag", "iterdrag") else np.zeros(1)
+    n = np.asarray(grid.n, float) if strategy == "iterdrag" else np.ones(1)
+    return k, m, n
+
+
+@dataclass
+class Allocation:
+    """One configuration and what the model predicts for it."""
+
+    strategy: str
+    k: int
+    m: int
+    n: int
+    effective_tokens: int
+    budget: int
+    predicted_score: float
+    profile: str = ""
+    metric: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def as_model(model) -> AllocationModel:
+    return AllocationModel.from_profile(model) if isinstance(model, Profile) else model
+
+
+def evaluate(model, strategy: str, sizes: TokenSizes | None = None, grid: Grid | None = None):
+    """Lengths and linear predictors of every grid configuration of one strategy (flat arrays)."""
+    model = as_model(model)
+    check_strategy(strategy)
+    k, m, n = _axes(strategy, grid or DEFAULT_GRID)
+    kk, mm, nn = k[:, None, None], m[None, :, None], n[None, None, :]
+    length = effective_length(strategy, kk, mm, nn, sizes or TokenSizes())
+    slope = model.coefficients()
+    linear = (slope[0] * np.log(kk + model.eps) + slope[1] * np.log(mm + model.eps)
+              + slope[2] * np.log(nn + model.eps) + model.c_)
+    shape = np.broadcast_shapes(length.shape, linear.shape)
+    grids = [np.broadcast_to(x, shape).ravel() for x in (kk, mm, nn)]
+    return np.broadcast_to(length, shape).ravel(), np.broadcast_to(linear, shape).ravel(), grids
+
+
+def best_per_budget(length: np.ndarray, linear: np.ndarray, budgets) -> np.ndarray:
+    """Index of the best configuration within each of the ascending ``budgets`` (-1: nothing fits).
+
+    Each configuration goes to the smallest budget it fits (one binary search each), the best of
+    each bin is kept, and a running maximum over the bins gives P*: no full sort of the grid, and
+    P* cannot decrease. Ties go to the shorter configuration.
+    """
+    budgets = np.asarray(budgets, float)
+    bins = np.searchsorted(budgets, length, side="left")  # bin j: length <= budgets[j]
+    fits = bins < len(budgets)
+    best = np.full(len(budgets), -np.inf)
+    np.maximum.at(best, bins[fits], linear[fits])
+    winners = np.flatnonzero(fits & (linear >= best[np.minimum(bins, len(budgets) - 1)] - 1e-12))
+    # The shortest winner of each bin: order the few winners by (bin, length), keep each bin's first.
+    winners = winners[np.lexsort((length[winners], bins[winners]))]
+    bin_ids, first = np.unique(bins[winners], return_index=True)
+    bin_winner = np.full(len(budgets), -1)
+    bin_winner[bin_ids] = winners[first]
+    picks, current, current_score = np.full(len(budgets), -1), -1, -np.inf
+    for j in range(len(budgets)):  # running maximum that remembers where it came from
+        if bin_winner[j] >= 0 and best[j] > current_score + 1e-12:
+            current, current_score = bin_winner[j], best[j]
+        picks[j] = current
+    return picks
+
+
+def model_sigmoid(model: AllocationModel, linear):
+    return sigmoid(linear, model.sigmoid)
+
+
+def _strategies(strategy) -> tuple[str, ...]:
+    if strategy in (None, "auto"):
+        return STRATEGIES
+    if isinstance(strategy, str):
+        return (check_strategy(strategy),)
+    return tuple(check_strategy(s) for s in strategy)
+
+
+def optimise(model, budget, strategy="auto", sizes: TokenSizes | None = None, grid: Grid | None = None) -> Allocation:
+    """The best grid configuration with effective length <= budget; UserError when nothing fits.
+
+    ``model`` is an AllocationModel or a Profile. It predicts with its default informativeness
+    (i_doc_, i_shot_; for a model fitted on several datasets, their average).
+    """
+    model = as_model(model)
+    budget = parse_budget(budget)
+    sizes = sizes or TokenSizes()
+    best = None
+    for name in _strategies(strategy):
+        length, linear, (k, m, n) = evaluate(model, name, sizes, grid)
+        fits = length <= budget
+        if not fits.any():
+            continue
+        top = linear[fits].max()
+        # Among the best-scoring configurations, the shortest (cheapest).
+        candidates = np.flatnonzero(fits & (linear >= top - 1e-12))
+        i = candidates[np.argmin(length[candidates])]
+        if best is None or top > best[0] + 1e-12 or (abs(top - best[0]) <= 1e-12 and length[i] < best[1]):
+            best = (top, length[i], name, k[i], m[i], n[i])
+    if best is None:
+        cheapest = min(float(effective_length(s, 0, 0, 1, sizes)) for s in _strategies(strategy))
+        raise UserError(f"nothing fits a budget of {budget:,} tokens: the cheapest configuration needs {cheapest:,.0f}")
+    top, length, name, k, m, n = best
+    score = float(model.to_raw(model_sigmoid(model, top)))
+    return Allocation(name, int(k), int(m), int(n), int(np.ceil(length)), budget, score,
+                      getattr(model, "name_", "fitted"), getattr(model, "metric_", ""))
+
+
+def frontier(model, budgets, strategies=STRATEGIES, sizes: TokenSizes | None = None,
+             grid: Grid | None = None) -> pd.DataFrame:
+    """P*(L) per strategy (and "auto" = best of all) at each budget; budgets nothing fits are left out."""
+    model = as_model(model)
+    budgets = [parse_budget(b) for b in np.atleast_1d(budgets)]
+    names = [s for s in (strategies if not isinstance(strategies, str) else [strategies])]
+    plain = [s for s in names if s != "auto"]
+    needed = STRATEGIES if "auto" in names else tuple(check_strategy(s) for s in plain)
+    order = np.argsort(budgets, kind="stable")
+    picks = {}  # strategy -> (length, linear, (k, m, n), best index per budget in input order)
+    for s in needed:
+        length, linear, knobs = evaluate(model, s, sizes, grid)
+        index = np.empty(len(budgets), int)
+        index[order] = best_per_budget(length, linear, np.asarray(budgets, float)[order])
+        picks[s] = (length, linear, knobs, index)
+    records = []
+    for b, budget in enumerate(budgets):
+        for name in names:
+            options = [s for s in (needed if name == "auto" else [name]) if picks[s][3][b] >= 0]
+            if not options:
+                continue
+            # Best score; among equal scores the shorter configuration.
+            chosen = max(options, key=lambda s: (picks[s][1][picks[s][3][b]], -picks[s][0][picks[s][3][b]]))
+            length, linear, (k, m, n), index = picks[chosen]
+            i = index[b]
+            records.append({
+                "budget": budget, "strategy": name, "k": int(k[i]), "m": int(m[i]), "n": int(n[i]),
+                "effective_tokens": int(np.ceil(length[i])),
+                "predicted_score": float(model.to_raw(model_sigmoid(model, linear[i]))),
+                "chosen_strategy": chosen,
+            })
+    columns = ["budget", "strategy", "k", "m", "n", "effective_tokens", "predicted_score", "chosen_strategy"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+DEFAULT_GRID = Grid.dense()

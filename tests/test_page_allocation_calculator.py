@@ -1,0 +1,120 @@
+"""The Allocation calculator page: renders in AppTest, reacts to the budget, works in a real browser."""
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "allocation_calculator.py")
+
+
+def metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.fixture
+def app():
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_renders_with_headline_metrics_and_plots(app):
+    shown = metrics(app)
+    assert shown["Strategy"] == "drag"  # the paper model's choice at the 128k default
+    assert shown["Tokens per question"] == "127k"
+    assert len(app.get("plotly_chart")) == 3
+    assert len(app.get("download_button")) == 2
+
+
+def test_text_budget_moves_the_slider_and_the_answer(app):
+    before = metrics(app)
+    app.text_input(key="alloc_budget_text").set_value("5M").run()
+    assert not app.exception
+    after = metrics(app)
+    assert app.select_slider(key="alloc_budget_slider").value == 5_000_000
+    assert after["Tokens per question"] != before["Tokens per question"]
+    assert float(after[next(k for k in after if k.startswith("Predicted"))]) > \
+        float(before[next(k for k in before if k.startswith("Predicted"))])
+
+
+def test_slider_updates_the_text_box(app):
+    app.select_slider(key="alloc_budget_slider").set_value(16_000).run()
+    assert app.text_input(key="alloc_budget_text").value == "16k"
+    assert metrics(app)["Tokens per question"].endswith("k")
+
+
+def test_invalid_budget_shows_an_error_and_keeps_the_last_answer(app):
+    before = metrics(app)
+    app.text_input(key="alloc_budget_text").set_value("-3").run()
+    assert any("invalid budget" in e.value for e in app.error)
+    assert metrics(app) == before
+
+
+def test_manual_mode_flags_over_budget(app):
+    app.radio(key="alloc_mode").set_value("Manual k, m, n").run()
+    app.selectbox(key="alloc_strategy").set_value("iterdrag").run()
+    app.slider(key="alloc_k").set_value(1000).run()
+    app.slider(key="alloc_m").set_value(256).run()
+    assert not app.exception
+    assert metrics(app)["Strategy"] == "iterdrag" and metrics(app)["k · m · n"] == "1000 · 256 · 2"
+    assert any("over the budget" in w.value for w in app.warning)
+
+
+def test_dataset_changes_the_scale(app):
+    before = metrics(app)
+    app.selectbox(key="alloc_dataset").set_value("musique").run()
+    assert not app.exception
+    label = next(k for k in before if k.startswith("Predicted"))
+    assert float(metrics(app)[label]) < float(before[label])  # MuSiQue EM is far lower in Table 1
+
+
+def test_a_fitted_profile_can_be_chosen(tmp_path, monkeypatch):
+    from ragscale.allocation import Profile, save_profile
+
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path))
+    save_profile(Profile(name="fitted to runs (test)", a=(0.2, 0.05, 0.3), b=(0.0, 0.0, 0.0), c=-0.2,
+                         mean=30.0, std=10.0, r2=0.8, n_rows=40))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.selectbox(key="alloc_profile").set_value("fitted to runs (test)").run()
+    assert not at.exception, at.exception
+    shown = metrics(at)
+    assert "Predicted score" in shown and 20 < float(shown["Predicted score"]) < 42
+
+
+@pytest.mark.browser
+def test_browser_budget_change(app_url, page, artifacts_dir):
+    from tests.browser_helpers import wait_for_app
+
+    # The home page first: a fresh server that is asked for a page before app.py has run once
+    # serves it without app.py's navigation (Streamlit's pages/ fallback).
+    page.goto(app_url)
+    page.get_by_text("Engine:").first.wait_for()  # app.py has run once: its navigation is registered
+    page.goto(f"{app_url}/allocation_calculator")
+    wait_for_app(page)
+    page.get_by_text("Tokens per question").first.wait_for()
+
+    def tokens_metric() -> str:
+        card = page.locator("[data-testid='stMetric']").filter(has_text="Tokens per question").first
+        return card.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+    before = tokens_metric()
+    box = page.get_by_label(re.compile("^Budget \\(e.g."))
+    box.fill("1M")
+    box.press("Enter")
+    page.wait_for_function(
+        "(old) => [...document.querySelectorAll('[data-testid=stMetric]')]"
+        ".some(e => e.innerText.includes('Tokens per question') && !e.innerText.includes(old))",
+        arg=before, timeout=60_000,
+    )
+    wait_for_app(page)
+    after = tokens_metric()
+    assert after != before and after.endswith("k")
+    page.wait_for_selector(".js-plotly-plot")
+    page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot
+    page.set_viewport_size({"width": 1400, "height": 2300})  # Streamlit scrolls inside; show the whole page
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(artifacts_dir / "allocation_calculator.png"), full_page=True)
