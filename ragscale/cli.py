@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "ragscale.rag.cli",
     "ragscale.search.cli",
     "ragscale.search.bench",
+    "ragscale.explorer.cli",
 )
 
 

@@ -33,3 +33,6 @@ class Dataset:
     questions: list[Question]
     corpus: list[Document]  # pooled, de-duplicated paragraphs of every question
     source: str = ""  # path, or "demo"
+    # Training questions for demonstrations, never among ``questions`` (the test set). The demo
+    # dataset ships one; for files without a split, ragscale.datasets.split_pool makes one.
+    pool: list[Question] = field(default_factory=list)
