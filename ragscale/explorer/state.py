@@ -1,0 +1,203 @@
+"""Everything the Explorer shows, as one value: a frozen dataclass that travels in the URL.
+
+A shared link must reproduce exactly what its sender saw, so the state is the single source
+of truth: the page builds its widgets from it and writes it back to the query string on every
+change. Decoding never fails: a value that does not parse or is out of range falls back to
+its default and produces a notice the page shows, so a mangled link still opens.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+import yaml
+
+POLICIES = ("ets", "rebase", "beam", "dvts", "bon")
+POLICY_LABELS = {"ets": "ETS", "rebase": "REBASE", "beam": "Beam", "dvts": "DVTS", "bon": "Best-of-N"}
+# "auto" lets the optimiser pick the strategy; the others are Yue et al.'s (ragscale.allocation).
+STRATEGIES = ("auto", "zero-shot", "many-shot", "rag", "drag", "iterdrag")
+PROFILES = ("paper", "fitted")
+
+# The paper's search space (Yue et al. 2025): k <= 1000 documents, m <= 256 demonstrations,
+# n <= 5 iterations; budgets from 10^3 to 10^7 tokens cover their 16k .. 5M with margin.
+BUDGET_RANGE = (1_000, 10_000_000)
+K_RANGE = (0, 1000)
+M_RANGE = (0, 256)
+N_RANGE = (1, 5)
+WIDTH_RANGE = (1, 64)
+QPD_RANGE = (1, 100_000_000)
+
+
+@dataclass(frozen=True)
+class ExplorerState:
+    dataset: str = "demo"
+    question: str = ""  # question id; "" = the dataset's first question
+    budget: int = 16_000  # L_max, input tokens per question
+    # The default opens on a small IterDRAG configuration that the shipped trees cover; unpin to
+    # let the allocation model choose (k, m, n) for the budget.
+    strategy: str = "iterdrag"  # "auto": the optimiser may pick any strategy
+    pinned: bool = True  # True: k, m, n are the user's; False: re-optimised for the budget
+    k: int = 2
+    m: int = 1
+    n: int = 2
+    policy: str = "ets"
+    width: int = 4  # beam width: the tree's total samples per depth (REBASE bookkeeping)
+    profile: str = "paper"  # allocation-model profile: the paper's or fitted to stored runs
+    qpd: int = 1_000  # queries per day, for the monthly cost
+    node: str = ""  # selected tree node, so a link can point at one
+    present: bool = False  # presentation mode: large type, sidebar hidden
+
+    def __post_init__(self) -> None:
+        for name in FIELD_NAMES:
+            problem = field_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_(self, **changes: Any) -> "ExplorerState":
+        return replace(self, **changes)
+
+
+def _check_int(value: int, bounds: tuple[int, int]) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number, got {value!r}"
+    if not bounds[0] <= value <= bounds[1]:
+        return f"must be between {bounds[0]:,} and {bounds[1]:,}, got {value:,}"
+    return None
+
+
+def _check_choice(value: str, choices: tuple[str, ...]) -> str | None:
+    return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+
+
+def _check_text(value: str) -> str | None:
+    # Ids and dataset names go into file names and the URL: keep them short and printable.
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
+        return f"must be a short printable text, got {value!r}"
+    return None
+
+
+_CHECKS = {
+    "dataset": lambda v: _check_text(v) or (None if v else "must not be empty"),
+    "question": _check_text,
+    "budget": lambda v: _check_int(v, BUDGET_RANGE),
+    "strategy": lambda v: _check_choice(v, STRATEGIES),
+    "pinned": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "k": lambda v: _check_int(v, K_RANGE),
+    "m": lambda v: _check_int(v, M_RANGE),
+    "n": lambda v: _check_int(v, N_RANGE),
+    "policy": lambda v: _check_choice(v, POLICIES),
+    "width": lambda v: _check_int(v, WIDTH_RANGE),
+    "profile": lambda v: _check_choice(v, PROFILES),
+    "qpd": lambda v: _check_int(v, QPD_RANGE),
+    "node": _check_text,
+    "present": lambda v: None if isinstance(v, bool) else "must be true or false",
+}
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for field ``name`` (None when it is)."""
+    return _CHECKS[name](value)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(ExplorerState))
+DEFAULT = ExplorerState()
+
+# ---- URL query string -------------------------------------------------------------------
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def format_budget(tokens: int) -> str:
+    """128000 -> '128k', 1000000 -> '1M'; exact, so it parses back to the same integer."""
+    for suffix, unit in (("M", 1_000_000), ("k", 1_000)):
+        if tokens % unit == 0:
+            return f"{tokens // unit}{suffix}"
+    return str(tokens)
+
+
+def _parse_value(name: str, raw: str) -> Any:
+    """One URL value to its Python type; raises ValueError with a readable reason."""
+    kind = type(getattr(DEFAULT, name))
+    if kind is bool:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"expected 1/0 or true/false, got {raw!r}")
+    if name == "budget":
+        from ragscale.allocation import parse_budget  # '16k', '1M', '5_000_000'
+
+        try:
+            return int(parse_budget(raw))
+        except Exception as exc:  # parse_budget raises UserError; any failure means "invalid"
+            raise ValueError(str(exc)) from None
+    if kind is int:
+        text = raw.strip().replace("_", "")
+        if not text.lstrip("-").isdigit():
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        return int(text)
+    if name in ("policy", "strategy", "profile"):
+        return raw.strip().lower()  # 'ETS' in a hand-typed link means ets
+    return raw
+
+
+def encode(state: ExplorerState) -> dict[str, str]:
+    """The whole state as query parameters (every field, so a link is exact and self-contained)."""
+    out: dict[str, str] = {}
+    for name in FIELD_NAMES:
+        value = getattr(state, name)
+        if isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        elif name == "budget":
+            out[name] = format_budget(value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def decode(params: Mapping[str, Any], base: ExplorerState = DEFAULT) -> tuple[ExplorerState, list[str]]:
+    """Query parameters -> (state, notices). Unknown keys are ignored; bad values fall back.
+
+    Each field is checked on its own, so one bad value does not discard the good ones.
+    ``params`` may map to strings or to lists of strings (the last one wins, as in Streamlit).
+    """
+    values: dict[str, Any] = {}
+    notices: list[str] = []
+    for name in FIELD_NAMES:
+        if name not in params:
+            continue
+        raw = params[name]
+        if isinstance(raw, (list, tuple)):
+            raw = raw[-1] if raw else ""
+        raw = str(raw)
+        try:
+            value = _parse_value(name, raw)
+            problem = field_problem(name, value)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem:
+            notices.append(f"Link value {name}={raw!r} is not valid ({problem}); "
+                           f"using {encode(base)[name]!r} instead.")
+        else:
+            values[name] = value
+    return replace(base, **values), notices
+
+
+def from_dict(data: Mapping[str, Any]) -> ExplorerState:
+    """A state from an exported JSON/YAML mapping (strict: raises ValueError on any problem)."""
+    unknown = set(data) - set(FIELD_NAMES)
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return replace(DEFAULT, **dict(data))

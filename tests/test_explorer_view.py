@@ -1,0 +1,297 @@
+"""The Explorer's composition logic on small inputs: allocation, trees by key, figures, precompute."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragscale.allocation import PAPER_PROFILE, AllocationModel, CostModel, TokenSizes, cost_breakdown, optimise
+from ragscale.datasets.types import Dataset, Document, Question
+from ragscale.explorer import view as V
+from ragscale.explorer.precompute import precompute
+from ragscale.explorer.state import DEFAULT, POLICIES
+from ragscale.plots.explorer import explorer_curve_figure
+from ragscale.search.tree import Tree
+from tests.fakes import ScriptedEngine
+
+MODEL = AllocationModel.from_profile(PAPER_PROFILE)
+
+DOCS = [
+    Document("d1", "Lake Orla", "Lake Orla lies north of the town of Vesk."),
+    Document("d2", "Mira Holt", "Mira Holt founded the Orla Rowing Club and was born in Vesk."),
+    Document("d3", "Orla Rowing Club", "The Orla Rowing Club was founded by Mira Holt."),
+    Document("d4", "Vesk", "Vesk is a town in the country of Tarn."),
+]
+QUESTIONS = [
+    Question("q-1hop", "Where is Lake Orla?", ["north of Vesk"], dataset="toy", hops=1),
+    Question("q-2hop", "Where was the founder of the Orla Rowing Club born?", ["Vesk"], dataset="toy", hops=2),
+]
+POOL = [Question("p-1", "Who founded the Vesk Choir?", ["Ada Lunn"], dataset="toy", hops=2,
+                 decomposition=[("Which choir is in Vesk?", "the Vesk Choir"), ("Who founded it?", "Ada Lunn")])]
+DATASET = Dataset("toy", QUESTIONS, DOCS, source="test", pool=POOL)
+
+
+def retrieve(query: str, k: int):
+    words = set(query.lower().replace("?", "").split())
+    return sorted(DOCS, key=lambda d: -len(words & set(d.text.lower().split())))[:k]
+
+
+def embed(texts):
+    out = np.zeros((len(texts), 32))
+    for row, text in enumerate(texts):
+        for word in str(text).lower().split():
+            out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % 32] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+SUBQUERIES = ["Who founded the Orla Rowing Club?", "Where was Mira Holt born?", "Where is Lake Orla?"]
+
+
+def reply(prompt: str, params, i: int, rng: random.Random) -> str:
+    if prompt.endswith("So the final answer is:"):
+        return " Vesk\n"
+    if prompt.endswith("Intermediate answer:"):
+        return " Mira Holt\n" if "founded" in prompt.rsplit("Follow up:", 1)[-1] else " Vesk\n"
+    return f" {SUBQUERIES[rng.randrange(len(SUBQUERIES))]}\n"
+
+
+def judge(prompt: str, continuation: str) -> float:
+    good = "Mira" in prompt.rsplit("Follow up:", 1)[-1]
+    return (-0.2 if good else -2.0) if continuation == "Yes" else (-2.0 if good else -0.3)
+
+
+def engine():
+    return ScriptedEngine(reply, logprob=judge)
+
+
+@pytest.fixture(scope="module")
+def records():
+    """One small tree per policy, width 3, n = 2 (depth <= 3)."""
+    out = {}
+    for policy in POLICIES:
+        key = V.TreeKey("toy", "q-2hop", policy, 3, 2, 1, 0)
+        out[policy] = V.run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed)
+    return out
+
+
+# ---- allocation side ------------------------------------------------------------------------
+
+def test_unpinned_state_takes_the_optimisers_configuration():
+    state = DEFAULT.with_(pinned=False, strategy="auto", budget=128_000)
+    allocation, notices = V.current_allocation(state, MODEL)
+    expected = optimise(MODEL, 128_000, "auto")
+    assert (allocation.strategy, allocation.k, allocation.m, allocation.n) == (expected.strategy, expected.k, expected.m, expected.n)
+    assert allocation.effective_tokens <= 128_000 and notices == []
+    shown = V.apply_allocation(state, allocation)
+    assert (shown.k, shown.m, shown.n) == (expected.k, expected.m, expected.n)
+    # a bigger budget never predicts less
+    bigger, _ = V.current_allocation(state.with_(budget=1_000_000), MODEL)
+    assert bigger.predicted_score >= allocation.predicted_score
+
+
+def test_pinned_state_keeps_the_users_configuration_and_flags_an_overrun():
+    state = DEFAULT.with_(pinned=True, strategy="iterdrag", k=2, m=1, n=2, budget=16_000)
+    allocation, notices = V.current_allocation(state, MODEL)
+    assert (allocation.strategy, allocation.k, allocation.m, allocation.n) == ("iterdrag", 2, 1, 2)
+    assert notices == [] and allocation.effective_tokens <= 16_000
+    assert V.apply_allocation(state, allocation) == state
+    over, notices = V.current_allocation(state.with_(k=500, budget=16_000), MODEL)
+    assert over.effective_tokens > 16_000 and "over the 16,000 budget" in notices[0]
+
+
+def test_auto_strategy_when_pinned_is_named_by_what_the_configuration_holds():
+    assert V.resolved_strategy(DEFAULT.with_(strategy="auto", n=3)) == "iterdrag"
+    assert V.resolved_strategy(DEFAULT.with_(strategy="auto", n=1, k=5, m=0)) == "rag"
+    assert V.resolved_strategy(DEFAULT.with_(strategy="auto", n=1, k=5, m=2)) == "drag"
+    assert V.resolved_strategy(DEFAULT.with_(strategy="drag", n=3)) == "drag"
+
+
+def test_a_budget_nothing_fits_falls_back_to_the_pinned_configuration_with_a_notice():
+    state = DEFAULT.with_(pinned=False, strategy="iterdrag", budget=1_000)
+    allocation, notices = V.current_allocation(state, MODEL, TokenSizes(doc=400, instruction=900))
+    assert notices and "nothing fits" in notices[0]
+    assert (allocation.k, allocation.m, allocation.n) == (state.k, state.m, state.n)
+
+
+def test_question_picker_falls_back_to_the_first_multi_hop_question():
+    assert V.pick_question(QUESTIONS, "q-1hop") == (QUESTIONS[0], None)
+    chosen, notice = V.pick_question(QUESTIONS, "")
+    assert chosen.qid == "q-2hop" and notice is None
+    chosen, notice = V.pick_question(QUESTIONS, "nope")
+    assert chosen.qid == "q-2hop" and "nope" in notice
+
+
+def observed_fixture() -> pd.DataFrame:
+    rows = []
+    for (strategy, k, m, n, length, scores) in [
+        ("rag", 1, 0, 1, 300, [0, 1, 0, 0]), ("rag", 5, 0, 1, 900, [1, 1, 0, 0]),
+        ("iterdrag", 2, 1, 2, 4000, [1, 1, 1, 0]), ("drag", 2, 1, 1, 1200, [1, 0, 0, 0]),
+    ]:
+        for i, score in enumerate(scores):
+            rows.append({"dataset": "toy", "model": "m", "strategy": strategy, "k": k, "m": m, "n": n,
+                         "qid": f"q{i}", "status": "ok", "acc": score, "em": score, "f1": score,
+                         "effective_length": length - 10 * i, "cached_tokens": length // 2,
+                         "uncached_tokens": length - length // 2, "calls": 1, "iterations": n,
+                         "seconds": 0.1, "skip_reason": None})
+    rows.append({**rows[0], "dataset": "other"})
+    return pd.DataFrame(rows)
+
+
+def test_observed_table_filters_by_dataset_and_finds_the_exact_configuration():
+    table = V.observed_table(observed_fixture(), "toy")
+    assert len(table) == 4 and set(table["dataset"]) == {"toy"}
+    allocation, _ = V.current_allocation(DEFAULT.with_(pinned=True, strategy="iterdrag", k=2, m=1, n=2), MODEL)
+    assert V.observed_score(table, allocation) == pytest.approx(0.75)
+    other, _ = V.current_allocation(DEFAULT.with_(pinned=True, strategy="iterdrag", k=3, m=1, n=2), MODEL)
+    assert V.observed_score(table, other) is None
+    assert V.observed_table(pd.DataFrame(), "toy").empty
+
+
+def test_curve_figure_marks_the_current_configuration_and_overlays_observed_runs():
+    curve = V.predicted_curve(MODEL, "auto", budgets=[1_000, 16_000, 128_000])
+    allocation, _ = V.current_allocation(DEFAULT, MODEL)
+    table = V.observed_table(observed_fixture(), "toy")
+    fig = explorer_curve_figure(curve, DEFAULT.budget, allocation.to_dict(), table,
+                                predicted_label="paper profile", observed_label="SmolLM2")
+    names = [t.name for t in fig.data]
+    current = next(t for t in fig.data if t.name == "current configuration")
+    assert list(current.x) == [allocation.effective_tokens]
+    assert list(current.y) == pytest.approx([allocation.predicted_score])
+    assert any(n.startswith("SmolLM2: iterdrag") for n in names)
+    observed = next(t for t in fig.data if t.name == "SmolLM2: iterdrag runs")
+    assert max(observed.y) == pytest.approx(75.0)  # fractions shown in percent
+    assert fig.layout.xaxis.type == "log"
+
+
+# ---- trees --------------------------------------------------------------------------------------
+
+def test_run_tree_respects_depth_width_and_records_its_key(records):
+    for policy, record in records.items():
+        tree = Tree.from_dict(record["tree"])
+        assert tree.max_depth <= 3  # n = 2 iterations + the forced final answer
+        assert record["key"] == V.TreeKey("toy", "q-2hop", policy, 3, 2, 1, 0).to_dict()
+        assert record["config"]["width"] == 3 and record["config"]["max_depth"] == 3
+        assert len(tree.finished_leaves()) <= 3
+        assert record["kv"]["peak"] >= record["kv"]["mean"] > 0
+        assert 0 < V.record_hit_rate(record) < 1
+
+
+def test_node_details_show_sub_query_documents_and_answer(records):
+    record = records["ets"]
+    tree = Tree.from_dict(record["tree"])
+    step = next(n for n in tree if n.depth == 1 and n.meta.get("sub_query"))
+    details = V.node_details(record, step.id)
+    assert details["sub_query"] in SUBQUERIES
+    assert details["intermediate"] in ("Mira Holt", "Vesk")
+    assert details["documents"] and all(d["title"] and d["text"] for d in details["documents"])
+    assert details["prefix_tokens"] == tree.root.num_tokens
+    leaf = tree.finished_leaves()[0]
+    assert V.node_details(record, leaf.id)["answer"] == "Vesk"
+    root = V.node_details(record, 0)
+    assert root["question"] == QUESTIONS[1].question and root["score"] is None
+
+
+def test_library_finds_exact_then_nearest_with_a_label(tmp_path, records):
+    shipped, live = tmp_path / "shipped", tmp_path / "live"
+    library = V.TreeLibrary(shipped, live)
+    assert library.nearest(V.TreeKey("toy", "q-2hop", "ets", 3, 2, 1, 0)) == (None, False)
+    for record in records.values():
+        library.save(record, shipped)
+    want = V.TreeKey("toy", "q-2hop", "beam", 3, 2, 1, 0)
+    assert library.nearest(want) == (want, True)
+    assert V.tree_label(want, want, True) == ""
+    assert library.load(want)["key"] == want.to_dict()
+    # a different width: the same policy's tree is nearest, and the label says what differs
+    wider = V.TreeKey("toy", "q-2hop", "beam", 16, 2, 1, 0)
+    shown, exact = library.nearest(wider)
+    assert shown == want and not exact
+    label = V.tree_label(wider, shown, exact)
+    assert "width 3 (asked 16)" in label and "Run live" in label
+    # another question: nearest is a tree of the stored question, labelled as such
+    shown, exact = library.nearest(V.TreeKey("toy", "q-1hop", "ets", 3, 2, 1, 0))
+    assert shown.question == "q-2hop" and shown.policy == "ets" and not exact
+    # a live run of the exact key is found afterwards (the later directory wins on equal keys)
+    live_record = dict(records["ets"], key=wider.to_dict(), created="later")
+    library.save(live_record)
+    assert (live / wider.filename()).exists() and library.nearest(wider) == (wider, True)
+    # a broken file is skipped, not fatal
+    (shipped / "broken.json").write_text("{not json")
+    assert library.nearest(want) == (want, True)
+
+
+def test_key_filenames_are_safe():
+    key = V.TreeKey("my data/set", "q:1/../x", "ets", 4, 2, 2, 1)
+    name = key.filename()
+    assert "/" not in name and ":" not in name and name.endswith("ets-w4-n2-k2-m1.json")
+
+
+def test_figures_row(records):
+    state = DEFAULT.with_(pinned=True, strategy="iterdrag", k=2, m=1, n=2, qpd=5_000)
+    allocation, _ = V.current_allocation(state, MODEL)
+    table = V.observed_table(observed_fixture(), "toy")
+    figs = V.figures(state, allocation, records["ets"], records["rebase"], table)
+    assert figs.kv_ratio_rebase == pytest.approx(records["rebase"]["kv"]["mean"] / records["ets"]["kv"]["mean"])
+    assert figs.retained_kv_mean == records["ets"]["kv"]["mean"]
+    assert figs.cache_hit_rate == pytest.approx(records["ets"]["cached_tokens"] / records["ets"]["prompt_tokens"])
+    assert 0 < figs.cache_hit_upper_bound < 1
+    expected = cost_breakdown(allocation, TokenSizes(), CostModel(queries_per_day=5_000))
+    assert figs.cost_per_query_usd == pytest.approx(expected.cost_per_query_usd)
+    assert figs.cost_per_month_usd == pytest.approx(expected.cost_per_query_usd * 5_000 * 30)
+    assert figs.observed_score == pytest.approx(0.75) and figs.observed_tokens == 4000
+    assert figs.predicted_score == allocation.predicted_score
+    bare = V.figures(state, allocation, None, None, V.observed_table(pd.DataFrame(), "toy"))
+    assert bare.retained_kv_mean is None and bare.kv_ratio_rebase is None and bare.cache_hit_rate is None
+
+
+def test_export_holds_state_configuration_and_tree():
+    allocation, _ = V.current_allocation(DEFAULT, MODEL)
+    key = V.tree_key(DEFAULT, "q-2hop")
+    out = V.export_config(DEFAULT, allocation, key, "http://x/explorer?k=2")
+    assert out["explorer_state"] == DEFAULT.to_dict()
+    assert out["configuration"]["k"] == DEFAULT.k and out["tree"]["question"] == "q-2hop"
+    json.dumps(out)
+
+
+def test_m_puts_demonstrations_in_the_shared_prefix():
+    roots = {}
+    for m in (0, 1):
+        key = V.TreeKey("toy", "q-2hop", "bon", 2, 1, 1, m)
+        record = V.run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed)
+        roots[m] = Tree.from_dict(record["tree"]).root.text
+    assert POOL[0].question not in roots[0] and POOL[0].question in roots[1]
+    assert "Who founded it?" in roots[1]
+
+
+def test_run_tree_refuses_k_zero():
+    with pytest.raises(Exception, match="k >= 1"):
+        V.run_tree(engine(), DATASET, QUESTIONS[1], V.TreeKey("toy", "q-2hop", "ets", 2, 1, 0, 0),
+                   retrieve=retrieve, embed=embed)
+
+
+def test_precompute_writes_one_tree_per_policy_and_resumes(tmp_path):
+    state = DEFAULT.with_(width=2, n=1, k=1, m=0)
+    done = precompute(engine(), DATASET, state, ("ets", "bon"), out=tmp_path, retrieve=retrieve, embed=embed)
+    assert [d["policy"] for d in done] == ["ets", "bon"] and not any(d["skipped"] for d in done)
+    keys = V.TreeLibrary(tmp_path).index()
+    assert {k.policy for k in keys} == {"ets", "bon"} and {k.question for k in keys} == {"q-2hop"}
+    again = precompute(engine(), DATASET, state, ("ets", "bon"), out=tmp_path, retrieve=retrieve, embed=embed)
+    assert all(d["skipped"] for d in again)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--policies", "mcts"], "--policies"),
+    (["--width", "0"], "width"),
+    (["--n", "9"], "n:"),
+    (["--dataset", "/no/such/file.json"], "no such dataset"),
+])
+def test_precompute_cli_rejects_bad_input_before_loading_a_model(argv, message, capsys):
+    from ragscale.cli import main
+
+    assert main(["explorer-precompute", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ragscale: error:") and message in err and len(err.strip().splitlines()) == 1
