@@ -6,6 +6,7 @@ an SGLang client. Heavy imports (torch, transformers) happen only when an engine
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from ragscale.engines.base import (
@@ -28,6 +29,7 @@ class EngineSpec:
     kind: str = "embedded"
     url: str | None = None  # sglang: one server or an sglang-router
     prefix_cache: bool = True  # embedded: False is like SGLang's --disable-radix-cache
+    tokenizer: str | None = None  # sglang: local folder with the server model's tokenizer (see sglang_client)
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINE_KINDS:
@@ -36,14 +38,27 @@ class EngineSpec:
             raise ValueError("the sglang engine needs a URL, e.g. http://127.0.0.1:30000")
 
 
+# Engines built by make_engine and still alive, so status displays can show one without building it.
+_live: dict[EngineSpec, weakref.ref] = {}
+
+
 def make_engine(spec: EngineSpec) -> Engine:
     if spec.kind == "embedded":
         from ragscale.engines.embedded import EmbeddedEngine
 
-        return EmbeddedEngine(prefix_cache=spec.prefix_cache)
-    from ragscale.engines.sglang_client import SGLangEngine
+        engine = EmbeddedEngine(prefix_cache=spec.prefix_cache)
+    else:
+        from ragscale.engines.sglang_client import SGLangEngine
 
-    return SGLangEngine(spec.url)
+        engine = SGLangEngine(spec.url, tokenizer=spec.tokenizer)
+    _live[spec] = weakref.ref(engine)
+    return engine
+
+
+def live_engine(spec: EngineSpec) -> Engine | None:
+    """The engine ``make_engine(spec)`` built in this process, if it still exists (never builds one)."""
+    ref = _live.get(spec)
+    return ref() if ref else None
 
 
 def describe_spec(spec: EngineSpec) -> str:
@@ -55,5 +70,5 @@ def describe_spec(spec: EngineSpec) -> str:
 
 __all__ = [
     "CacheStats", "Engine", "EngineInfo", "EngineSpec", "Generation", "Prompt", "SamplingParams",
-    "Usage", "describe_spec", "make_engine", "ENGINE_KINDS",
+    "Usage", "describe_spec", "live_engine", "make_engine", "ENGINE_KINDS",
 ]

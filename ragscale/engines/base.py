@@ -43,6 +43,12 @@ class SamplingParams:
         object.__setattr__(self, "stop", tuple(self.stop))
 
 
+def sample_seed(seed: int | None, sample: int) -> int | None:
+    """The sampler seed of sample ``sample`` of a request with ``seed`` (same rule on every engine),
+    so sample i draws the same stream whatever else is batched with it."""
+    return None if seed is None else (seed * 1_000_003 + sample) % (2**63)
+
+
 @dataclass
 class Usage:
     prompt_tokens: int

@@ -1,0 +1,102 @@
+"""The prefix-cache benchmark: a small tree workload run with the radix cache on and off.
+
+Workload (fixed): a shared 1,000-token prefix, 8 branches (each its own short instruction after
+the prefix), 4 steps of 32 new tokens, greedy. Every step continues each branch with
+``prompt_ids + output_ids`` and submits the 8 branches as one batch, as a tree search does.
+
+``ideal_cached_fraction`` is what an unbounded cache with SGLang's rule (match at most
+prompt_tokens - 1, requests in submission order) could reuse on the same requests; it is
+computed with a RadixCache holding no KV, so it is independent of the engine.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Callable
+
+from ragscale.engines.base import SamplingParams
+from ragscale.engines.radix_cache import RadixCache
+
+PREFIX_TOKENS = 1000
+BRANCHES = 8
+STEPS = 4
+NEW_TOKENS = 32
+
+_PASSAGE = (
+    "The lighthouse on the northern cape was built in 1871 from granite quarried two valleys away. "
+    "Its keepers logged the weather every four hours, and the logs, kept in a cedar chest, describe "
+    "storms, shipwrecks, migrating birds and the slow arrival of the telegraph. In 1923 the lamp was "
+    "electrified; in 1967 the last keeper left, and the light has run automatically ever since. "
+)
+_BRANCH_TASKS = [
+    "Summarise the passage in one sentence.", "List three facts from the passage.",
+    "Write a question about the passage.", "Describe the lighthouse to a child.",
+    "What changed in 1923?", "Write a short poem about the keepers.",
+    "Explain why the logs matter to historians.", "Continue the story of the last keeper.",
+]
+
+Progress = Callable[[int, int, str], None]
+
+
+def workload_prompts(engine) -> list[list[int]]:
+    """The 8 branch prompts: 1,000 shared tokens, then each branch's own instruction."""
+    prefix = engine.encode(_PASSAGE * 40)[:PREFIX_TOKENS]
+    assert len(prefix) == PREFIX_TOKENS, "passage too short for the prefix"
+    return [prefix + engine.encode(f"\n\nTask {i + 1}: {task}\nAnswer:") for i, task in enumerate(_BRANCH_TASKS)]
+
+
+def run_tree(engine, progress: Progress | None = None) -> tuple[list, float]:
+    """All steps on ``engine``; returns (every Generation in order, seconds)."""
+    prompts = workload_prompts(engine)
+    params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    generations = []
+    started = time.perf_counter()
+    for step in range(STEPS):
+        outs = engine.generate(prompts, params)
+        generations += outs
+        prompts = [g.prompt_ids + g.output_ids for g in outs]
+        if progress:
+            progress(step + 1, STEPS, f"step {step + 1}/{STEPS}")
+    return generations, time.perf_counter() - started
+
+
+def ideal_cached_tokens(generations) -> int:
+    """Cached tokens an unbounded SGLang-rule cache would report for the same requests."""
+    tree, total = RadixCache(), 0
+    by_step = [generations[i:i + BRANCHES] for i in range(0, len(generations), BRANCHES)]
+    for step in by_step:
+        for g in step:  # each prompt is prefilled and inserted before the next is matched
+            total += tree.match_prefix(g.prompt_ids[:-1])[0]
+            tree.insert(g.prompt_ids, [0] * len(g.prompt_ids))
+        for g in step:  # outputs enter the tree when the batch finishes
+            seq = g.prompt_ids + g.output_ids[:-1]
+            tree.insert(seq, [0] * len(seq))
+    return total
+
+
+def prefix_cache_benchmark(progress: Progress | None = None) -> dict:
+    from ragscale.engines.embedded import EmbeddedEngine
+
+    on, off = EmbeddedEngine(prefix_cache=True), EmbeddedEngine(prefix_cache=False)  # shared weights
+    on.generate([on.encode("Warm up.")], SamplingParams(max_new_tokens=2))  # first-call overheads
+    on.flush_cache()
+    on.reset_stats()
+
+    def stage(name):
+        return (lambda done, total, msg: progress(done, total, f"cache {name}: {msg}")) if progress else None
+
+    gens_on, seconds_on = run_tree(on, stage("on"))
+    gens_off, seconds_off = run_tree(off, stage("off"))
+    prompt_tokens = sum(g.usage.prompt_tokens for g in gens_on)
+    return {
+        "tokens_generated": sum(g.usage.completion_tokens for g in gens_on),
+        "seconds_cache_on": round(seconds_on, 3),
+        "seconds_cache_off": round(seconds_off, 3),
+        "speedup": round(seconds_off / seconds_on, 3),
+        "cached_token_fraction": round(sum(g.usage.cached_tokens for g in gens_on) / prompt_tokens, 4),
+        "ideal_cached_fraction": round(ideal_cached_tokens(gens_on) / prompt_tokens, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "greedy_outputs_identical": [g.output_ids for g in gens_on] == [g.output_ids for g in gens_off],
+        "prompt_tokens": prompt_tokens,
+    }

@@ -1,0 +1,127 @@
+"""The embedded SmolLM2 engine: cache on/off equivalence, SGLang-style usage, sampling, scoring.
+
+Model tests are short (a few dozen tokens) because the machine is shared.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ragscale.engines import EngineSpec, make_engine
+from ragscale.engines.base import SamplingParams
+from ragscale.errors import EngineError
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from ragscale.engines.embedded import EmbeddedEngine
+
+    # Both share the process's one copy of the weights.
+    return EmbeddedEngine(prefix_cache=True), EmbeddedEngine(prefix_cache=False)
+
+
+@pytest.fixture
+def on(engines):
+    engines[0].flush_cache()
+    engines[0].reset_stats()
+    return engines[0]
+
+
+@pytest.fixture
+def off(engines):
+    return engines[1]
+
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "Write one sentence about the sea.",
+    "What is 2 + 2?",
+]
+
+
+def test_greedy_tokens_identical_with_cache_on_and_off(on, off):
+    params = SamplingParams(max_new_tokens=16)
+    shared = "You answer questions about geography and arithmetic briefly. " * 4
+    prompts = [on.chat_prompt(q, system=shared) for q in QUESTIONS]
+    first_on = on.generate(prompts, params)
+    first_off = off.generate(prompts, params)
+    assert [g.output_ids for g in first_on] == [g.output_ids for g in first_off]
+    # Continue every branch: with the cache on only the join token is new.
+    branches = [g.prompt_ids + g.output_ids for g in first_on]
+    again_on = on.generate(branches, params)
+    again_off = off.generate(branches, params)
+    assert [g.output_ids for g in again_on] == [g.output_ids for g in again_off]
+    assert all(g.usage.cached_tokens == g.usage.prompt_tokens - 1 for g in again_on)
+    assert all(g.usage.cached_tokens == 0 for g in again_off)
+
+
+def test_shared_prefix_is_prefilled_once_and_cached_tokens_follow_sglang(on):
+    system = "Background: " + "The river runs through the old town. " * 20
+    a, b = on.chat_prompt("Where does the river run?", system), on.chat_prompt("Is the town old?", system)
+    ga, gb = on.generate([a, b], SamplingParams(max_new_tokens=4))
+    assert ga.usage.cached_tokens == 0
+    common = next(i for i, (x, y) in enumerate(zip(ga.prompt_ids, gb.prompt_ids)) if x != y)
+    assert gb.usage.cached_tokens == common  # the second prompt reused the first one's prefill
+    assert 50 < common < len(ga.prompt_ids)
+    # Re-sending a prompt: everything but its last token is a hit, never more.
+    again = on.generate([a], SamplingParams(max_new_tokens=1))[0]
+    assert again.usage.cached_tokens == again.usage.prompt_tokens - 1
+    stats = on.stats()
+    assert stats.requests == 3 and stats.cached_tokens == common + again.usage.cached_tokens
+    assert 0 < stats.cache_tokens_held <= stats.cache_capacity_tokens
+
+
+def test_n_samples_are_seeded_and_prompt_major(on):
+    prompts = [on.chat_prompt("Tell me a story."), on.chat_prompt("Tell me a joke.")]
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7, n=3)
+    first = on.generate(prompts, params)
+    assert len(first) == 6
+    assert [g.prompt_ids for g in first[:3]] == [first[0].prompt_ids] * 3
+    assert first[3].prompt_ids != first[0].prompt_ids
+    assert len({tuple(g.output_ids) for g in first[:3]}) > 1  # samples differ
+    on.flush_cache()
+    second = on.generate(prompts, params)
+    assert [g.output_ids for g in second] == [g.output_ids for g in first]
+    other_seed = on.generate(prompts, SamplingParams(max_new_tokens=12, temperature=1.0, seed=8, n=3))
+    assert [g.output_ids for g in other_seed] != [g.output_ids for g in first]
+
+
+def test_stop_strings_trim_text_and_logprobs_are_returned(on):
+    prompt = on.chat_prompt("Count from 1 to 20, separated by commas.")
+    free = on.generate([prompt], SamplingParams(max_new_tokens=24, return_logprobs=True))[0]
+    assert len(free.logprobs) == len(free.output_ids) and all(lp <= 0 for lp in free.logprobs)
+    assert "\n" in free.text
+    stopped = on.generate([prompt], SamplingParams(max_new_tokens=24, stop=("\n",)))[0]
+    assert stopped.finish_reason == "stop" and "\n" not in stopped.text
+    assert free.text.startswith(stopped.text)
+    assert len(stopped.output_ids) < len(free.output_ids)
+    short = on.generate([prompt], SamplingParams(max_new_tokens=3))[0]
+    assert short.finish_reason == "length" and len(short.output_ids) == 3
+
+
+def test_score_prefers_the_right_answer_and_matches_generation(on):
+    prompt = on.chat_prompt("What is the capital of France? Answer in one sentence.")
+    good, bad = on.score(prompt, ["The capital of France is Paris.", "The capital of France is Rome."])
+    assert sum(good) > sum(bad)
+    generated = on.generate([prompt], SamplingParams(max_new_tokens=5, return_logprobs=True))[0]
+    scored = on.score(prompt, [generated.output_ids])[0]
+    assert scored == pytest.approx(generated.logprobs, abs=0.05)
+
+
+def test_errors_are_clear(on):
+    with pytest.raises(EngineError, match="context window"):
+        on.generate([[1] * 8000], SamplingParams(max_new_tokens=500))
+    with pytest.raises(EngineError, match="token ids"):
+        on.generate([[10**9]], SamplingParams(max_new_tokens=1))
+    with pytest.raises(EngineError):
+        on.generate([""], SamplingParams(max_new_tokens=1))
+
+
+def test_make_engine_and_tokenizer(on):
+    engine = make_engine(EngineSpec())
+    assert engine.info.kind == "embedded" and engine.info.context_window == 8192
+    assert engine.count_tokens("Hello world") == len(engine.encode("Hello world")) > 0
+    assert "<|im_start|>assistant" in engine.chat_prompt("hi", assistant_prefix="Follow up:")
