@@ -1,0 +1,251 @@
+"""`ragscale sweep | fit | report` and `ragscale bench sweep`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ragscale.errors import UserError
+
+HOTPOT_SAMPLE = "hotpotqa_sample70.json"
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--{name} takes comma-separated integers like 0,1,2,5; got {text!r}") from None
+    if not values:
+        raise UserError(f"--{name} is empty")
+    return values
+
+
+def _engine(kind: str, url: str | None, prefix_cache: bool = True):
+    from ragscale.engines import EngineSpec, make_engine
+
+    try:
+        spec = EngineSpec(kind, url=url, prefix_cache=prefix_cache)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return make_engine(spec)
+
+
+def _tune(engine, threads: int | None, dtype: str | None) -> None:
+    if threads:
+        _set_threads(threads)
+    if dtype:
+        _set_dtype(engine, dtype)
+
+
+def _set_threads(threads: int) -> None:
+    # On a CPU shared with other jobs, one torch thread per process avoids OpenMP threads
+    # spinning against each other (measured >10x faster here under load).
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _set_dtype(engine, dtype: str) -> None:
+    """Cast the embedded engine's weights (it loads bf16). On CPUs without native bf16 (AVX2
+    only) float32 prefill is several times faster; the weights' values do not change."""
+    import torch
+
+    model = getattr(engine, "model", None)
+    if model is None or engine.info.kind != "embedded":
+        raise UserError("--dtype applies to the embedded engine only")
+    engine.flush_cache()  # cached KV was computed in the old dtype
+    model.to(getattr(torch, dtype))
+
+
+def _tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="row", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    return bar, progress
+
+
+def cmd_sweep(args) -> int:
+    from ragscale.rag.sweep import SweepSpec, run_sweep
+    from ragscale.store import ResultsStore
+
+    spec = SweepSpec(
+        dataset=args.dataset, strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        ks=_ints(args.k, "k"), ms=_ints(args.m, "m"), ns=_ints(args.n, "n"), limit=args.limit,
+        pool_size=args.pool_size, batch_size=args.batch_size, generate_chains=not args.no_chains,
+    )
+    from ragscale.datasets import load_dataset
+
+    dataset = load_dataset(args.dataset)  # bad paths fail here, before a model loads
+    store = ResultsStore(args.out)
+    engine = _engine(args.engine, args.url)
+    _tune(engine, args.threads, args.dtype)
+    bar, progress = _tqdm_progress("sweep")
+    try:
+        result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
+    finally:
+        bar.close()
+    summary = {
+        "out": str(args.out), "dataset": result.dataset, "model": result.model,
+        "configurations": result.configurations, "questions": result.questions,
+        "rows_total": result.rows_total, "rows_written": result.rows_written,
+        "rows_already_done": result.rows_already_done, "rows_skipped_over_context": result.rows_skipped_over_context,
+        "seconds": round(result.seconds, 1), "demonstration_chains": result.chain_note,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>26}: {value}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from ragscale.rag.sweep import config_table, fit_allocation, load_rows
+
+    table = config_table(load_rows(args.results), args.metric)
+    if args.dataset:
+        table = table[table["dataset"] == args.dataset]
+    # Several datasets: i is measured per dataset and one model is shared, as in the paper.
+    model = fit_allocation(table, args.sigmoid)
+    out = {
+        "metric": args.metric, "sigmoid": args.sigmoid, "configurations": int(model.n_rows_),
+        "a": [round(float(x), 4) for x in model.a_], "b": [round(float(x), 4) for x in model.b_],
+        "c": round(float(model.c_), 4), "i_doc": round(model.i_doc_, 4), "i_shot": round(model.i_shot_, 4),
+        "r2": None if model.r2_ != model.r2_ else round(model.r2_, 4), "mse": round(model.mse_, 4),
+        "datasets": sorted(table["dataset"].unique().tolist()),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for key, value in out.items():
+            print(f"{key:>15}: {value}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ragscale.rag.sweep import best_per_budget, config_table, load_rows
+
+    table = config_table(load_rows(args.results), args.metric)
+    if table.empty:
+        raise UserError(f"{args.results} holds no RAG results yet")
+    budgets = _ints(args.budgets, "budgets") if args.budgets else None
+    parts = []
+    for dataset, group in table.groupby("dataset"):
+        best = best_per_budget(group, budgets)
+        best.insert(0, "dataset", dataset)
+        parts.append(best)
+    import pandas as pd
+
+    report = pd.concat(parts, ignore_index=True)
+    if args.json:
+        print(report.to_json(orient="records", indent=2))
+    else:
+        print(f"best configuration per budget (metric {args.metric}; a configuration fits a budget when "
+              "every question's effective context length does)")
+        print(report.astype(object).where(report.notna(), "-").to_string(index=False))
+    return 0
+
+
+def cmd_bench_sweep(args) -> int:
+    """A small DRAG sweep with the prefix cache on, then off, on the same questions and index."""
+    from ragscale.config import SHARED_DATASETS_DIR
+    from ragscale.datasets import load_dataset
+    from ragscale.retrieval import build_retriever
+    from ragscale.rag.sweep import SweepSpec, load_rows, run_sweep
+    from ragscale.store import ResultsStore
+
+    dataset = load_dataset(args.dataset or SHARED_DATASETS_DIR / HOTPOT_SAMPLE)
+    retriever = build_retriever(dataset)
+    spec = SweepSpec(dataset=dataset.source, strategies=("drag",), ks=_ints(args.k, "k"), ms=_ints(args.m, "m"),
+                     ns=(1,), limit=args.limit, pool_size=max(_ints(args.m, "m")), generate_chains=False,
+                     batch_size=args.batch_size)
+    seconds, rows = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, cache in (("on", True), ("off", False)):
+            engine = _engine("embedded", None, prefix_cache=cache)
+            _tune(engine, args.threads, args.dtype)
+            store = ResultsStore(Path(tmp) / f"cache_{label}.sqlite")
+            started = time.perf_counter()
+            run_sweep(spec, engine, store, dataset=dataset, retriever=retriever)
+            seconds[label] = time.perf_counter() - started
+            rows[label] = load_rows(store)
+            engine.close()
+    on = rows["on"]
+    same = (on.sort_values("key")["prediction"].tolist() == rows["off"].sort_values("key")["prediction"].tolist())
+    out = {
+        "questions": int(on["qid"].nunique()),
+        "configurations": int(on.groupby(["k", "m"]).ngroups),
+        "calls": int(on["calls"].sum()),
+        "prompt_tokens": int(on["effective_length"].sum()),
+        "seconds_cache_on": round(seconds["on"], 2),
+        "seconds_cache_off": round(seconds["off"], 2),
+        "speedup": round(seconds["off"] / seconds["on"], 2),
+        "cache_hit_fraction": round(float(on["cached_tokens"].sum() / on["effective_length"].sum()), 4),
+        "same_predictions": bool(same),
+    }
+    print(json.dumps(out, indent=2) if args.json else out)
+    return 0
+
+
+def register(commands) -> None:
+    sweep = commands.add_parser("sweep", help="run a DRAG/IterDRAG grid and store every per-question result",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sweep.add_argument("--dataset", default="demo", help="a dataset file, a shared sample name, or 'demo'")
+    sweep.add_argument("--strategies", default="rag,drag,iterdrag",
+                       help="comma-separated: zero-shot, many-shot, rag, drag, iterdrag")
+    sweep.add_argument("--k", default="0,1,2,5", help="retrieved documents per query")
+    sweep.add_argument("--m", default="0,1,2", help="in-context demonstrations")
+    sweep.add_argument("--n", default="1,2,3", help="IterDRAG maximum iterations")
+    sweep.add_argument("--limit", type=int, default=30, help="test questions")
+    sweep.add_argument("--pool-size", type=int, default=8, help="demonstration pool questions")
+    sweep.add_argument("--batch-size", type=int, default=8, help="questions sent to the engine together")
+    sweep.add_argument("--no-chains", action="store_true",
+                       help="IterDRAG demonstrations from gold decompositions, without generating chains")
+    sweep.add_argument("--engine", choices=("embedded", "sglang"), default="embedded")
+    sweep.add_argument("--threads", type=int, help="torch threads for the embedded engine (default: the engine's)")
+    sweep.add_argument("--dtype", choices=("float32", "bfloat16"),
+                       help="weights of the embedded engine (default: the engine's; float32 is faster on AVX2-only CPUs)")
+    sweep.add_argument("--url", help="SGLang server or router URL")
+    sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
+    sweep.add_argument("--json", action="store_true")
+    sweep.set_defaults(func=cmd_sweep)
+
+    fit = commands.add_parser("fit", help="fit the allocation model to sweep results")
+    fit.add_argument("--results", required=True)
+    fit.add_argument("--metric", choices=("acc", "em", "f1"), default="acc")
+    fit.add_argument("--sigmoid", choices=("paper", "logistic"), default="paper")
+    fit.add_argument("--dataset", help="only this dataset's rows")
+    fit.add_argument("--json", action="store_true")
+    fit.set_defaults(func=cmd_fit)
+
+    report = commands.add_parser("report", help="best configuration per budget per strategy")
+    report.add_argument("--results", required=True)
+    report.add_argument("--metric", choices=("acc", "em", "f1"), default="acc")
+    report.add_argument("--budgets", help="comma-separated token budgets (default: 1-2-5 steps up to the largest run)")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
+
+
+def register_bench(benches) -> None:
+    bench = benches.add_parser("sweep", help="DRAG sweep with the prefix cache on and off")
+    bench.add_argument("--dataset", help=f"default: the shared {HOTPOT_SAMPLE}")
+    bench.add_argument("--k", default="2")
+    bench.add_argument("--m", default="2")
+    bench.add_argument("--limit", type=int, default=6)
+    bench.add_argument("--batch-size", type=int, default=8)
+    bench.add_argument("--threads", type=int, help="torch threads (default: the engine's)")
+    bench.add_argument("--dtype", choices=("float32", "bfloat16"), help="embedded engine weights (default: the engine's)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench_sweep)

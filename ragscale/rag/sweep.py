@@ -1,0 +1,266 @@
+"""Grid sweeps over (strategy, k, m, n), resumable, and the tables and fits built from them.
+
+``run_sweep`` writes one row per (configuration, question) to a ``ResultsStore`` as soon as it
+is done; a rerun asks the store which keys are finished and repeats none, so killing a sweep
+loses at most the batch in flight. The questions of one configuration go to the engine in
+batches (the embedded engine batches them; SGLang gets them concurrently).
+
+Analysis follows Yue et al. 2025: a configuration fits a budget L when *every* question's
+effective context length is <= L, and the optimum at L is the best mean score among those.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ragscale.datasets.types import Dataset
+from ragscale.engines.base import Engine
+from ragscale.errors import UserError
+from ragscale.rag.demonstrations import build_demo_pool, split_questions
+from ragscale.rag.strategies import STRATEGY_MEMBERS, RunConfig, StrategyRunner, expand_grid
+from ragscale.store import ResultsStore
+
+KIND = "rag"          # per-question rows
+RUN_KIND = "rag_run"  # one summary record per sweep invocation
+METRICS = ("acc", "em", "f1")
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SweepSpec:
+    dataset: str = "demo"
+    strategies: tuple[str, ...] = ("rag", "drag", "iterdrag")
+    ks: tuple[int, ...] = (0, 1, 2, 5)
+    ms: tuple[int, ...] = (0, 1, 2)
+    ns: tuple[int, ...] = (1, 2, 3)
+    limit: int | None = 30
+    pool_size: int = 8          # demonstration pool, kept apart from the test questions
+    batch_size: int = 8         # questions per engine call (progress and cancel act between batches)
+    chain_k: int = 2            # IterDRAG demonstration chains: k and max n when generating them
+    chain_n: int = 3
+    generate_chains: bool = True
+
+    def __post_init__(self):
+        for name in ("ks", "ms"):
+            values = getattr(self, name)
+            if not values or any(v < 0 for v in values):
+                raise UserError(f"{name[0]} values must be non-negative integers, got {list(values)}")
+        if not self.ns or any(v < 1 for v in self.ns):
+            raise UserError(f"n values must be >= 1, got {list(self.ns)}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be >= 1")
+        if self.batch_size < 1:
+            raise UserError("batch size must be >= 1")
+        if max(self.ms) > self.pool_size:
+            raise UserError(f"m up to {max(self.ms)} needs a demonstration pool of at least that size "
+                            f"(pool size {self.pool_size})")
+
+
+@dataclass
+class SweepResult:
+    configurations: int
+    questions: int
+    rows_total: int
+    rows_written: int = 0
+    rows_already_done: int = 0
+    rows_skipped_over_context: int = 0
+    cancelled: bool = False
+    seconds: float = 0.0
+    chain_note: str = ""
+    model: str = ""
+    dataset: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def row_key(dataset: str, model: str, config: RunConfig, qid: str) -> str:
+    return f"{dataset}|{model}|{config.strategy}|k={config.k}|m={config.m}|n={config.n}|{qid}"
+
+
+def run_sweep(spec: SweepSpec, engine: Engine, store: ResultsStore, *, dataset: Dataset | None = None,
+              retriever=None, progress: Progress | None = None, cancel: threading.Event | None = None) -> SweepResult:
+    started = time.perf_counter()
+    say = progress or (lambda done, total, message: None)
+    if dataset is None:
+        from ragscale.datasets import load_dataset
+
+        dataset = load_dataset(spec.dataset)
+    tests, pool = split_questions(dataset, spec.limit, spec.pool_size)
+    configs = expand_grid(spec.strategies, spec.ks, spec.ms, spec.ns)
+    if max(spec.ms) > len(pool):
+        raise UserError(f"m up to {max(spec.ms)} needs {max(spec.ms)} pool questions; {dataset.name} leaves {len(pool)}")
+    model = engine.info.model
+    total = len(configs) * len(tests)
+    result = SweepResult(len(configs), len(tests), total, model=model, dataset=dataset.name)
+    done = store.done_keys(KIND)
+    todo = [(c, [q for q in tests if row_key(dataset.name, model, c, q.qid) not in done]) for c in configs]
+    result.rows_already_done = total - sum(len(qs) for _, qs in todo)
+    finished = result.rows_already_done
+    say(finished, total, f"{result.rows_already_done} of {total} rows already done")
+    if finished == total:
+        result.seconds = time.perf_counter() - started
+        return result
+
+    needs_docs = any(c.k > 0 for c, qs in todo if qs) or (spec.generate_chains and any(c.iterative and c.m for c, _ in configs))
+    if retriever is None and needs_docs:
+        from ragscale.retrieval import build_retriever
+
+        retriever = build_retriever(dataset, progress=lambda d, t, msg="": say(finished, total, f"index: {msg or f'{d}/{t}'}"))
+    runner = StrategyRunner(engine, retriever, retrieve_depth=max(spec.ks))
+    if any(c.m for c, qs in todo if qs):
+        needs_chains = spec.generate_chains and any(c.iterative and c.m for c, qs in todo if qs)
+        runner.demonstrations = build_demo_pool(dataset, pool, runner, spec.chain_k, spec.chain_n,
+                                                generate_chains=needs_chains,
+                                                progress=lambda d, t, msg: say(finished, total, msg))
+        result.chain_note = runner.demonstrations.chain_note
+
+    for config, questions in todo:
+        for start in range(0, len(questions), spec.batch_size):
+            if cancel is not None and cancel.is_set():
+                result.cancelled = True
+                break
+            batch = questions[start:start + spec.batch_size]
+            say(finished, total, f"{config.name}: questions {start + 1}-{start + len(batch)} of {len(questions)}")
+            for row in runner.run(config, batch):
+                row.update(dataset=dataset.name, model=model, engine=engine.info.kind)
+                if store.add(KIND, row_key(dataset.name, model, config, row["qid"]), row):
+                    result.rows_written += 1
+                    result.rows_skipped_over_context += row["status"] == "skipped"
+                finished += 1
+            say(finished, total, config.name)
+        if result.cancelled:
+            break
+    result.seconds = time.perf_counter() - started
+    store.add(RUN_KIND, f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{id(result)}",
+              {"spec": asdict(spec), "result": asdict(result)})
+    return result
+
+
+# ---- analysis -----------------------------------------------------------------------------
+
+def config_table(rows: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """One row per configuration: mean scores, per-question length max/mean, cache hits, skips."""
+    if metric not in METRICS:
+        raise UserError(f"metric must be one of {', '.join(METRICS)}")
+    columns = ["dataset", "model", "strategy", "k", "m", "n", "questions", "skipped", "complete", "score",
+               "em", "f1", "acc", "length_max", "length_mean", "cached_mean", "uncached_mean", "cache_hit",
+               "calls_mean", "iterations_mean", "seconds_mean", "skip_reason"]
+    if rows is None or rows.empty:
+        return pd.DataFrame(columns=columns)
+    out = []
+    for (ds, model, strategy, k, m, n), group in rows.groupby(["dataset", "model", "strategy", "k", "m", "n"], sort=False):
+        ok = group[group["status"] == "ok"]
+        prompt = ok["effective_length"].sum()
+        out.append({
+            "dataset": ds, "model": model, "strategy": strategy, "k": int(k), "m": int(m), "n": int(n),
+            "questions": len(group), "skipped": int((group["status"] != "ok").sum()),
+            "complete": bool((group["status"] == "ok").all()),
+            "score": float(ok[metric].mean()) if len(ok) else np.nan,
+            "em": float(ok["em"].mean()) if len(ok) else np.nan,
+            "f1": float(ok["f1"].mean()) if len(ok) else np.nan,
+            "acc": float(ok["acc"].mean()) if len(ok) else np.nan,
+            "length_max": int(ok["effective_length"].max()) if len(ok) else np.nan,
+            "length_mean": float(ok["effective_length"].mean()) if len(ok) else np.nan,
+            "cached_mean": float(ok["cached_tokens"].mean()) if len(ok) else np.nan,
+            "uncached_mean": float(ok["uncached_tokens"].mean()) if len(ok) else np.nan,
+            "cache_hit": float(ok["cached_tokens"].sum() / prompt) if prompt else np.nan,
+            "calls_mean": float(ok["calls"].mean()) if len(ok) else np.nan,
+            "iterations_mean": float(ok["iterations"].mean()) if len(ok) else np.nan,
+            "seconds_mean": float(ok["seconds"].mean()) if len(ok) else np.nan,
+            "skip_reason": next((r for r in group["skip_reason"] if r), None),
+        })
+    return pd.DataFrame(out, columns=columns).sort_values(["dataset", "model", "strategy", "k", "m", "n"]).reset_index(drop=True)
+
+
+def strategy_view(table: pd.DataFrame, strategy: str) -> pd.DataFrame:
+    """The configurations on a strategy's curve (DRAG's includes its m = 0 / k = 0 corners)."""
+    members = STRATEGY_MEMBERS[strategy]
+    return table[table["strategy"].isin(members)]
+
+
+def curve_strategies(table: pd.DataFrame) -> list[str]:
+    """Strategies worth a curve: every family present, the widest first (drag covers rag)."""
+    present = set(table["strategy"]) if len(table) else set()
+    curves = [s for s in ("iterdrag", "drag", "rag", "many-shot", "zero-shot") if s in present]
+    if "drag" in curves:  # DRAG's grid holds its k = 0 and m = 0 corners; they are not runs of their own
+        curves = [s for s in curves if s not in ("zero-shot", "many-shot")]
+    if "rag" in curves or "many-shot" in curves:
+        curves = [s for s in curves if s != "zero-shot"]
+    return curves
+
+
+def frontier(table: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
+    """Best score reachable within each budget: complete configurations sorted by their
+    per-question maximum length, keeping those that beat every cheaper one."""
+    view = strategy_view(table, strategy) if strategy else table
+    view = view[view["complete"] & view["score"].notna()].sort_values(["length_max", "score"], ascending=[True, False])
+    best, keep = -np.inf, []
+    for index, row in view.iterrows():
+        if row["score"] > best:
+            best = row["score"]
+            keep.append(index)
+    return view.loc[keep].reset_index(drop=True)
+
+
+def default_budgets(table: pd.DataFrame) -> list[int]:
+    top = table["length_max"].max() if len(table) else 0
+    budgets = [b * 10 ** e for e in range(2, 8) for b in (1, 2, 5)]
+    chosen = [b for b in budgets if b < top * 2]
+    return chosen[max(0, len(chosen) - 10):] if chosen else [1000]
+
+
+def best_per_budget(table: pd.DataFrame, budgets: Sequence[int] | None = None, strategies: Sequence[str] | None = None) -> pd.DataFrame:
+    """For each strategy and budget L: the best complete configuration whose every question fits in L."""
+    budgets = list(budgets or default_budgets(table))
+    strategies = list(strategies or curve_strategies(table))
+    out = []
+    for strategy in strategies:
+        view = strategy_view(table, strategy)
+        view = view[view["complete"] & view["score"].notna()]
+        for budget in budgets:
+            fits = view[view["length_max"] <= budget]
+            if fits.empty:
+                out.append({"strategy": strategy, "budget": budget, "k": None, "m": None, "n": None,
+                            "score": np.nan, "length_max": np.nan, "configurations": 0})
+                continue
+            best = fits.sort_values(["score", "length_max"], ascending=[False, True]).iloc[0]
+            out.append({"strategy": strategy, "budget": budget, "k": int(best["k"]), "m": int(best["m"]),
+                        "n": int(best["n"]), "score": float(best["score"]), "length_max": int(best["length_max"]),
+                        "configurations": len(fits)})
+    frame = pd.DataFrame(out)
+    if len(frame):  # whole numbers, with a gap where nothing fits the budget
+        frame[["k", "m", "n", "length_max"]] = frame[["k", "m", "n", "length_max"]].astype("Int64")
+    return frame
+
+
+MIN_FIT_CONFIGS = 7  # six free parameters, and one to spare
+
+
+def fit_allocation(table: pd.DataFrame, sigmoid: str = "paper"):
+    """The allocation model of ragscale.allocation fitted to the complete configurations."""
+    from ragscale.allocation.model import AllocationModel
+
+    rows = table[table["complete"] & table["score"].notna()]
+    if len(rows) < MIN_FIT_CONFIGS:
+        raise UserError(f"the fit needs at least {MIN_FIT_CONFIGS} complete configurations with scores; "
+                        f"these results have {len(rows)} (run a larger grid)")
+    return AllocationModel(sigmoid=sigmoid).fit(rows[["dataset", "strategy", "k", "m", "n", "score"]].reset_index(drop=True))
+
+
+def load_rows(path_or_store) -> pd.DataFrame:
+    store = path_or_store if isinstance(path_or_store, ResultsStore) else open_results(path_or_store)
+    return store.frame(KIND)
+
+
+def open_results(path) -> ResultsStore:
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise UserError(f"no results file at {path} (run `ragscale sweep --out {path}` first)")
+    return ResultsStore(path)

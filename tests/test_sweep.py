@@ -1,0 +1,185 @@
+"""Sweeps on the ScriptedEngine: resume after a crash, tables, frontier, fit/report CLI, jobs."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import pandas as pd
+import pytest
+
+from ragscale.cli import main
+from ragscale.errors import UserError
+from ragscale.rag.jobs import JobRegistry
+from ragscale.rag.sweep import (KIND, SweepSpec, best_per_budget, config_table, frontier, load_rows, run_sweep)
+from ragscale.store import ResultsStore
+from tests.fakes import ScriptedEngine
+from tests.test_rag_strategies import WordRetriever, answer_from_prompt, tiny_dataset
+
+
+def reader(prompt, params, i, rng):
+    """Follows the self-ask protocol and reads the city off the documents when they are there."""
+    if prompt.endswith("Follow up:"):
+        return re.findall(r"Where was \w+ born\?", prompt)[-1]
+    if prompt.endswith("Intermediate answer:"):
+        return answer_from_prompt(prompt) + "\nSo the final answer is: " + answer_from_prompt(prompt)
+    return answer_from_prompt(prompt)
+
+SPEC = SweepSpec(dataset="tiny", strategies=("rag", "drag", "iterdrag"), ks=(0, 1, 2), ms=(0, 1), ns=(1, 2),
+                 limit=4, pool_size=2, batch_size=2, generate_chains=False)
+
+
+class CrashingEngine(ScriptedEngine):
+    """Dies on the n-th generate call, like a killed process."""
+
+    def __init__(self, crash_at: int):
+        super().__init__(reader)
+        self.generate_calls = 0
+        self.crash_at = crash_at
+
+    def generate(self, prompts, params):
+        self.generate_calls += 1
+        if self.generate_calls == self.crash_at:
+            raise KeyboardInterrupt("simulated crash")
+        return super().generate(prompts, params)
+
+
+def test_resume_after_crash_loses_nothing_and_repeats_nothing(tmp_path):
+    data = tiny_dataset()
+    path = tmp_path / "r.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(SPEC, CrashingEngine(crash_at=7), ResultsStore(path), dataset=data, retriever=WordRetriever(data.corpus))
+    before = ResultsStore(path).records(KIND)
+    assert 0 < len(before)
+    engine = ScriptedEngine(reader)
+    result = run_sweep(SPEC, engine, ResultsStore(path), dataset=data, retriever=WordRetriever(data.corpus))
+    after = ResultsStore(path).records(KIND)
+    assert result.rows_already_done == len(before)
+    assert result.rows_written == result.rows_total - len(before)
+    assert len(after) == result.rows_total == result.configurations * 4
+    assert len({r["key"] for r in after}) == len(after)
+    # rows written before the crash are untouched and no finished question was asked again
+    assert after[: len(before)] == before
+    # a third run has nothing to do
+    third = ScriptedEngine(reader)
+    done = run_sweep(SPEC, third, ResultsStore(path), dataset=data, retriever=WordRetriever(data.corpus))
+    assert done.rows_written == 0 and third.calls == []
+
+
+def test_rerun_sends_no_prompt_for_finished_rows(tmp_path):
+    data = tiny_dataset()
+    path = tmp_path / "r.sqlite"
+    small = SweepSpec(dataset="tiny", strategies=("rag",), ks=(0, 1), ms=(0,), ns=(1,), limit=4, pool_size=2,
+                      batch_size=1, generate_chains=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(small, CrashingEngine(crash_at=3), ResultsStore(path), dataset=data, retriever=WordRetriever(data.corpus))
+    finished = {r["qid"] for r in ResultsStore(path).records(KIND)}
+    assert finished == {"q0", "q1"}  # zero-shot, batches of one: two finished, the third crashed
+    engine = ScriptedEngine(reader)
+    run_sweep(small, engine, ResultsStore(path), dataset=data, retriever=WordRetriever(data.corpus))
+    zero_shot_asked = [p for p in engine.calls if "Documents:" not in p]
+    assert len(zero_shot_asked) == 2  # only q2 and q3
+    assert not any("Where was Ada born?" in p for p in zero_shot_asked)
+
+
+def test_cancel_stops_between_batches(tmp_path):
+    data = tiny_dataset()
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total, message):
+        seen.append(done)
+        if done >= 2:
+            cancel.set()
+
+    result = run_sweep(SPEC, ScriptedEngine(reader), ResultsStore(tmp_path / "r.sqlite"), dataset=data,
+                       retriever=WordRetriever(data.corpus), progress=progress, cancel=cancel)
+    assert result.cancelled and result.rows_written == 2 and max(seen) == 2
+
+
+def _sweep_rows(tmp_path) -> pd.DataFrame:
+    data = tiny_dataset()
+    store = ResultsStore(tmp_path / "r.sqlite")
+    run_sweep(SPEC, ScriptedEngine(reader), store, dataset=data, retriever=WordRetriever(data.corpus))
+    return load_rows(store)
+
+
+def test_config_table_frontier_and_budgets(tmp_path):
+    table = config_table(_sweep_rows(tmp_path), "em")
+    zero = table[(table.strategy == "zero-shot")].iloc[0]
+    rag2 = table[(table.strategy == "rag") & (table.k == 2)].iloc[0]
+    assert zero["score"] == 0.0 and rag2["score"] == 1.0  # the reader needs the document
+    assert zero["length_max"] < rag2["length_max"]
+    front = frontier(table, "rag")
+    assert list(front["score"]) == sorted(front["score"]) and front["score"].iloc[-1] == 1.0
+    assert front["length_max"].is_monotonic_increasing
+    best = best_per_budget(table, [int(zero["length_max"]), 10**6], ["rag"])
+    assert best.iloc[0]["k"] == 0 and best.iloc[1]["score"] == 1.0
+    # budgets hold per question: a config fits only when its longest question fits
+    tight = int(table[(table.strategy == "rag") & (table.k == 1)]["length_max"].iloc[0]) - 1
+    fits = best_per_budget(table, [tight], ["rag"]).iloc[0]
+    assert fits["length_max"] <= tight
+
+
+def test_fit_and_report_cli(tmp_path, capsys):
+    _sweep_rows(tmp_path)
+    path = tmp_path / "r.sqlite"
+    assert main(["fit", "--results", str(path), "--json", "--metric", "f1"]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert set(fitted) >= {"a", "b", "c", "i_doc", "i_shot", "r2", "mse", "configurations"}
+    assert len(fitted["a"]) == 3 and fitted["i_doc"] > 0  # one document turns 0 into 1
+    assert main(["report", "--results", str(path), "--budgets", "100000"]) == 0
+    text = capsys.readouterr().out
+    assert "iterdrag" in text and "drag" in text
+    assert main(["report", "--results", str(path), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {r["strategy"] for r in records} == {"iterdrag", "drag", "rag"}
+
+
+def test_fit_with_too_few_configurations_is_a_clear_error(tmp_path, capsys):
+    data = tiny_dataset()
+    store = ResultsStore(tmp_path / "r.sqlite")
+    small = SweepSpec(dataset="tiny", strategies=("rag",), ks=(0, 1), ms=(0,), ns=(1,), limit=2, pool_size=2)
+    run_sweep(small, ScriptedEngine(reader), store, dataset=data, retriever=WordRetriever(data.corpus))
+    assert main(["fit", "--results", str(tmp_path / "r.sqlite"), "--json"]) == 2
+    assert "at least 7 complete configurations" in capsys.readouterr().err
+    assert main(["fit", "--results", str(tmp_path / "missing.sqlite")]) == 2
+    assert "no results file" in capsys.readouterr().err
+
+
+def test_bad_grid_is_a_clear_error():
+    with pytest.raises(UserError, match="n values"):
+        SweepSpec(ns=(0,))
+    with pytest.raises(UserError, match="pool"):
+        SweepSpec(ms=(0, 16), pool_size=8)
+    assert main(["sweep", "--k", "1,x"]) == 2
+
+
+def test_background_job_runs_and_reports_progress(tmp_path):
+    data = tiny_dataset()
+    registry = JobRegistry()
+    out = tmp_path / "r.sqlite"
+    job = registry.start(SPEC, ScriptedEngine(reader), out, dataset=data, retriever=WordRetriever(data.corpus))
+    with pytest.raises(UserError, match="already writing"):
+        if job.running:
+            registry.start(SPEC, ScriptedEngine(reader), out, dataset=data, retriever=WordRetriever(data.corpus))
+        else:
+            raise UserError("already writing (job finished too fast to test the guard)")
+    job.thread.join(30)
+    assert job.status == "finished" and job.done == job.total == job.result.rows_total
+    assert registry.latest() is job and ResultsStore(out).count(KIND) == job.total
+
+
+def test_background_job_captures_errors(tmp_path):
+    data = tiny_dataset()
+    registry = JobRegistry()
+
+    class Broken(ScriptedEngine):
+        def generate(self, prompts, params):
+            raise RuntimeError("the server went away")
+
+    job = registry.start(SPEC, Broken(reader), tmp_path / "r.sqlite", dataset=data, retriever=WordRetriever(data.corpus))
+    job.thread.join(30)
+    assert job.status == "failed" and job.error == "RuntimeError: the server went away"
+    assert "Traceback" in job.error_detail
