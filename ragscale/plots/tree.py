@@ -1,0 +1,249 @@
+"""Figures of a tree search (Hooper et al. 2025): the tree, its retained KV, and the trade-off.
+
+- ``tree_figure``: depth left to right; node size grows with the step's tokens, colour is the
+  verifier score, pruned nodes are grey crosses, finished leaves are diamonds. Edges on the
+  paths that were kept (the KV the search retained) are drawn in colour, thicker where more
+  kept branches reuse that prefix; edges into pruned nodes are dotted grey.
+- ``kv_curve_figure``: retained KV tokens after each step, one line per run.
+- ``tradeoff_figure``: accuracy against mean retained KV per policy across widths, from
+  ``ragscale search-sweep`` records.
+
+Every builder takes plain data (a ``Tree``, its dict or JSON; lists; records) so the Tree
+search page, the Explorer and tests share them.
+"""
+
+from __future__ import annotations
+
+import html
+import textwrap
+from typing import Any, Iterable, Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from ragscale.search.tree import Tree
+
+KEPT_EDGE = "#2563eb"
+FOCUS_EDGE = "#f97316"
+PRUNED = "#b0b0b0"
+SCORE_SCALE = "RdYlGn"
+
+
+def as_tree(tree: Tree | Mapping | str) -> Tree:
+    if isinstance(tree, Tree):
+        return tree
+    if isinstance(tree, str):
+        return Tree.from_json(tree)
+    return Tree.from_dict(dict(tree))
+
+
+def layout_positions(tree: Tree) -> dict[int, tuple[float, float]]:
+    """x = depth; y spreads the leaves evenly and centres each parent over its children."""
+    pos: dict[int, tuple[float, float]] = {}
+    next_leaf = [0.0]
+
+    def place(node_id: int) -> float:  # iterative would be longer; trees here are shallow
+        kids = tree.children(node_id)
+        if not kids:
+            y = next_leaf[0]
+            next_leaf[0] += 1.0
+        else:
+            ys = [place(k.id) for k in kids]
+            y = (min(ys) + max(ys)) / 2
+        pos[node_id] = (float(tree[node_id].depth), y)
+        return y
+
+    if len(tree):
+        place(tree.root.id)
+    # leaves top to bottom in id order
+    top = max((y for _, y in pos.values()), default=0.0)
+    return {i: (x, top - y) for i, (x, y) in pos.items()}
+
+
+def _wrap(text: str | None, width: int = 70, limit: int = 420) -> str:
+    text = (text or "").strip()
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return "<br>".join(html.escape(line) for line in textwrap.wrap(text, width)) or "—"
+
+
+def _retained(tree: Tree) -> set[int]:
+    """Nodes on a path from the root to a node that was kept or finished (not pruned)."""
+    out: set[int] = set()
+    for node in tree:
+        if node.status in ("kept", "finished", "active"):
+            out.update(n.id for n in tree.path(node.id))
+    return out
+
+
+def _sharing(tree: Tree, retained: set[int]) -> dict[int, int]:
+    """For each retained node, how many retained leaves (ends of kept paths) reuse its KV."""
+    ends = [n.id for n in tree if n.id in retained and not any(c.id in retained for c in tree.children(n.id))]
+    count: dict[int, int] = {}
+    for leaf in ends:
+        for n in tree.path(leaf):
+            count[n.id] = count.get(n.id, 0) + 1
+    return count
+
+
+def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int | None = None,
+                height: int | None = None) -> go.Figure:
+    """The search tree. ``focus`` highlights one node's prefix path (the KV it reuses) in orange."""
+    tree = as_tree(tree)
+    fig = go.Figure()
+    if not len(tree):
+        fig.update_layout(title=title or "empty tree")
+        return fig
+    pos = layout_positions(tree)
+    retained = _retained(tree)
+    sharing = _sharing(tree, retained)
+    frame = tree.to_frame().set_index("id")
+    focus_path = {n.id for n in tree.path(focus)} if focus is not None and 0 <= focus < len(tree) else set()
+
+    # Edges: pruned (dotted grey), then retained grouped by how many kept branches share them.
+    pruned_x, pruned_y = [], []
+    by_width: dict[int, tuple[list, list]] = {}
+    for node in tree:
+        if node.parent is None:
+            continue
+        (x0, y0), (x1, y1) = pos[node.parent], pos[node.id]
+        if node.id in retained:
+            w = min(2 + 2 * (sharing.get(node.id, 1) - 1) ** 0.5, 10)
+            xs, ys = by_width.setdefault(round(w), ([], []))
+            xs += [x0, x1, None]
+            ys += [y0, y1, None]
+        else:
+            pruned_x += [x0, x1, None]
+            pruned_y += [y0, y1, None]
+    if pruned_x:
+        fig.add_trace(go.Scatter(x=pruned_x, y=pruned_y, mode="lines", hoverinfo="skip", name="pruned branch",
+                                 line=dict(color=PRUNED, width=1, dash="dot")))
+    for i, (w, (xs, ys)) in enumerate(sorted(by_width.items())):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name="retained KV (shared prefix)",
+                                 legendgroup="retained", showlegend=i == 0,
+                                 line=dict(color=KEPT_EDGE, width=w), opacity=0.55))
+    if focus_path:
+        xs, ys = [], []
+        for nid in focus_path:
+            parent = tree[nid].parent
+            if parent is not None:
+                xs += [pos[parent][0], pos[nid][0], None]
+                ys += [pos[parent][1], pos[nid][1], None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=f"prefix reused by node {focus}",
+                                 line=dict(color=FOCUS_EDGE, width=5)))
+
+    # Nodes: three traces so the legend explains symbols; colour = score.
+    max_tokens = max(int(frame["tokens"].max()), 1)
+    groups = {
+        "kept / open": [n for n in tree if n.status in ("kept", "active") and n.parent is not None],
+        "finished (answer)": [n for n in tree if n.status == "finished"],
+        "pruned": [n for n in tree if n.status == "pruned"],
+        "prompt (root)": [tree.root],
+    }
+    symbols = {"kept / open": "circle", "finished (answer)": "diamond", "pruned": "x", "prompt (root)": "square"}
+    first_colour = True
+    for name, nodes in groups.items():
+        if not nodes:
+            continue
+        # Area grows with the step's tokens (its KV); pruned nodes are drawn smaller so they stay apart.
+        scale = 0.55 if name == "pruned" else 1.0
+        sizes = [scale * (10 + 24 * (n.num_tokens / max_tokens) ** 0.5) for n in nodes]
+        hover = []
+        for n in nodes:
+            row = frame.loc[n.id]
+            prefix = int(row["prefix_tokens"]) - n.num_tokens
+            lines = [f"<b>node {n.id}</b> · depth {n.depth} · {n.status}",
+                     f"tokens: {n.num_tokens} · prefix reused: {prefix} · cached by engine: "
+                     f"{'—' if n.cached_tokens is None else n.cached_tokens}",
+                     f"score: {'—' if n.score is None else f'{n.score:.3f}'}"
+                     + ("" if n.cluster is None else f" · cluster {n.cluster}")
+                     + (f" · KV shared by {sharing[n.id]} kept branches" if n.id in sharing else "")]
+            if n.meta.get("sub_query"):
+                lines.append(f"sub-query: {_wrap(n.meta['sub_query'])}")
+            if n.meta.get("intermediate"):
+                lines.append(f"intermediate answer: {_wrap(n.meta['intermediate'])}")
+            if n.answer is not None:
+                lines.append(f"<b>answer: {_wrap(n.answer)}</b>")
+            if n.parent is None:
+                lines.append(f"prompt: {_wrap(n.meta.get('question') or n.text[-300:])}")
+            elif not n.meta.get("sub_query"):
+                lines.append(_wrap(n.text))
+            hover.append("<br>".join(lines))
+        pruned = name == "pruned"
+        root = name == "prompt (root)"
+        colours = [n.score if n.score is not None else 0.5 for n in nodes]
+        marker = dict(size=sizes, symbol=symbols[name], line=dict(width=1.5, color="#333"))
+        if pruned:
+            marker.update(color=PRUNED, line=dict(width=1.5, color="#777"))
+        elif root:
+            marker.update(color="#475569")
+        else:
+            marker.update(color=colours, colorscale=SCORE_SCALE, cmin=0, cmax=1,
+                          showscale=first_colour, colorbar=dict(title="verifier<br>score", thickness=12))
+            first_colour = False
+        fig.add_trace(go.Scatter(
+            x=[pos[n.id][0] for n in nodes], y=[pos[n.id][1] for n in nodes], mode="markers", name=name,
+            marker=marker, hovertext=hover, hoverinfo="text", customdata=[n.id for n in nodes],
+        ))
+    leaves = max(len(tree.leaves()), 1)
+    fig.update_layout(
+        title=title, height=height or int(min(1100, max(340, 34 * leaves + 130))),
+        xaxis=dict(title="depth (step)", dtick=1, zeroline=False, showgrid=False),
+        yaxis=dict(visible=False), plot_bgcolor="white", hovermode="closest",
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=10, r=10, t=60, b=40),
+    )
+    return fig
+
+
+def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], title: str | None = None) -> go.Figure:
+    """Retained KV tokens after each step; ``series`` is {label: per-step values} or one list."""
+    if not isinstance(series, Mapping):
+        series = {"retained KV": list(series)}
+    fig = go.Figure()
+    for label, values in series.items():
+        values = list(values)
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
+                                 name=f"{label} (peak {max(values):,.0f}, mean {mean:,.0f})"))
+    fig.update_layout(title=title, xaxis=dict(title="step (depth)", dtick=1), yaxis=dict(title="retained KV tokens"),
+                      hovermode="x unified", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      margin=dict(l=10, r=10, t=60, b=40), height=340)
+    return fig
+
+
+def tradeoff_table(records: Iterable[Mapping[str, Any]]):
+    """Per (policy, width): accuracy, mean retained KV and the number of questions."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        kv = r.get("kv") or {}
+        rows.append({"policy": r.get("policy"), "width": r.get("width"), "correct": float(bool(r.get("correct"))),
+                     "kv_mean": kv.get("mean", r.get("kv_mean"))})
+    frame = pd.DataFrame(rows, columns=["policy", "width", "correct", "kv_mean"])
+    if frame.empty:
+        return pd.DataFrame(columns=["policy", "width", "accuracy", "kv_mean", "questions"])
+    grouped = frame.groupby(["policy", "width"], as_index=False).agg(
+        accuracy=("correct", "mean"), kv_mean=("kv_mean", "mean"), questions=("correct", "size"))
+    return grouped.sort_values(["policy", "width"]).reset_index(drop=True)
+
+
+def tradeoff_figure(records: Iterable[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Accuracy against mean retained KV per policy, one point per width (the paper's trade-off)."""
+    table = tradeoff_table(records)
+    fig = go.Figure()
+    for policy, part in table.groupby("policy", sort=True):
+        part = part.sort_values("width")
+        fig.add_trace(go.Scatter(
+            x=part["kv_mean"], y=part["accuracy"], mode="lines+markers+text", name=str(policy),
+            text=[f"w={w}" for w in part["width"]], textposition="top center",
+            customdata=part[["width", "questions"]].to_numpy(),
+            hovertemplate=f"<b>{policy}</b><br>width %{{customdata[0]}} · %{{customdata[1]}} questions"
+                          "<br>mean retained KV %{x:,.0f} tokens<br>accuracy %{y:.2f}<extra></extra>",
+        ))
+    fig.update_layout(title=title, xaxis=dict(title="mean retained KV (tokens)", type="log"),
+                      yaxis=dict(title="accuracy", rangemode="tozero"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      margin=dict(l=10, r=10, t=60, b=40), height=380)
+    return fig

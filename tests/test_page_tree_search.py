@@ -1,0 +1,165 @@
+"""The Tree search page: renders in AppTest (with and without runs), and runs a real search in Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ragscale.search.runner import run_search, run_search_sweep
+from ragscale.search.tasks import QATask
+from ragscale.search.verifiers import LMJudge
+from ragscale.store import ResultsStore
+from tests.fakes import ScriptedEngine
+from tests.test_search_runner import QUESTION, config, fake_embed, judge_logprob, qa_reply, retrieve
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "tree_search.py")
+
+
+def scripted_run(policy: str, width: int = 4) -> dict:
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    result = run_search(engine, QATask(retrieve, k=1), QUESTION, config(policy, width=width), LMJudge(engine), fake_embed)
+    return {**result.to_dict(with_requests=False), "engine": "scripted"}
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the default results store path is relative: start with none
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_renders_controls_without_loading_a_model(app):
+    assert app.title[0].value == "Tree search"
+    assert app.selectbox(key="ts_policy").value == "ets"
+    assert app.selectbox(key="ts_compare").value == "rebase"
+    assert app.slider(key="ts_width").value == 4
+    assert app.selectbox(key="ts_question").value == 0  # the demo dataset's first question
+    assert app.button(key="ts_run").label == "Run ets and rebase · width 4, depth 2"
+    assert any("search-sweep" in i.value for i in app.info)
+    # The precomputed example runs in data/trees are shown until a search runs in the session.
+    examples = sorted((Path(PAGE).parent.parent / "data" / "trees").glob("*.json"))
+    if examples:
+        assert any("precomputed example runs" in i.value for i in app.info)
+        assert len(app.get("plotly_chart")) == min(len(examples), 2) + 1
+
+
+def test_two_runs_side_by_side_with_kv_curve(app):
+    app.session_state["ts_runs"] = [scripted_run("ets"), scripted_run("rebase")]
+    app.run()
+    assert not app.exception, app.exception
+    charts = app.get("plotly_chart")
+    assert len(charts) == 3  # two trees + the KV curve
+    labels = [h.value for h in app.subheader]
+    assert "ets · width 4" in labels and "rebase · width 4" in labels
+    answers = [m for m in app.metric if m.label == "Answer"]
+    assert len(answers) == 2 and all(m.value in ("Dijon", "Paris") for m in answers)
+
+
+def test_focus_node_shows_its_prefix(app):
+    run = scripted_run("ets")
+    app.session_state["ts_runs"] = [run]
+    app.session_state["ts_focus_ets"] = 1
+    app.run()
+    assert not app.exception, app.exception
+    assert any("Node 1: reuses" in c.value for c in app.caption)
+
+
+def test_tradeoff_plot_from_sweep_records(app, tmp_path):
+    store = ResultsStore(tmp_path / "sweep.sqlite")
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets"), ["ets", "rebase"], [2, 4], [0],
+                     LMJudge(engine), store, embed=fake_embed, dataset="tiny")
+    app.text_input(key="ts_results_path").set_value(str(tmp_path / "sweep.sqlite")).run()
+    assert not app.exception, app.exception
+    assert len(app.get("plotly_chart")) >= 1
+    assert len(app.dataframe) >= 1
+
+
+def test_bad_dataset_path_is_an_error_not_a_crash(app):
+    app.selectbox(key="ts_dataset").set_value("a file ...").run()
+    app.text_input(key="ts_dataset_path").set_value("/no/such/file.json").run()
+    assert not app.exception
+    assert any("no such dataset" in e.value for e in app.error)
+    assert app.button(key="ts_run").disabled
+
+
+@pytest.mark.browser
+@pytest.mark.model
+@pytest.mark.timeout(1800)
+def test_browser_runs_a_small_search_and_shows_the_tree(app_url, page, artifacts_dir):
+    from tests.browser_helpers import wait_for_app
+
+    page.goto(f"{app_url}/tree_search")
+    wait_for_app(page)
+    # A small search: width 4 -> 2 (depth stays 2), k 2 -> 1, one policy (no side-by-side run).
+    sliders = page.get_by_role("slider")
+    sliders.nth(0).focus()
+    sliders.nth(0).press("ArrowLeft")
+    sliders.nth(0).press("ArrowLeft")
+    wait_for_app(page)
+    sliders.nth(5).focus()
+    sliders.nth(5).press("ArrowLeft")
+    wait_for_app(page)
+    page.locator(".st-key-ts_compare").get_by_role("combobox").click()
+    page.get_by_role("option", name="(none)").click()
+    wait_for_app(page)
+    run = page.get_by_role("button", name="Run ets · width 2, depth 2")
+    run.wait_for()
+    run.click()
+    try:
+        page.get_by_role("heading", name="ets · width 2").wait_for(timeout=1_500_000)
+        wait_for_app(page)
+        page.get_by_text("Mean retained KV").wait_for()  # the run's metrics, drawn after its heading
+        assert page.get_by_text("Mean retained KV").count() == 1
+        tree = page.locator(".js-plotly-plot").first
+        tree.wait_for()
+        assert page.locator(".js-plotly-plot text", has_text="depth (step)").count() >= 1
+        # The KV curve sits below the tree; Streamlit draws charts as they scroll into view.
+        page.mouse.wheel(0, 3000)
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+        tree.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+    finally:
+        page.screenshot(path=str(artifacts_dir / "tree_search.png"))
+
+
+# ---- the figure builders the page (and the Explorer) use -------------------------------------
+
+def test_tree_figure_marks_pruned_finished_and_retained():
+    from ragscale.plots.tree import tree_figure
+    from ragscale.search.tree import Tree
+
+    run = scripted_run("ets", width=6)
+    tree = Tree.from_dict(run["tree"])
+    fig = tree_figure(run["tree"])  # a dict works as well as a Tree or its JSON
+    by_name = {t.name: t for t in fig.data}
+    pruned = [n for n in tree if n.status == "pruned"]
+    assert pruned and len(by_name["pruned"].x) == len(pruned)
+    assert by_name["pruned"].marker.symbol == "x"
+    assert len(by_name["finished (answer)"].x) == len(tree.finished_leaves())
+    node_points = sum(len(t.x) for t in fig.data if t.mode == "markers")
+    assert node_points == len(tree)
+    assert "pruned branch" in by_name and "retained KV (shared prefix)" in by_name
+    # Hover text carries the sub-query, the intermediate answer and the score.
+    hover = " ".join(by_name["kept / open"].hovertext)
+    assert "sub-query:" in hover and "intermediate answer:" in hover and "score:" in hover
+    # Nodes are sized by tokens: a bigger step gets a bigger marker.
+    kept = [n for n in tree if n.status in ("kept", "active") and n.parent is not None]
+    sizes = dict(zip((n.num_tokens for n in kept), by_name["kept / open"].marker.size))
+    assert sizes[max(sizes)] >= sizes[min(sizes)]
+    # Focusing a node draws its prefix path.
+    focused = tree_figure(tree.to_json(), focus=tree.finished_leaves()[0].id)
+    path = next(t for t in focused.data if t.name.startswith("prefix reused by node"))
+    assert len([x for x in path.x if x is not None]) == 2 * tree.finished_leaves()[0].depth
+
+
+def test_kv_curve_figure_lists_peak_and_mean():
+    from ragscale.plots.tree import kv_curve_figure
+
+    fig = kv_curve_figure({"ets": [100, 300, 200], "rebase": [100, 500, 400]})
+    assert [t.name for t in fig.data] == ["ets (peak 300, mean 200)", "rebase (peak 500, mean 333)"]
+    assert list(fig.data[0].x) == [1, 2, 3]

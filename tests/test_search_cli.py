@@ -1,0 +1,121 @@
+"""`ragscale search` and `ragscale search-sweep` on the ScriptedEngine (no model loads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragscale.cli import main
+from ragscale.datasets.types import Dataset
+from ragscale.search import cli as search_cli
+from ragscale.search import tasks as search_tasks
+from ragscale.store import ResultsStore
+from tests.fakes import ScriptedEngine
+from tests.test_search_runner import DOCS, QUESTION, fake_embed, judge_logprob, qa_reply, retrieve
+
+
+@pytest.fixture
+def scripted(monkeypatch, tmp_path):
+    """Every engine, retriever and embedder the CLI would build, replaced by model-free fakes."""
+    engines = []
+
+    def make(kind, url):
+        engines.append(ScriptedEngine(qa_reply, logprob=judge_logprob))
+        return engines[-1]
+
+    dataset = Dataset("tiny", [QUESTION], list(DOCS), source="tiny")
+    monkeypatch.setattr(search_cli, "_engine", make)
+    monkeypatch.setattr(search_cli, "embedder", lambda: fake_embed)
+    monkeypatch.setattr(search_tasks, "retriever_for", lambda ds: retrieve)
+    monkeypatch.setattr(search_cli, "load_questions", lambda task, path: dataset)
+    return engines
+
+
+def test_search_json_prints_answer_kv_and_tree(scripted, capsys):
+    code = main(["search", "--policy", "ets", "--width", "4", "--lambda-b", "1.0", "--lambda-d", "1.5",
+                 "--dataset", "demo", "--question", "q1", "--max-depth", "3", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] in ("Dijon", "Paris") and isinstance(out["correct"], bool)
+    assert out["policy"] == "ets" and out["width"] == 4
+    assert out["config"]["lambda_b"] == 1.0 and out["config"]["lambda_d"] == 1.5
+    kv = out["kv"]
+    assert kv["peak"] == max(kv["per_step"]) and kv["mean"] == pytest.approx(sum(kv["per_step"]) / len(kv["per_step"]))
+    nodes = out["tree"]["nodes"]
+    assert nodes[0]["parent"] is None and nodes[0]["tokens"] > 0
+    for node in nodes[1:]:
+        assert set(node) >= {"id", "parent", "depth", "tokens", "text", "score", "status", "cluster", "cached_tokens"}
+        assert node["status"] in ("kept", "pruned", "finished")
+        assert 0 <= node["score"] <= 1
+    assert any(n["status"] == "finished" for n in nodes)
+    assert out["prompt_tokens"] >= out["cached_tokens"] > 0 and out["tokens_generated"] > 0
+    assert out["model_calls"] == out["generation_requests"] + out["verifier_calls"]
+
+
+def test_search_text_output_and_saved_tree(scripted, capsys, tmp_path):
+    from ragscale.search.tree import Tree
+
+    path = tmp_path / "result.json"
+    assert main(["search", "--policy", "beam", "--width", "4", "--save", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "answer   :" in text and "KV       :" in text and "#0 kept" in text
+    saved = json.loads(path.read_text())
+    tree = Tree.from_dict(saved["tree"])
+    assert len(tree) > 1 and tree.root.token_ids and saved["kv"]["per_step"] and saved["policy"] == "beam"
+
+
+def test_search_rejects_bad_input(scripted, capsys):
+    assert main(["search", "--question", "nope"]) == 2
+    assert "no question 'nope'" in capsys.readouterr().err
+    assert main(["search", "--width", "0"]) == 2
+    assert "width" in capsys.readouterr().err
+    assert main(["search", "--verifier", "prm"]) == 2
+    assert "--prm-url" in capsys.readouterr().err
+
+
+def test_search_sweep_writes_records_and_resumes(scripted, capsys, tmp_path):
+    out = tmp_path / "results.sqlite"
+    args = ["search-sweep", "--policies", "ets,rebase", "--widths", "2,4", "--seeds", "0", "--limit", "1",
+            "--max-depth", "2", "--out", str(out), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["runs_total"] == 4 and first["runs_written"] == 4 and first["runs_already_done"] == 0
+    records = ResultsStore(out).records("search")
+    assert sorted((r["policy"], r["width"]) for r in records) == [("ets", 2), ("ets", 4), ("rebase", 2), ("rebase", 4)]
+    assert all("tree" in r and r["kv"]["per_step"] for r in records)
+    # Rerun: nothing is repeated.
+    calls_before = len(scripted)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["runs_written"] == 0 and second["runs_already_done"] == 4
+    assert len(scripted) == calls_before + 1 and not scripted[-1].calls  # the engine generated nothing
+    # The trade-off table and figure read these records.
+    from ragscale.plots.tree import tradeoff_figure, tradeoff_table
+
+    table = tradeoff_table(records)
+    assert len(table) == 4 and set(table["questions"]) == {1}
+    assert len(tradeoff_figure(records).data) == 2
+
+
+def test_search_sweep_rejects_unknown_policy(scripted, capsys, tmp_path):
+    assert main(["search-sweep", "--policies", "ets,magic", "--out", str(tmp_path / "r.sqlite")]) == 2
+    assert "magic" in capsys.readouterr().err
+
+
+def test_reasoning_needs_a_gsm8k_file(capsys):
+    assert main(["search", "--task", "reasoning", "--dataset", "demo"]) == 2
+    assert "GSM8K" in capsys.readouterr().err
+
+
+def test_bench_kv_reports_both_policies_and_their_ratio(scripted, capsys, tmp_path):
+    out = tmp_path / "bench.sqlite"
+    assert main(["bench", "kv", "--questions", "1", "--width", "4", "--max-depth", "3", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["questions"] == 1 and report["width"] == 4 and report["max_depth"] == 3
+    records = {r["policy"]: r for r in ResultsStore(out).records("search")}
+    for policy in ("ets", "rebase"):
+        assert report[policy]["mean_retained_kv_tokens"] == pytest.approx(records[policy]["kv"]["mean"], abs=0.05)
+        assert report[policy]["accuracy"] == float(records[policy]["correct"])
+    assert report["kv_ratio_rebase_over_ets"] == pytest.approx(
+        report["rebase"]["mean_retained_kv_tokens"] / report["ets"]["mean_retained_kv_tokens"], abs=1e-3)
