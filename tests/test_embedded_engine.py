@@ -125,3 +125,19 @@ def test_make_engine_and_tokenizer(on):
     assert engine.info.kind == "embedded" and engine.info.context_window == 8192
     assert engine.count_tokens("Hello world") == len(engine.encode("Hello world")) > 0
     assert "<|im_start|>assistant" in engine.chat_prompt("hi", assistant_prefix="Follow up:")
+
+
+def test_compute_dtype_follows_cpu_and_env(monkeypatch):
+    from ragscale.engines import model_files
+    from ragscale.errors import EngineError
+
+    monkeypatch.delenv("RAGSCALE_DTYPE", raising=False)
+    monkeypatch.setattr(model_files, "cpu_has_native_bf16", lambda: False)
+    assert model_files.default_dtype() == "float32"  # bf16 is emulated, and slower, on AVX2-only CPUs
+    monkeypatch.setattr(model_files, "cpu_has_native_bf16", lambda: True)
+    assert model_files.default_dtype() == "bfloat16"
+    monkeypatch.setenv("RAGSCALE_DTYPE", "float32")
+    assert model_files.default_dtype() == "float32"
+    monkeypatch.setenv("RAGSCALE_DTYPE", "float16")
+    with pytest.raises(EngineError, match="RAGSCALE_DTYPE"):
+        model_files.default_dtype()

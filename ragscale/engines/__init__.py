@@ -30,6 +30,8 @@ class EngineSpec:
     url: str | None = None  # sglang: one server or an sglang-router
     prefix_cache: bool = True  # embedded: False is like SGLang's --disable-radix-cache
     tokenizer: str | None = None  # sglang: local folder with the server model's tokenizer (see sglang_client)
+    dtype: str | None = None  # embedded: "float32" | "bfloat16"; None picks by CPU (model_files.default_dtype)
+    threads: int | None = None  # embedded: torch threads; None = RAGSCALE_THREADS or every core
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINE_KINDS:
@@ -46,7 +48,7 @@ def make_engine(spec: EngineSpec) -> Engine:
     if spec.kind == "embedded":
         from ragscale.engines.embedded import EmbeddedEngine
 
-        engine = EmbeddedEngine(prefix_cache=spec.prefix_cache)
+        engine = EmbeddedEngine(prefix_cache=spec.prefix_cache, dtype=spec.dtype, threads=spec.threads)
     else:
         from ragscale.engines.sglang_client import SGLangEngine
 

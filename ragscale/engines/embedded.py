@@ -26,7 +26,7 @@ import torch
 from ragscale.engines.base import (
     CacheStats, Engine, EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed,
 )
-from ragscale.engines.model_files import CONTEXT_WINDOW, MODEL_NAME, load_model
+from ragscale.engines.model_files import CONTEXT_WINDOW, MODEL_NAME, load_model, set_threads
 from ragscale.engines.radix_cache import RadixCache
 from ragscale.errors import EngineError
 
@@ -82,14 +82,17 @@ class _Row:
 
 class EmbeddedEngine(Engine):
     def __init__(self, prefix_cache: bool = True, cache_tokens: int = DEFAULT_CACHE_TOKENS,
-                 batch_prefill: bool = False):
-        """``batch_prefill``: prefill the uncached suffixes of all prompts of a call in one padded
+                 batch_prefill: bool = False, dtype: str | None = None, threads: int | None = None):
+        """``dtype``: compute dtype, "float32" or "bfloat16" (default: bf16 only where the CPU has
+        it natively; see ``model_files.default_dtype``). ``threads``: torch threads (process-wide).
+        ``batch_prefill``: prefill the uncached suffixes of all prompts of a call in one padded
         batch. Faster for many short suffixes, but padding and batch shape change bf16 rounding,
         so greedy tokens with the cache on and off can then differ; off by default."""
         self.prefix_cache = prefix_cache
         self.batch_prefill = batch_prefill
         self.info = EngineInfo(kind="embedded", model=MODEL_NAME, context_window=CONTEXT_WINDOW)
-        self.model, self._tokenizer = load_model()
+        set_threads(threads)
+        self.model, self._tokenizer = load_model(dtype)
         self.cache = RadixCache(token_budget=cache_tokens, disable=not prefix_cache)
         self._stats = CacheStats(cache_capacity_tokens=cache_tokens if prefix_cache else 0)
         self._lock = threading.RLock()  # one request at a time (the server and app tabs share us)

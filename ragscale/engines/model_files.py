@@ -19,8 +19,10 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTEXT_WINDOW = 8192
 
+DTYPES = ("float32", "bfloat16")
+
 _lock = threading.Lock()
-_loaded: tuple | None = None  # (model, tokenizer), shared by every EmbeddedEngine in the process
+_loaded: dict[str, tuple] = {}  # dtype -> (model, tokenizer), shared by every EmbeddedEngine in the process
 _tokenizer = None  # the tokenizer alone, for clients of a server running the same model
 
 
@@ -53,37 +55,69 @@ def _save_bf16_copy(model, tokenizer, target: Path) -> None:
         pass  # another process won the race; its copy is as good as ours
 
 
-def load_model():
-    """The (model, tokenizer) pair in bf16, eval mode, loaded once per process."""
-    global _loaded
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX). On AVX2-only CPUs torch
+    emulates bf16 matmuls and float32 is several times faster (measured on this project's CI
+    machines); where bf16 is native it is faster than float32 (see offline-stack notes)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_dtype() -> str:
+    """``RAGSCALE_DTYPE`` if set, else bf16 where the CPU has it natively, else float32."""
+    chosen = os.environ.get("RAGSCALE_DTYPE") or ("bfloat16" if cpu_has_native_bf16() else "float32")
+    if chosen not in DTYPES:
+        raise EngineError(f"RAGSCALE_DTYPE must be one of {', '.join(DTYPES)}; got {chosen!r}")
+    return chosen
+
+
+def load_model(dtype: str | None = None):
+    """The (model, tokenizer) pair in ``dtype`` (default: ``default_dtype()``), eval mode,
+    loaded once per process and dtype. Weights are stored as bf16 either way; only the
+    compute dtype differs."""
+    dtype = dtype or default_dtype()
+    if dtype not in DTYPES:
+        raise EngineError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     with _lock:
-        if _loaded is not None:
-            return _loaded
+        if dtype in _loaded:
+            return _loaded[dtype]
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(os.cpu_count() or 1)
         copy = bf16_copy_dir()
         if (copy / "config.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(copy)
-            model = AutoModelForCausalLM.from_pretrained(copy, dtype=torch.bfloat16)
+            model = AutoModelForCausalLM.from_pretrained(copy, dtype=getattr(torch, dtype))
         else:
             folder = gguf_folder()
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.bfloat16)
             copy.parent.mkdir(parents=True, exist_ok=True)
             _save_bf16_copy(model, tokenizer, copy)
+            model = model.to(getattr(torch, dtype))
         model.eval()
-        _loaded = (model, tokenizer)
-        return _loaded
+        _loaded[dtype] = (model, tokenizer)
+        return _loaded[dtype]
+
+
+def set_threads(threads: int | None) -> None:
+    """torch threads for this process: ``threads``, else ``RAGSCALE_THREADS``, else every core.
+    On a CPU shared with other busy processes, 1 avoids OpenMP threads spinning against each other."""
+    import torch
+
+    threads = threads or int(os.environ.get("RAGSCALE_THREADS") or 0) or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
 
 
 def load_tokenizer():
     """SmolLM2's tokenizer without the model (the SGLang client's default; ~0.3 s from the copy)."""
     global _tokenizer
     with _lock:
-        if _loaded is not None:
-            return _loaded[1]
+        if _loaded:
+            return next(iter(_loaded.values()))[1]
         if _tokenizer is None:
             from transformers import AutoTokenizer
 

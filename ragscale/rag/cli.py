@@ -24,41 +24,25 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     return values
 
 
-def _engine(kind: str, url: str | None, prefix_cache: bool = True):
+def _print_summary(summary: dict, as_json: bool) -> None:
+    """One JSON object, or the same keys as an aligned listing for people."""
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    width = max(map(len, summary))
+    for key, value in summary.items():
+        print(f"{key:>{width}}: {value}")
+
+
+def _engine(kind: str, url: str | None, prefix_cache: bool = True, threads: int | None = None,
+            dtype: str | None = None):
     from ragscale.engines import EngineSpec, make_engine
 
     try:
-        spec = EngineSpec(kind, url=url, prefix_cache=prefix_cache)
+        spec = EngineSpec(kind, url=url, prefix_cache=prefix_cache, threads=threads, dtype=dtype)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return make_engine(spec)
-
-
-def _tune(engine, threads: int | None, dtype: str | None) -> None:
-    if threads:
-        _set_threads(threads)
-    if dtype:
-        _set_dtype(engine, dtype)
-
-
-def _set_threads(threads: int) -> None:
-    # On a CPU shared with other jobs, one torch thread per process avoids OpenMP threads
-    # spinning against each other (measured >10x faster here under load).
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _set_dtype(engine, dtype: str) -> None:
-    """Cast the embedded engine's weights (it loads bf16). On CPUs without native bf16 (AVX2
-    only) float32 prefill is several times faster; the weights' values do not change."""
-    import torch
-
-    model = getattr(engine, "model", None)
-    if model is None or engine.info.kind != "embedded":
-        raise UserError("--dtype applies to the embedded engine only")
-    engine.flush_cache()  # cached KV was computed in the old dtype
-    model.to(getattr(torch, dtype))
 
 
 def _tqdm_progress(desc: str):
@@ -89,8 +73,7 @@ def cmd_sweep(args) -> int:
 
     dataset = load_dataset(args.dataset)  # bad paths fail here, before a model loads
     store = ResultsStore(args.out)
-    engine = _engine(args.engine, args.url)
-    _tune(engine, args.threads, args.dtype)
+    engine = _engine(args.engine, args.url, threads=args.threads, dtype=args.dtype)
     bar, progress = _tqdm_progress("sweep")
     try:
         result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
@@ -103,11 +86,7 @@ def cmd_sweep(args) -> int:
         "rows_already_done": result.rows_already_done, "rows_skipped_over_context": result.rows_skipped_over_context,
         "seconds": round(result.seconds, 1), "demonstration_chains": result.chain_note,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        for key, value in summary.items():
-            print(f"{key:>26}: {value}")
+    _print_summary(summary, args.json)
     return 0
 
 
@@ -126,11 +105,7 @@ def cmd_fit(args) -> int:
         "r2": None if model.r2_ != model.r2_ else round(model.r2_, 4), "mse": round(model.mse_, 4),
         "datasets": sorted(table["dataset"].unique().tolist()),
     }
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for key, value in out.items():
-            print(f"{key:>15}: {value}")
+    _print_summary(out, args.json)
     return 0
 
 
@@ -174,8 +149,7 @@ def cmd_bench_sweep(args) -> int:
     seconds, rows = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, cache in (("on", True), ("off", False)):
-            engine = _engine("embedded", None, prefix_cache=cache)
-            _tune(engine, args.threads, args.dtype)
+            engine = _engine("embedded", None, prefix_cache=cache, threads=args.threads, dtype=args.dtype)
             store = ResultsStore(Path(tmp) / f"cache_{label}.sqlite")
             started = time.perf_counter()
             run_sweep(spec, engine, store, dataset=dataset, retriever=retriever)
