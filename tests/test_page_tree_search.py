@@ -95,20 +95,22 @@ def test_browser_runs_a_small_search_and_shows_the_tree(app_url, page, artifacts
 
     page.goto(f"{app_url}/tree_search")
     wait_for_app(page)
-    # A small search: width 4 -> 2 (depth stays 2), k 2 -> 1, one policy (no side-by-side run).
-    sliders = page.get_by_role("slider")
-    sliders.nth(0).focus()
-    sliders.nth(0).press("ArrowLeft")
-    sliders.nth(0).press("ArrowLeft")
-    wait_for_app(page)
-    sliders.nth(5).focus()
-    sliders.nth(5).press("ArrowLeft")
-    wait_for_app(page)
+    # A small search: width 4 -> 2 (depth stays 2), one policy (no side-by-side run).
+    # One key press per rerun: a rerun re-renders the slider and drops keyboard focus.
+    for _ in range(2):
+        width = page.get_by_role("slider").nth(0)
+        width.focus()
+        width.press("ArrowLeft")
+        wait_for_app(page)
     page.locator(".st-key-ts_compare").get_by_role("combobox").click()
     page.get_by_role("option", name="(none)").click()
     wait_for_app(page)
     run = page.get_by_role("button", name="Run ets · width 2, depth 2")
-    run.wait_for()
+    try:
+        run.wait_for()
+    except Exception:
+        page.screenshot(path=str(artifacts_dir / "tree_search_setup_failed.png"), full_page=True)
+        raise
     run.click()
     try:
         page.get_by_role("heading", name="ets · width 2").wait_for(timeout=1_500_000)
