@@ -7,7 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import engine_sidebar
+from pages.common import engine_sidebar, engine_spec
+from ragscale.engines import describe_spec
 
 st.set_page_config(page_title="ragscale", page_icon=":material/monitoring:", layout="wide")
 
@@ -38,6 +39,10 @@ def home() -> None:
             "program at every step to keep branches that are diverse yet share prefixes, and "
             "reports a 1.8x smaller KV cache than REBASE at matched accuracy."
         )
+    st.info(
+        f"Active engine: **{describe_spec(engine_spec())}**. Switch to an SGLang server on the Engine page.",
+        icon=":material/memory:",
+    )
     st.subheader("Pages")
     for page, blurb in PAGE_BLURBS:
         st.page_link(page, label=f"**{page.title}** — {blurb}", icon=page.icon)
