@@ -96,12 +96,18 @@ def test_browser_runs_a_small_search_and_shows_the_tree(app_url, page, artifacts
     page.goto(f"{app_url}/tree_search")
     wait_for_app(page)
     # A small search: width 4 -> 2 (depth stays 2), one policy (no side-by-side run).
-    # One key press per rerun: a rerun re-renders the slider and drops keyboard focus.
-    for _ in range(2):
-        width = page.get_by_role("slider").nth(0)
+    # One key press per rerun, on the width slider found by its key, until it reads 2: a rerun
+    # re-renders the slider and can drop keyboard focus between presses.
+    width = page.locator(".st-key-ts_width").get_by_role("slider")
+    value = page.locator(".st-key-ts_width [data-testid='stSliderThumbValue']")
+    for _ in range(10):
+        if value.inner_text().strip() == "2":
+            break
         width.focus()
         width.press("ArrowLeft")
+        page.wait_for_timeout(1000)
         wait_for_app(page)
+    assert value.inner_text().strip() == "2"
     page.locator(".st-key-ts_compare").get_by_role("combobox").click()
     page.get_by_role("option", name="(none)").click()
     wait_for_app(page)
