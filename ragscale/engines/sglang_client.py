@@ -135,9 +135,7 @@ class SGLangEngine(Engine):
         payload = {"input_ids": batch, "sampling_params": sampling}
         if params.return_logprobs:
             payload["return_logprob"] = True
-        started = time.perf_counter()
-        items = self.post_generate(payload)
-        self._stats.generation_seconds += time.perf_counter() - started
+        items = self._timed_generate(payload)
         results = []
         for prompt, item in zip(batch, items):
             meta = item.get("meta_info", {})
@@ -157,6 +155,13 @@ class SGLangEngine(Engine):
             self._count(usage)
         return results
 
+    def _timed_generate(self, payload: dict) -> list[dict]:
+        """``post_generate``, with its time counted as generation time in the run statistics."""
+        started = time.perf_counter()
+        items = self.post_generate(payload)
+        self._stats.generation_seconds += time.perf_counter() - started
+        return items
+
     def score(self, prompt: Prompt, continuations: Sequence[Prompt]) -> list[list[float]]:
         prompt_ids = self._ids(prompt)
         conts = [self._ids(c) for c in continuations]
@@ -172,9 +177,7 @@ class SGLangEngine(Engine):
             "return_logprob": True,
             "logprob_start_len": max(len(prompt_ids) - 1, 0),
         }
-        started = time.perf_counter()
-        items = self.post_generate(payload)
-        self._stats.generation_seconds += time.perf_counter() - started
+        items = self._timed_generate(payload)
         scores = []
         for cont, item in zip(conts, items):
             meta = item.get("meta_info", {})

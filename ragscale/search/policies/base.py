@@ -58,6 +58,12 @@ def check_candidates(tree: Tree, candidates: Sequence[int], remaining: int) -> N
         raise ValueError(f"remaining width must be >= 0, got {remaining}")
 
 
+def zero_allocation(tree: Tree, candidates: Sequence[int], remaining: int) -> dict[int, int]:
+    """Check a policy call and return the allocation it starts from: every candidate pruned."""
+    check_candidates(tree, candidates, remaining)
+    return {i: 0 for i in candidates}
+
+
 def rebase_shares(scores: Sequence[float], width: int, temperature: float) -> list[int]:
     """REBASE allocation: weights exp(score / T); in descending score order each node gets
     ceil(remaining * w_i / sum of the remaining weights). Returns counts in input order,

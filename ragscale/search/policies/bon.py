@@ -5,15 +5,14 @@ chains never share more than the prompt. The answer is picked from the finished 
 from __future__ import annotations
 
 from ragscale.search.config import SearchConfig
-from ragscale.search.policies.base import Embed, check_candidates, ranked
+from ragscale.search.policies.base import Embed, ranked, zero_allocation
 from ragscale.search.tree import Tree
 
 
 def select(
     tree: Tree, candidates: list[int], remaining_width: int, config: SearchConfig, embed: Embed | None = None
 ) -> dict[int, int]:
-    check_candidates(tree, candidates, remaining_width)
-    out = {i: 0 for i in candidates}
+    out = zero_allocation(tree, candidates, remaining_width)
     if remaining_width == 0 or not candidates:
         return out
     if candidates == [tree.root.id]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from ragscale.search.config import SearchConfig
-from ragscale.search.policies.base import Embed, check_candidates, equal_shares, ranked
+from ragscale.search.policies.base import Embed, equal_shares, ranked, zero_allocation
 from ragscale.search.tree import Tree
 
 
@@ -39,8 +39,7 @@ def subtree_of(tree: Tree, config: SearchConfig) -> dict[int, int]:
 def select(
     tree: Tree, candidates: list[int], remaining_width: int, config: SearchConfig, embed: Embed | None = None
 ) -> dict[int, int]:
-    check_candidates(tree, candidates, remaining_width)
-    out = {i: 0 for i in candidates}
+    out = zero_allocation(tree, candidates, remaining_width)
     if remaining_width == 0 or not candidates:
         return out
     if candidates == [tree.root.id]:  # first step: sample every trajectory's first step

@@ -38,7 +38,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 
 from ragscale.search.clustering import cluster_texts
 from ragscale.search.config import SearchConfig
-from ragscale.search.policies.base import Embed, check_candidates, rebase_shares, score_of
+from ragscale.search.policies.base import Embed, rebase_shares, score_of, zero_allocation
 from ragscale.search.tree import Tree
 
 
@@ -224,8 +224,7 @@ def solve_selection(
 def select(
     tree: Tree, candidates: list[int], remaining_width: int, config: SearchConfig, embed: Embed | None = None
 ) -> dict[int, int]:
-    check_candidates(tree, candidates, remaining_width)
-    out = {i: 0 for i in candidates}
+    out = zero_allocation(tree, candidates, remaining_width)
     if remaining_width == 0 or not candidates:
         return out
     if len(candidates) == 1:
