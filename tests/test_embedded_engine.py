@@ -141,3 +141,20 @@ def test_compute_dtype_follows_cpu_and_env(monkeypatch):
     monkeypatch.setenv("RAGSCALE_DTYPE", "float16")
     with pytest.raises(EngineError, match="RAGSCALE_DTYPE"):
         model_files.default_dtype()
+
+
+def test_reserved_layer_writes_in_place_grows_and_selects_rows_like_concatenation():
+    import torch
+    from ragscale.engines.embedded import _ReservedLayer
+
+    start = torch.randn(3, 2, 5, 4)
+    layer = _ReservedLayer(torch.cat([start, torch.zeros(3, 2, 2, 4)], dim=2), torch.cat([-start, torch.zeros(3, 2, 2, 4)], dim=2), 5)
+    expected = start
+    for step in (1, 1, 4, 9):  # the last two overflow the two spare slots: the buffer grows
+        new = torch.randn(3, 2, step, 4)
+        keys, values = layer.update(new, -new)
+        expected = torch.cat([expected, new], dim=2)
+        assert torch.equal(keys, expected) and torch.equal(values, -expected)
+        assert layer.get_seq_length() == expected.shape[2]
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert torch.equal(layer.keys, expected[[2, 0]]) and torch.equal(layer.values, -expected[[2, 0]])

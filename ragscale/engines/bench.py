@@ -100,3 +100,48 @@ def prefix_cache_benchmark(progress: Progress | None = None) -> dict:
         "greedy_outputs_identical": [g.output_ids for g in gens_on] == [g.output_ids for g in gens_off],
         "prompt_tokens": prompt_tokens,
     }
+
+
+# Run in a fresh interpreter so that nothing is loaded yet; prints one JSON line.
+_START_PROBE = """
+import json, time
+started = time.perf_counter()
+import transformers.models.llama.modeling_llama, transformers.models.auto  # library import, paid once per process
+imported = time.perf_counter()
+from ragscale.engines.model_files import load_model
+load_model()
+print(json.dumps({"import_seconds": imported - started, "load_seconds": time.perf_counter() - imported}))
+"""
+
+
+def engine_start_benchmark(progress: Progress | None = None) -> dict:
+    """Start-up of the embedded engine in fresh processes: a first start (no bf16 copy yet: the
+    GGUF is dequantised and the copy written) and a later start (from the copy), side by side."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    def probe(cache_dir: str | None) -> dict:
+        env = dict(os.environ, **({"RAGSCALE_CACHE_DIR": cache_dir} if cache_dir else {}))
+        done = subprocess.run([sys.executable, "-c", _START_PROBE], env=env, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with tempfile.TemporaryDirectory(prefix="ragscale-start-") as empty:
+        first = probe(empty)
+        if progress:
+            progress(1, 3, "first start (from the GGUF)")
+        later = probe(empty)  # the copy written by the first start
+        if progress:
+            progress(2, 3, "later start (from the bf16 copy)")
+    usual = probe(None)  # the user's own cache directory, as the app starts
+    if progress:
+        progress(3, 3, "later start, user cache")
+    return {
+        "first_start_load_seconds": round(first["load_seconds"], 2),
+        "later_start_load_seconds": round(later["load_seconds"], 2),
+        "user_cache_load_seconds": round(usual["load_seconds"], 2),
+        "library_import_seconds": round(later["import_seconds"], 2),
+        "first_over_later": round(first["load_seconds"] / later["load_seconds"], 1),
+    }

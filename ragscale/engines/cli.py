@@ -1,4 +1,4 @@
-"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache``."""
+"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache|engine-start``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def register_bench(benches) -> None:
     bench = benches.add_parser("prefix-cache", help="tree workload with the radix cache on vs off")
     bench.add_argument("--json", action="store_true", help="print only the JSON result")
     bench.set_defaults(func=_bench_prefix_cache)
+    start = benches.add_parser("engine-start", help="embedded engine start-up: first start vs later starts")
+    start.add_argument("--json", action="store_true", help="print only the JSON result")
+    start.set_defaults(func=_bench_engine_start)
 
 
 def _serve_embedded(args) -> int:
@@ -75,17 +78,28 @@ def _serve_sglang(args) -> int:
 
 
 def _bench_prefix_cache(args) -> int:
-    from tqdm import tqdm
-
     from ragscale.engines.bench import prefix_cache_benchmark
 
-    bar = tqdm(total=8, disable=args.json, desc="prefix-cache")
+    return _run_bench(prefix_cache_benchmark, 8, "prefix-cache", args.json)
+
+
+def _bench_engine_start(args) -> int:
+    from ragscale.engines.bench import engine_start_benchmark
+
+    return _run_bench(engine_start_benchmark, 3, "engine-start", args.json)
+
+
+def _run_bench(benchmark, steps: int, name: str, quiet: bool) -> int:
+    """Run ``benchmark(progress)`` under a progress bar; print its JSON."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, disable=quiet, desc=name)
 
     def progress(done, total, message):
         bar.set_postfix_str(message)
         bar.update(1)
 
-    result = prefix_cache_benchmark(progress)
+    result = benchmark(progress)
     bar.close()
-    print(json.dumps(result, indent=None if args.json else 2))
+    print(json.dumps(result, indent=None if quiet else 2))
     return 0
