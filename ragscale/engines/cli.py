@@ -1,4 +1,4 @@
-"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache|engine-start``."""
+"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache|engine``."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def register_bench(benches) -> None:
     bench = benches.add_parser("prefix-cache", help="tree workload with the radix cache on vs off")
     bench.add_argument("--json", action="store_true", help="print only the JSON result")
     bench.set_defaults(func=_bench_prefix_cache)
-    start = benches.add_parser("engine-start", help="embedded engine start-up: first start vs later starts")
-    start.add_argument("--json", action="store_true", help="print only the JSON result")
-    start.set_defaults(func=_bench_engine_start)
+    engine = benches.add_parser("engine", help="embedded engine: start-up (first vs later) and tokens/s per dtype")
+    engine.add_argument("--json", action="store_true", help="print only the JSON result")
+    engine.set_defaults(func=_bench_engine)
 
 
 def _serve_embedded(args) -> int:
@@ -83,10 +83,10 @@ def _bench_prefix_cache(args) -> int:
     return _run_bench(prefix_cache_benchmark, 8, "prefix-cache", args.json)
 
 
-def _bench_engine_start(args) -> int:
-    from ragscale.engines.bench import engine_start_benchmark
+def _bench_engine(args) -> int:
+    from ragscale.engines.bench import engine_benchmark
 
-    return _run_bench(engine_start_benchmark, 3, "engine-start", args.json)
+    return _run_bench(engine_benchmark, 5, "engine", args.json)
 
 
 def _run_bench(benchmark, steps: int, name: str, quiet: bool) -> int:

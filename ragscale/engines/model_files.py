@@ -86,7 +86,9 @@ def load_model(dtype: str | None = None):
             return _loaded[dtype]
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a one-second "Loading weights" bar on stderr is noise in the CLI's output
         copy = bf16_copy_dir()
         if (copy / "config.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(copy)
