@@ -217,3 +217,64 @@ def test_embedded_server_round_trip_equals_direct_calls():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_merging_queue_runs_waiting_jobs_in_one_call_and_a_bad_job_fails_alone():
+    from ragscale.engines.server import MergingQueue, _Job
+
+    calls = []
+
+    def run(jobs):
+        calls.append(len(jobs))
+        if any(job.prompts == [[666]] for job in jobs):
+            raise EngineError("prompt 666 is cursed")
+        for job in jobs:
+            job.results = [[{"echo": ids}] for ids in job.prompts]
+
+    queue = MergingQueue(run)
+    outcomes = {}
+
+    def submit(ids):
+        try:
+            outcomes[ids] = queue.submit(_Job([[ids]], [None], [False], [-1]))
+        except EngineError as exc:
+            outcomes[ids] = str(exc)
+
+    with queue.engine_lock:  # the engine is busy: three requests queue up meanwhile
+        threads = [threading.Thread(target=submit, args=(ids,)) for ids in (1, 666, 2)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 5
+        while len(queue._queued) < 3 and time.time() < deadline:
+            time.sleep(0.005)
+    for t in threads:
+        t.join(5)
+    assert calls[0] == 3 and queue.largest_merge == 3  # merged into one call...
+    assert sorted(calls[1:]) == [1, 1, 1]  # ...which failed, so each job ran alone
+    assert outcomes == {1: [[{"echo": [1]}]], 2: [[{"echo": [2]}]], 666: "prompt 666 is cursed"}
+
+
+def test_merging_queue_with_max_jobs_one_runs_every_job_alone_and_each_gets_its_own_result():
+    from ragscale.engines.server import MergingQueue, _Job
+
+    calls = []
+
+    def run(jobs):
+        calls.append(len(jobs))
+        for job in jobs:
+            job.results = [[{"echo": ids}] for ids in job.prompts]
+
+    queue = MergingQueue(run, max_jobs=1)
+    outcomes = {}
+    with queue.engine_lock:
+        threads = [threading.Thread(target=lambda i=i: outcomes.__setitem__(i, queue.submit(_Job([[i]], [None], [False], [-1]))))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 5
+        while len(queue._queued) < 4 and time.time() < deadline:
+            time.sleep(0.005)
+    for t in threads:
+        t.join(5)
+    assert calls == [1, 1, 1, 1] and queue.largest_merge == 1
+    assert outcomes == {i: [[{"echo": [i]}]] for i in range(4)}

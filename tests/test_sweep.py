@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -183,3 +184,47 @@ def test_background_job_captures_errors(tmp_path):
     job.thread.join(30)
     assert job.status == "failed" and job.error == "RuntimeError: the server went away"
     assert "Traceback" in job.error_detail
+
+
+class SlowScriptedEngine(ScriptedEngine):
+    """Each call takes a moment, like a GPU step; records the largest batch it was given."""
+
+    def __init__(self):
+        super().__init__(reader)
+        self.largest_call = 0
+
+    def generate(self, prompts, params):
+        self.largest_call = max(self.largest_call, len(prompts))
+        time.sleep(0.02)
+        return super().generate(prompts, params)
+
+
+def test_sweep_through_the_sglang_client_is_batched_by_the_server_and_matches_direct_runs(tmp_path):
+    from ragscale.engines.sglang_client import SGLangEngine
+    from tests.fakes import ByteTokenizer
+    from tests.test_sglang_client import serve
+
+    data = tiny_dataset()
+    spec = SweepSpec(dataset="tiny", strategies=("drag", "iterdrag"), ks=(1, 2), ms=(0, 1), ns=(2,),
+                     limit=4, pool_size=2, batch_size=4, generate_chains=False)
+    behind = SlowScriptedEngine()
+    server, url = serve(behind)
+    try:
+        client = SGLangEngine(url, tokenizer=ByteTokenizer(), retries=1, backoff=0.01)
+        over_http = run_sweep(spec, client, ResultsStore(tmp_path / "http.sqlite"), dataset=data,
+                              retriever=WordRetriever(data.corpus))
+    finally:
+        server.shutdown()
+        server.server_close()
+    direct = run_sweep(spec, ScriptedEngine(reader), ResultsStore(tmp_path / "direct.sqlite"), dataset=data,
+                       retriever=WordRetriever(data.corpus))
+    assert over_http.rows_written == direct.rows_written == over_http.rows_total
+    # One HTTP request per prompt, in flight together; the server merged those that queued up.
+    assert behind.largest_call > 1
+
+    def comparable(path):
+        keep = ("qid", "strategy", "k", "m", "n", "prediction", "em", "effective_length", "calls", "steps")
+        return sorted(tuple(r.get(c) for c in keep) for r in ResultsStore(path).records(KIND))
+
+    assert comparable(tmp_path / "http.sqlite") == comparable(tmp_path / "direct.sqlite")
+    assert any(r["em"] for r in ResultsStore(tmp_path / "http.sqlite").records(KIND))

@@ -1,12 +1,14 @@
-"""The prefix-cache benchmark: a small tree workload run with the radix cache on and off.
+"""Engine benchmarks: ``ragscale bench prefix-cache | engine | serve``.
 
-Workload (fixed): a shared 1,000-token prefix, 8 branches (each its own short instruction after
-the prefix), 4 steps of 32 new tokens, greedy. Every step continues each branch with
-``prompt_ids + output_ids`` and submits the 8 branches as one batch, as a tree search does.
-
+prefix-cache (fixed workload): a shared 1,000-token prefix, 8 branches (each its own short
+instruction after the prefix), 4 steps of 32 new tokens, greedy. Every step continues each branch
+with ``prompt_ids + output_ids`` and submits the 8 branches as one batch, as a tree search does.
 ``ideal_cached_fraction`` is what an unbounded cache with SGLang's rule (match at most
 prompt_tokens - 1, requests in submission order) could reuse on the same requests; it is
 computed with a RadixCache holding no KV, so it is independent of the engine.
+
+engine: start-up in fresh processes and tokens/s per dtype. serve: the SGLang-compatible server
+under concurrent requests, merged vs one at a time.
 """
 
 from __future__ import annotations
@@ -173,3 +175,63 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+CLIENTS = 8  # concurrent users of one embedded server, one single-prompt request each
+
+
+def serving_benchmark(progress: Progress | None = None) -> dict:
+    """``ragscale serve embedded`` under 8 concurrent single-prompt chat requests (a few hundred
+    tokens each, 32 new tokens at most, greedy), with requests merged into batches vs one at a
+    time, side by side on one engine. The prefix cache is flushed before each run."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.server import make_server
+    from ragscale.engines.sglang_client import SGLangEngine
+
+    engine = EmbeddedEngine(prefix_cache=True)
+    # Different users, different documents: no prefix is shared beyond the chat template.
+    sentences = _PASSAGE.split(". ")
+    prompts = [engine.encode(engine.chat_prompt(f"{'. '.join(sentences[i % 4:] + sentences[:i % 4]) * 3}\n\n{task}"))
+               for i, task in enumerate(_BRANCH_TASKS[:CLIENTS])]
+    params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    engine.generate([prompts[0][:8]], SamplingParams(max_new_tokens=2))  # first-call overheads
+
+    def run(merge: bool) -> tuple[float, list, int]:
+        engine.flush_cache()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = make_server(engine, "127.0.0.1", port, merge_requests=merge)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            client = SGLangEngine(f"http://127.0.0.1:{port}", tokenizer=engine.tokenizer, timeout=600)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+                outs = list(pool.map(lambda ids: client.generate([ids], params)[0], prompts))
+            seconds = time.perf_counter() - started
+            merged = client.server_info().get("largest_merged_requests", 0)
+        finally:
+            server.shutdown()
+            server.server_close()
+        return seconds, [g.output_ids for g in outs], merged
+
+    serial_seconds, serial_out, _ = run(merge=False)
+    if progress:
+        progress(1, 2, "one request at a time")
+    merged_seconds, merged_out, largest = run(merge=True)
+    if progress:
+        progress(2, 2, "requests merged")
+    return {
+        "clients": CLIENTS,
+        "tokens_generated": sum(len(o) for o in merged_out),
+        "seconds_one_at_a_time": round(serial_seconds, 3),
+        "seconds_merged": round(merged_seconds, 3),
+        "speedup": round(serial_seconds / merged_seconds, 3),
+        "largest_merged_requests": largest,
+        # Batching changes float rounding, so greedy tokens can differ; reported, not assumed.
+        "same_outputs": serial_out == merged_out,
+    }

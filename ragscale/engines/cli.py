@@ -1,4 +1,4 @@
-"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache|engine``."""
+"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache|engine|serve``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def register_bench(benches) -> None:
     engine = benches.add_parser("engine", help="embedded engine: start-up (first vs later) and tokens/s per dtype")
     engine.add_argument("--json", action="store_true", help="print only the JSON result")
     engine.set_defaults(func=_bench_engine)
+    serve = benches.add_parser("serve", help="embedded server, 8 concurrent requests: merged vs one at a time")
+    serve.add_argument("--json", action="store_true", help="print only the JSON result")
+    serve.set_defaults(func=_bench_serve)
 
 
 def _serve_embedded(args) -> int:
@@ -87,6 +90,12 @@ def _bench_engine(args) -> int:
     from ragscale.engines.bench import engine_benchmark
 
     return _run_bench(engine_benchmark, 5, "engine", args.json)
+
+
+def _bench_serve(args) -> int:
+    from ragscale.engines.bench import serving_benchmark
+
+    return _run_bench(serving_benchmark, 2, "serve", args.json)
 
 
 def _run_bench(benchmark, steps: int, name: str, quiet: bool) -> int:

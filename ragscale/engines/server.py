@@ -5,8 +5,9 @@ to it exactly as to a real SGLang server. Implemented: /generate (single and bat
 ``text`` or ``input_ids``, per-request ``sampling_params``, ``return_logprob``,
 ``logprob_start_len``), /health, /get_model_info, /get_server_info, /flush_cache and /metrics
 (Prometheus text with SGLang's counter names). Unknown sampling parameters get HTTP 400, as in
-SGLang. Requests run one at a time (a lock around the engine); the standard library's threading
-server is enough for that.
+SGLang. The engine runs one call at a time; requests that arrive while it is busy wait and are
+merged into its next call (``MergingQueue``), so concurrent single-prompt requests decode as one
+batch, as SGLang's scheduler would batch them. The standard library's threading server is enough.
 
 ``ragscale serve sglang`` builds the real ``sglang.launch_server`` command (see ``sglang_command``).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ragscale.engines.base import Engine, SamplingParams
@@ -31,12 +33,71 @@ class BadRequest(ValueError):
     pass
 
 
+@dataclass
+class _Job:
+    """One /generate request, parsed: per prompt its ids, (sampling params, seed), logprob options."""
+
+    prompts: list[list[int]]
+    params: list[tuple[SamplingParams, int | None]]
+    want_logprob: list
+    start_len: list
+    results: list = field(default_factory=list)
+    error: Exception | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class MergingQueue:
+    """Runs jobs on a single engine, merging the jobs that queue up while it is busy.
+
+    Leader/follower: every request queues its job, then takes the engine lock; whoever holds it
+    runs everything queued so far in one call of ``run``, and the others find their job done.
+    A merged call that fails is retried job by job, so one bad request fails alone.
+    """
+
+    def __init__(self, run, max_jobs: int | None = None):
+        self._run = run
+        self.max_jobs = max_jobs  # None: merge everything queued; 1: one request at a time (A/B runs)
+        self._queued: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        self.engine_lock = threading.Lock()
+        self.largest_merge = 0  # most jobs run in one call (for tests and /get_server_info)
+
+    def submit(self, job: _Job) -> list:
+        with self._queue_lock:
+            self._queued.append(job)
+        while not job.done.is_set():  # with max_jobs, a leader may run older jobs before its own
+            with self.engine_lock:
+                if job.done.is_set():
+                    break
+                with self._queue_lock:
+                    cut = len(self._queued) if self.max_jobs is None else self.max_jobs
+                    jobs, self._queued = self._queued[:cut], self._queued[cut:]
+                self.largest_merge = max(self.largest_merge, len(jobs))
+                self._run_all(jobs)
+        if job.error is not None:
+            raise job.error
+        return job.results
+
+    def _run_all(self, jobs: list[_Job]) -> None:
+        try:
+            self._run(jobs)
+        except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+            if len(jobs) == 1:
+                jobs[0].error = exc
+            else:
+                for job in jobs:
+                    self._run_all([job])
+        finally:
+            for job in jobs:
+                job.done.set()
+
+
 class EngineService:
     """The SGLang-shaped view of an Engine: JSON in, JSON out, no HTTP."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, merge_requests: bool = True):
         self.engine = engine
-        self.lock = threading.Lock()
+        self.queue = MergingQueue(self._run_jobs, max_jobs=None if merge_requests else 1)
         self.started = time.time()
 
     def model_info(self) -> dict:
@@ -55,11 +116,12 @@ class EngineService:
             "version": "ragscale-embedded", "model_path": info.model, "context_length": info.context_window,
             "disable_radix_cache": not getattr(self.engine, "prefix_cache", True),
             "schedule_policy": "lpm", "cache_tokens_held": stats.cache_tokens_held,
-            "cache_capacity_tokens": stats.cache_capacity_tokens, "uptime_seconds": round(time.time() - self.started, 1),
+            "cache_capacity_tokens": stats.cache_capacity_tokens, "largest_merged_requests": self.queue.largest_merge,
+            "uptime_seconds": round(time.time() - self.started, 1),
         }
 
     def flush_cache(self) -> None:
-        with self.lock:
+        with self.queue.engine_lock:
             self.engine.flush_cache()
 
     def metrics(self) -> str:
@@ -96,23 +158,33 @@ class EngineService:
         params = [self._sampling(sp) for sp in sampling]
 
         started = time.perf_counter()
-        results: list[list[dict]] = [[] for _ in prompts]
-        with self.lock:
-            # One engine call per distinct sampling setting, so sibling requests decode as a batch.
-            groups: dict[SamplingParams, list[int]] = {}
-            for i, (p, seed) in enumerate(params):
-                groups.setdefault(p, []).append(i)
-            for p, members in groups.items():
-                for i, item in zip(members, self._run(prompts, members, p, [params[i][1] for i in members],
-                                                      want_logprob, start_len)):
-                    results[i] = item
+        results = self.queue.submit(_Job(prompts, params, want_logprob, start_len))
         latency = time.perf_counter() - started
         flat = []
-        for per_prompt in results:
+        for i, per_prompt in enumerate(results):
             for item in per_prompt:
-                item["meta_info"]["e2e_latency"] = latency
+                item["meta_info"].update(id=str(i), e2e_latency=latency)
                 flat.append(item)
         return flat[0] if single and len(flat) == 1 else flat
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
+        """Every prompt of every job, one engine call per distinct sampling setting (so sibling
+        requests decode as one batch); each job gets its own prompts' results back."""
+        prompts = [ids for job in jobs for ids in job.prompts]
+        params = [p for job in jobs for p in job.params]
+        want_logprob = [w for job in jobs for w in job.want_logprob]
+        start_len = [s for job in jobs for s in job.start_len]
+        results: list[list[dict]] = [[] for _ in prompts]
+        groups: dict[SamplingParams, list[int]] = {}
+        for i, (p, _) in enumerate(params):
+            groups.setdefault(p, []).append(i)
+        for p, members in groups.items():
+            for i, item in zip(members, self._run(prompts, members, p, [params[i][1] for i in members],
+                                                  want_logprob, start_len)):
+                results[i] = item
+        at = 0
+        for job in jobs:
+            job.results, at = results[at:at + len(job.prompts)], at + len(job.prompts)
 
     # -- helpers ---------------------------------------------------------------------------
     def _run(self, prompts, members, params: SamplingParams, seeds, want_logprob, start_len) -> list[list[dict]]:
@@ -134,7 +206,6 @@ class EngineService:
             items = []
             for g in gens[k * params.n:(k + 1) * params.n]:
                 meta = {
-                    "id": f"{i}",
                     "prompt_tokens": g.usage.prompt_tokens,
                     "cached_tokens": g.usage.cached_tokens,
                     "completion_tokens": g.usage.completion_tokens,
@@ -205,9 +276,11 @@ class EngineService:
         return params, seed
 
 
-def make_server(engine: Engine, host: str = "127.0.0.1", port: int = 30000) -> ThreadingHTTPServer:
-    """An HTTP server (not yet serving) for ``engine``; call ``serve_forever()`` on it."""
-    service = EngineService(engine)
+def make_server(engine: Engine, host: str = "127.0.0.1", port: int = 30000,
+                merge_requests: bool = True) -> ThreadingHTTPServer:
+    """An HTTP server (not yet serving) for ``engine``; call ``serve_forever()`` on it.
+    ``merge_requests=False`` runs requests strictly one at a time (for A/B measurements)."""
+    service = EngineService(engine, merge_requests)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is used
