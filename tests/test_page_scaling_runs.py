@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,56 @@ def test_first_start_shows_the_shipped_demo_sweep_with_the_paper_fit():
     at.toggle(key="sr_paper").set_value(True).run()
     assert not at.exception, at.exception
     assert "paper's fit" in at.get("plotly_chart")[1].proto.spec
+
+
+class GatedEngine(ScriptedEngine):
+    """Every generate call waits for ``gate``: the sweep stays running while the test looks."""
+
+    def __init__(self):
+        super().__init__(reader)
+        self.gate = threading.Event()
+
+    def generate(self, prompts, params):
+        if not self.gate.wait(30):
+            raise TimeoutError("the test never opened the gate")
+        return super().generate(prompts, params)
+
+
+def _progress_labels(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def test_two_tabs_watch_one_sweep_and_a_cancel_in_one_shows_in_the_other(tmp_path):
+    from ragscale.rag.jobs import REGISTRY
+
+    data = tiny_dataset()
+    out = tmp_path / "shared.sqlite"
+    engine = GatedEngine()
+    job = REGISTRY.start(SPEC, engine, out, engine_label="gated", dataset=data, retriever=WordRetriever(data.corpus))
+    try:
+        tabs = []
+        for _ in range(2):  # two browser tabs are two Streamlit sessions over the one process-wide registry
+            at = AppTest.from_file(PAGE, default_timeout=60)
+            at.session_state["scaling_runs.results_path"] = str(out)
+            at.run()
+            assert not at.exception, at.exception
+            tabs.append(at)
+        for at in tabs:
+            assert any(label.startswith("running") for label in _progress_labels(at)), _progress_labels(at)
+        first, second = tabs
+        first.button(key=f"sr_cancel_{job.id}").click().run()
+        assert job.cancel.is_set()
+        second.run()
+        assert any(label.startswith("cancelling") for label in _progress_labels(second)), _progress_labels(second)
+        engine.gate.set()
+        job.thread.join(30)
+        second.run()
+        assert not second.exception, second.exception
+        assert any(label.startswith("cancelled") for label in _progress_labels(second)), _progress_labels(second)
+        assert job.result is not None and job.result.cancelled
+        # the rows finished before the cancel are in the store (a later sweep resumes from them)
+        assert len(ResultsStore(out).records(KIND)) == job.result.rows_written
+    finally:
+        job.cancel.set()
+        engine.gate.set()
+        job.thread.join(30)
