@@ -8,7 +8,7 @@ REQS   := requirements.txt requirements-models.txt requirements-dev.txt pyprojec
 STAMP  := $(VENV)/.installed-$(shell cat $(REQS) | sha256sum | cut -c1-16)
 PORT   ?= 8501
 # The shipped demo sweep (data/demo_results.md records its run time and numbers).
-DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --m 0,1 --n 1,2 --limit 16 --no-chains --batch-size 16 --threads 1 --dtype float32
+DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --m 0,1 --n 1,2 --limit 16 --batch-size 16 --dtype float32
 
 .PHONY: install run test test-fast browser-deps demo-results bench clean
 

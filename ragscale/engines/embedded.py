@@ -77,7 +77,7 @@ class EmbeddedEngine(Engine):
         """``dtype``: compute dtype, "float32" or "bfloat16" (default: bf16 only where the CPU has
         it natively; see ``model_files.default_dtype``). ``threads``: torch threads (process-wide).
         ``batch_prefill``: prefill the uncached suffixes of all prompts of a call in one padded
-        batch. Faster for many short suffixes, but padding and batch shape change bf16 rounding,
+        batch. Faster for many short suffixes, but padding and batch shape change float rounding,
         so greedy tokens with the cache on and off can then differ; off by default."""
         self.prefix_cache = prefix_cache
         self.batch_prefill = batch_prefill

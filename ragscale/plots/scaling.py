@@ -34,7 +34,7 @@ def _customdata(part: pd.DataFrame) -> np.ndarray:
 def _layout(fig: go.Figure, title: str, score_label: str) -> go.Figure:
     fig.update_layout(
         title=title, template="plotly_white", height=460, margin=dict(l=60, r=20, t=60, b=50),
-        legend=dict(orientation="h", yanchor="top", y=-0.15, x=0),
+        legend=dict(orientation="h", yanchor="top", y=-0.24, x=0),
         xaxis=dict(title="effective context length (tokens, longest question; log)", type="log"),
         yaxis=dict(title=score_label, rangemode="tozero"),
     )
