@@ -119,3 +119,13 @@ def test_bench_kv_reports_both_policies_and_their_ratio(scripted, capsys, tmp_pa
         assert report[policy]["accuracy"] == float(records[policy]["correct"])
     assert report["kv_ratio_rebase_over_ets"] == pytest.approx(
         report["rebase"]["mean_retained_kv_tokens"] / report["ets"]["mean_retained_kv_tokens"], abs=1e-3)
+
+
+def test_bench_kv_takes_ets_settings_and_reports_them(scripted, capsys, tmp_path):
+    out = tmp_path / "bench.sqlite"
+    assert main(["bench", "kv", "--questions", "1", "--width", "4", "--max-depth", "2", "--lambda-d", "0",
+                 "--cluster-threshold", "0.3", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ets_settings"] == {"lambda_b": 1.0, "lambda_d": 0.0, "cluster_threshold": 0.3, "kv_cost": "tokens"}
+    ets = next(r for r in ResultsStore(out).records("search") if r["policy"] == "ets")
+    assert ets["config"]["lambda_d"] == 0.0 and ets["config"]["cluster_threshold"] == 0.3

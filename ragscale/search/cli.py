@@ -12,10 +12,10 @@ from pathlib import Path
 from ragscale.errors import UserError
 from ragscale.search.config import POLICY_NAMES
 
-# bench kv: a fixed, small question set that runs in a few minutes on 2 CPU cores.
+# bench kv: a fixed, small question set that runs in about 3 minutes on 2 CPU cores.
 KV_BENCH_QUESTIONS = 3
-KV_BENCH_WIDTH = 4
-KV_BENCH_DEPTH = 2
+KV_BENCH_WIDTH = 8
+KV_BENCH_DEPTH = 3
 
 
 def _csv(text: str, name: str, cast=str) -> list:
@@ -87,6 +87,7 @@ def build_config(args, task):
         "max_depth": args.max_depth or task.default_max_depth,
         "step_max_tokens": args.step_tokens or task.default_step_tokens,
         "seed": getattr(args, "seed", None), "kv_cost": args.kv_cost,
+        "cluster_threshold": getattr(args, "cluster_threshold", None),
     }
     recipe = args.recipe or getattr(args, "policy", None) or "ets"
     return load_recipe(recipe, **overrides)
@@ -203,7 +204,7 @@ def cmd_bench_kv(args) -> int:
     from ragscale.store import ResultsStore
 
     args.task, args.policy, args.recipe = "qa", None, None
-    for name in ("lambda_b", "lambda_d", "temperature", "sampling_temperature", "kv_cost"):
+    for name in ("temperature", "sampling_temperature"):
         setattr(args, name, None)
     args.prm_url, args.prm_mode, args.policies = None, "classify", "ets,rebase"
     dataset = load_questions("qa", args.dataset)
@@ -241,6 +242,8 @@ def cmd_bench_kv(args) -> int:
     out = {
         "dataset": dataset.name, "questions": len(questions), "width": args.width, "max_depth": base.max_depth,
         "k": args.k, "verifier": verifier.name, "model": engine.info.model, "seed": args.seed,
+        "ets_settings": {"lambda_b": base.lambda_b, "lambda_d": base.lambda_d,
+                         "cluster_threshold": base.cluster_threshold, "kv_cost": base.kv_cost},
         "ets": per["ets"], "rebase": per["rebase"],
         "kv_ratio_rebase_over_ets": round(per["rebase"]["mean_retained_kv_tokens"]
                                           / max(per["ets"]["mean_retained_kv_tokens"], 1e-9), 3),
@@ -263,6 +266,8 @@ def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
     parser.add_argument("--max-depth", type=int, help="maximum steps; without it, qa 3 and reasoning 10")
     parser.add_argument("--step-tokens", type=int, help="token cap per step; without it, qa 48 and reasoning 256")
     parser.add_argument("--kv-cost", choices=("tokens", "nodes"), help="ETS KV cost of a node")
+    parser.add_argument("--cluster-threshold", type=float,
+                        help="ETS: cosine distance at which steps' embeddings are cut into clusters (paper: 0.05)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
     parser.add_argument("--verifier", choices=("judge", "grounding", "prm"), default="judge",
                         help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM")
@@ -307,6 +312,10 @@ def register_bench(benches) -> None:
     kv.add_argument("--k", type=int, default=1, help="documents retrieved per step")
     kv.add_argument("--seed", type=int, default=0)
     kv.add_argument("--verifier", choices=("judge", "grounding"), default="judge")
+    kv.add_argument("--lambda-b", type=float, help="ETS weight of the retained-KV cost; None: the ets recipe's")
+    kv.add_argument("--lambda-d", type=float, help="ETS weight of semantic diversity; None: the ets recipe's")
+    kv.add_argument("--cluster-threshold", type=float, help="ETS clustering cut (cosine distance); None: the ets recipe's")
+    kv.add_argument("--kv-cost", choices=("tokens", "nodes"), help="ETS KV cost of a node; None: the ets recipe's (tokens)")
     kv.add_argument("--engine", choices=("embedded", "sglang"), default="embedded")
     kv.add_argument("--url")
     kv.add_argument("--out", help="keep the search records in this results store; without it, a temporary one")
