@@ -57,6 +57,38 @@ def test_turning_the_prefix_cache_off_is_a_different_spec():
     assert "prefix cache off" in at.info[0].value
 
 
+def test_a_live_server_is_healthy_and_once_chosen_shows_its_model_and_cache_counters():
+    import requests
+
+    from tests.fakes import ScriptedEngine
+    from tests.test_sglang_client import reply, serve
+
+    server, url = serve(ScriptedEngine(reply))
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        at.radio[0].set_value("SGLang server or sglang-router").run()
+        at.text_input[0].set_value(url).run()
+        at.button[0].click().run()  # Check health
+        assert not at.exception, at.exception
+        assert at.success and at.success[0].value == "Healthy: scripted-bytes · context window 8,192 tokens"
+        at.button[1].click().run()  # Use this server
+        assert at.session_state[SPEC_KEY] == EngineSpec("sglang", url=url)
+        next(b for b in at.button if b.label == "Start it now").click().run()
+        assert not at.exception, at.exception
+        for _ in range(2):  # a teammate's requests; the second reuses the server's cached prefix
+            requests.post(f"{url}/generate", json={"text": "a question", "sampling_params": {"max_new_tokens": 8}},
+                          timeout=10).raise_for_status()
+        at.run()
+        assert not at.exception, at.exception
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Model"] == "scripted-bytes" and metrics["Context window"] == "8,192 tokens"
+        server_rate = next(c.value for c in at.caption if c.value.startswith("Server-wide hit rate"))
+        assert server_rate.endswith(": 45.0%"), server_rate  # 9 of 20 prompt tokens: 0 + (10 - 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.browser
 def test_browser_health_check_error(app_url, page, artifacts_dir):
     url = _closed_port_url()
