@@ -219,19 +219,22 @@ def test_embedded_server_round_trip_equals_direct_calls():
         server.server_close()
 
 
-def test_merging_queue_runs_waiting_jobs_in_one_call_and_a_bad_job_fails_alone():
-    from ragscale.engines.server import MergingQueue, _Job
-
-    calls = []
-
+def _echo_run(calls: list, cursed: int | None = None):
+    """A MergingQueue ``run``: records each call's job count, echoes prompts, fails on ``cursed``."""
     def run(jobs):
         calls.append(len(jobs))
-        if any(job.prompts == [[666]] for job in jobs):
-            raise EngineError("prompt 666 is cursed")
+        if any(job.prompts == [[cursed]] for job in jobs):
+            raise EngineError(f"prompt {cursed} is cursed")
         for job in jobs:
             job.results = [[{"echo": ids}] for ids in job.prompts]
+    return run
 
-    queue = MergingQueue(run)
+
+def _submit_while_busy(queue, prompt_ids) -> dict:
+    """Submit one single-prompt job per id from its own thread while the engine is busy (its lock
+    held), then let the engine go; returns each id's results, or its error message."""
+    from ragscale.engines.server import _Job
+
     outcomes = {}
 
     def submit(ids):
@@ -240,41 +243,34 @@ def test_merging_queue_runs_waiting_jobs_in_one_call_and_a_bad_job_fails_alone()
         except EngineError as exc:
             outcomes[ids] = str(exc)
 
-    with queue.engine_lock:  # the engine is busy: three requests queue up meanwhile
-        threads = [threading.Thread(target=submit, args=(ids,)) for ids in (1, 666, 2)]
+    with queue.engine_lock:
+        threads = [threading.Thread(target=submit, args=(ids,)) for ids in prompt_ids]
         for t in threads:
             t.start()
         deadline = time.time() + 5
-        while len(queue._queued) < 3 and time.time() < deadline:
+        while len(queue._queued) < len(prompt_ids) and time.time() < deadline:
             time.sleep(0.005)
     for t in threads:
         t.join(5)
+    return outcomes
+
+
+def test_merging_queue_runs_waiting_jobs_in_one_call_and_a_bad_job_fails_alone():
+    from ragscale.engines.server import MergingQueue
+
+    calls = []
+    queue = MergingQueue(_echo_run(calls, cursed=666))
+    outcomes = _submit_while_busy(queue, (1, 666, 2))
     assert calls[0] == 3 and queue.largest_merge == 3  # merged into one call...
     assert sorted(calls[1:]) == [1, 1, 1]  # ...which failed, so each job ran alone
     assert outcomes == {1: [[{"echo": [1]}]], 2: [[{"echo": [2]}]], 666: "prompt 666 is cursed"}
 
 
 def test_merging_queue_with_max_jobs_one_runs_every_job_alone_and_each_gets_its_own_result():
-    from ragscale.engines.server import MergingQueue, _Job
+    from ragscale.engines.server import MergingQueue
 
     calls = []
-
-    def run(jobs):
-        calls.append(len(jobs))
-        for job in jobs:
-            job.results = [[{"echo": ids}] for ids in job.prompts]
-
-    queue = MergingQueue(run, max_jobs=1)
-    outcomes = {}
-    with queue.engine_lock:
-        threads = [threading.Thread(target=lambda i=i: outcomes.__setitem__(i, queue.submit(_Job([[i]], [None], [False], [-1]))))
-                   for i in range(4)]
-        for t in threads:
-            t.start()
-        deadline = time.time() + 5
-        while len(queue._queued) < 4 and time.time() < deadline:
-            time.sleep(0.005)
-    for t in threads:
-        t.join(5)
+    queue = MergingQueue(_echo_run(calls), max_jobs=1)
+    outcomes = _submit_while_busy(queue, range(4))
     assert calls == [1, 1, 1, 1] and queue.largest_merge == 1
     assert outcomes == {i: [[{"echo": [i]}]] for i in range(4)}
