@@ -48,5 +48,14 @@ test-fast: install
 demo-results: install
 	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_ARGS) --out data/demo_results.sqlite
 
+# Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
+# run it on a quiet machine: other CPU-heavy jobs skew every figure).
+BENCHMARKS ?= allocation allocation-page ets-select explorer retrieval sweep prefix-cache engine serve kv
+bench: install
+	@for name in $(BENCHMARKS); do \
+		echo "== ragscale bench $$name" >&2; \
+		$(BIN)/python -m ragscale bench $$name --json || exit 1; \
+	done
+
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -133,7 +133,7 @@ def cmd_bench(args) -> int:
            "p50_ms": median(totals), "p95_ms": round(float(np.percentile(totals, 95)), 1),
            "max_ms": round(max(totals), 1), "target_ms": 300,
            "p50_ms_by_part": {name: median(values) for name, values in parts.items()}}
-    print(json.dumps(out, indent=2) if args.json else out)
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))  # --json: one line
     return 0
 
 

@@ -169,7 +169,7 @@ def cmd_bench_sweep(args) -> int:
         "cache_hit_fraction": round(float(on["cached_tokens"].sum() / on["effective_length"].sum()), 4),
         "same_predictions": bool(same),
     }
-    print(json.dumps(out, indent=2) if args.json else out)
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))  # --json: one line
     return 0
 
 

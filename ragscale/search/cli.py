@@ -249,7 +249,7 @@ def cmd_bench_kv(args) -> int:
                                           / max(per["ets"]["mean_retained_kv_tokens"], 1e-9), 3),
         "seconds": round(seconds, 1),
     }
-    print(json.dumps(out, indent=2) if args.json else out)
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))  # --json: one line
     return 0
 
 
