@@ -128,6 +128,8 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
     import sys
     import tempfile
 
+    import torch
+
     def probe(cache_dir: str | None) -> dict:
         env = dict(os.environ, **({"RAGSCALE_CACHE_DIR": cache_dir} if cache_dir else {}))
         done = subprocess.run([sys.executable, "-c", _START_PROBE], env=env, capture_output=True, text=True, check=True)
@@ -155,7 +157,7 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
         "library_import_seconds": round(later["import_seconds"], 2),
         "first_over_later": round(first["load_seconds"] / later["load_seconds"], 1),
         "tokens_per_second": throughput,
-        "threads": _torch_threads(),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -171,12 +173,6 @@ def decode_throughput(dtype: str, prompts: int = 4, new_tokens: int = 32) -> flo
     return round(sum(len(g.output_ids) for g in outs) / (time.perf_counter() - started), 1)
 
 
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 CLIENTS = 8  # concurrent users of one embedded server, one single-prompt request each
 
 
@@ -184,7 +180,6 @@ def serving_benchmark(progress: Progress | None = None) -> dict:
     """``ragscale serve embedded`` under 8 concurrent single-prompt chat requests (a few hundred
     tokens each, 32 new tokens at most, greedy), with requests merged into batches vs one at a
     time, side by side on one engine. The prefix cache is flushed before each run."""
-    import socket
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -202,10 +197,8 @@ def serving_benchmark(progress: Progress | None = None) -> dict:
 
     def run(merge: bool) -> tuple[float, list, int]:
         engine.flush_cache()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = make_server(engine, "127.0.0.1", port, merge_requests=merge)
+        server = make_server(engine, "127.0.0.1", 0, merge_requests=merge)  # port 0: any free port
+        port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             client = SGLangEngine(f"http://127.0.0.1:{port}", tokenizer=engine.tokenizer, timeout=600)
