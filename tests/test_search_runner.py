@@ -13,7 +13,8 @@ from ragscale.datasets.types import Document, Question
 from ragscale.search.config import POLICY_NAMES, SearchConfig
 from ragscale.search.kv import retained_kv_tokens
 from ragscale.search.runner import run_search
-from ragscale.search.tasks import QATask, ReasoningTask, extract_number, load_gsm8k, step_ids
+from ragscale.datasets import load_gsm8k
+from ragscale.search.tasks import QATask, ReasoningTask, extract_number, step_ids
 from ragscale.search.tree import Tree
 from ragscale.search.verifiers import LMJudge, RetrievalGrounding
 from tests.fakes import ScriptedEngine

@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 
 from ragscale.datasets.demo import demo_dataset
-from ragscale.datasets.loaders import DATASET_FORMATS, MAX_DOC_TOKENS, detect_format, load_dataset, truncate_words
+from ragscale.datasets.loaders import (
+    DATASET_FORMATS, MAX_DOC_TOKENS, detect_format, load_dataset, load_gsm8k, truncate_words,
+)
 from ragscale.datasets.types import Dataset, Document, Question
 
 
@@ -40,5 +42,5 @@ def split_pool(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
 
 __all__ = [
     "DATASET_FORMATS", "MAX_DOC_TOKENS", "Dataset", "Document", "Question", "demo_dataset", "demo_pool",
-    "detect_format", "load_dataset", "split_pool", "truncate_words",
+    "detect_format", "load_dataset", "load_gsm8k", "split_pool", "truncate_words",
 ]

@@ -302,3 +302,28 @@ def load_dataset(path_or_name: str | Path) -> Dataset:
 
         return demo_dataset()
     return load_file(_resolve(path_or_name))
+
+
+def load_gsm8k(path: str | Path) -> Dataset:
+    """GSM8K-style JSONL (or a JSON list): ``question`` and ``answer`` ending in ``#### <number>``."""
+    from ragscale.rag.metrics import clean_number
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"no such file: {path}")
+    records = _read_records(path)
+    questions = []
+    for i, rec in enumerate(records if isinstance(records, list) else [records]):
+        if not isinstance(rec, dict) or "question" not in rec or "answer" not in rec:
+            raise DatasetError(f"{path.name}: record {i} needs 'question' and 'answer'")
+        answer = str(rec["answer"])
+        if "####" not in answer:
+            raise DatasetError(f"{path.name}: record {i}: the answer has no '#### <number>'")
+        gold = clean_number(answer.split("####")[-1].strip())
+        if gold is None:
+            raise DatasetError(f"{path.name}: record {i}: no number after '####'")
+        questions.append(Question(qid=str(rec.get("id", i)), question=str(rec["question"]), answers=[gold],
+                                  dataset=path.stem))
+    if not questions:
+        raise DatasetError(f"{path.name}: contains no records")
+    return Dataset(name=path.stem, questions=questions, corpus=[], source=str(path))

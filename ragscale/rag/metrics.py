@@ -67,3 +67,13 @@ def score_answer(prediction: str, golds: str | Iterable[str]) -> dict[str, float
         "f1": f1_score(prediction, golds),
         "acc": accuracy(prediction, golds),
     }
+
+
+def clean_number(raw: str) -> str | None:
+    """A number as a canonical string ("1,200." -> "1200", "2.50" -> "2.5"), or None if it is not one."""
+    raw = raw.replace(",", "").rstrip(".")
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return str(int(value)) if value == int(value) else str(value)

@@ -57,7 +57,7 @@ def load_questions(task: str, dataset: str):
         if dataset == "demo":
             raise UserError("the reasoning task reads GSM8K-style JSONL (question, answer ending '#### N'); "
                             "give --dataset PATH")
-        from ragscale.search.tasks import load_gsm8k
+        from ragscale.datasets import load_gsm8k
 
         return load_gsm8k(dataset)
     from ragscale.datasets.loaders import load_dataset

@@ -172,11 +172,11 @@ def run_search(
     # Whatever is still active when the depth or width runs out was never continued.
     for node in tree.frontier():
         tree.set_status(node.id, "pruned")
-    vote = weighted_vote(tree, normalize=_normalizer(task))
+    vote = weighted_vote(tree, normalize=task.normalize)
     answer = vote.answer
     if answer is not None:  # report the answer as one leaf wrote it, not its normalised key
         answer = next((n.answer for n in tree.finished_leaves()
-                       if n.answer is not None and _normalizer(task)(n.answer) == vote.answer), answer)
+                       if n.answer is not None and task.normalize(n.answer) == vote.answer), answer)
     metrics = task.grade(question, answer)
     after = _engine_counters(engine)
     if progress:
@@ -188,14 +188,6 @@ def run_search(
         requests=requests, verifier_calls=verifier_calls, wall_seconds=time.perf_counter() - started,
         engine_stats={k: after[k] - before[k] for k in after},
     )
-
-
-def _normalizer(task: Task) -> Callable[[str], str]:
-    if task.name == "qa":
-        from ragscale.rag.metrics import normalize_answer
-
-        return normalize_answer
-    return lambda a: a.strip()
 
 
 # --------------------------------------------------------------------------------------------
