@@ -20,12 +20,12 @@ def scripted(monkeypatch, tmp_path):
     """Every engine, retriever and embedder the CLI would build, replaced by model-free fakes."""
     engines = []
 
-    def make(kind, url):
+    def make(args, **overrides):
         engines.append(ScriptedEngine(qa_reply, logprob=judge_logprob))
         return engines[-1]
 
     dataset = Dataset("tiny", [QUESTION], list(DOCS), source="tiny")
-    monkeypatch.setattr(search_cli, "_engine", make)
+    monkeypatch.setattr(search_cli, "engine_from_args", make)
     monkeypatch.setattr(search_cli, "embedder", lambda: fake_embed)
     monkeypatch.setattr(search_tasks, "retriever_for", lambda ds: retrieve)
     monkeypatch.setattr(search_cli, "load_questions", lambda task, path: dataset)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
 from ragscale.explorer.state import DEFAULT, POLICIES
 
@@ -18,7 +19,6 @@ def cmd_precompute(args) -> int:
     # policy 264 s. Must be set before torch loads; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ragscale.datasets.loaders import load_dataset
-    from ragscale.engines import EngineSpec, make_engine
     from ragscale.explorer.precompute import precompute
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -30,10 +30,7 @@ def cmd_precompute(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     dataset = load_dataset(args.dataset)  # bad input fails before a model loads
-    try:
-        engine = make_engine(EngineSpec(args.engine, url=args.url))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    engine = engine_from_args(args)
 
     from tqdm import tqdm
 
@@ -71,8 +68,7 @@ def register(commands) -> None:
     parser.add_argument("--m", type=int, default=DEFAULT.m, help="demonstrations (part of the key)")
     parser.add_argument("--out", default=str(SHIPPED_TREES))
     parser.add_argument("--force", action="store_true", help="recompute trees that already exist")
-    parser.add_argument("--engine", choices=("embedded", "sglang"), default="embedded")
-    parser.add_argument("--url", help="SGLang server URL (--engine sglang)")
+    add_engine_args(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=cmd_precompute)
 

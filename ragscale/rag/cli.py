@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
 
 HOTPOT_SAMPLE = "hotpotqa_sample70.json"
@@ -32,17 +33,6 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     width = max(map(len, summary))
     for key, value in summary.items():
         print(f"{key:>{width}}: {value}")
-
-
-def _engine(kind: str, url: str | None, prefix_cache: bool = True, threads: int | None = None,
-            dtype: str | None = None):
-    from ragscale.engines import EngineSpec, make_engine
-
-    try:
-        spec = EngineSpec(kind, url=url, prefix_cache=prefix_cache, threads=threads, dtype=dtype)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    return make_engine(spec)
 
 
 def _tqdm_progress(desc: str):
@@ -73,7 +63,7 @@ def cmd_sweep(args) -> int:
 
     dataset = load_dataset(args.dataset)  # bad paths fail here, before a model loads
     store = ResultsStore(args.out)
-    engine = _engine(args.engine, args.url, threads=args.threads, dtype=args.dtype)
+    engine = engine_from_args(args)
     bar, progress = _tqdm_progress("sweep")
     try:
         result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
@@ -149,7 +139,7 @@ def cmd_bench_sweep(args) -> int:
     seconds, rows = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, cache in (("on", True), ("off", False)):
-            engine = _engine("embedded", None, prefix_cache=cache, threads=args.threads, dtype=args.dtype)
+            engine = engine_from_args(args, prefix_cache=cache)
             store = ResultsStore(Path(tmp) / f"cache_{label}.sqlite")
             started = time.perf_counter()
             run_sweep(spec, engine, store, dataset=dataset, retriever=retriever)
@@ -187,11 +177,7 @@ def register(commands) -> None:
     sweep.add_argument("--batch-size", type=int, default=8, help="questions sent to the engine together")
     sweep.add_argument("--no-chains", action="store_true",
                        help="IterDRAG demonstrations from gold decompositions, without generating chains")
-    sweep.add_argument("--engine", choices=("embedded", "sglang"), default="embedded")
-    sweep.add_argument("--threads", type=int, help="torch threads for the embedded engine (default: the engine's)")
-    sweep.add_argument("--dtype", choices=("float32", "bfloat16"),
-                       help="weights of the embedded engine (default: the engine's; float32 is faster on AVX2-only CPUs)")
-    sweep.add_argument("--url", help="SGLang server or router URL")
+    add_engine_args(sweep)
     sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
     sweep.add_argument("--json", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
@@ -219,7 +205,6 @@ def register_bench(benches) -> None:
     bench.add_argument("--m", default="2")
     bench.add_argument("--limit", type=int, default=6)
     bench.add_argument("--batch-size", type=int, default=8)
-    bench.add_argument("--threads", type=int, help="torch threads (default: the engine's)")
-    bench.add_argument("--dtype", choices=("float32", "bfloat16"), help="embedded engine weights (default: the engine's)")
+    add_engine_args(bench, choose_engine=False)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench_sweep)

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
 from ragscale.search.config import POLICY_NAMES
 
@@ -26,15 +27,6 @@ def _csv(text: str, name: str, cast=str) -> list:
     if not values:
         raise UserError(f"--{name} is empty")
     return values
-
-
-def _engine(kind: str, url: str | None):
-    from ragscale.engines import EngineSpec, make_engine
-
-    try:
-        return make_engine(EngineSpec(kind, url=url))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 def _tqdm(desc: str):
@@ -134,7 +126,7 @@ def cmd_search(args) -> int:
 
     dataset = load_questions(args.task, args.dataset)  # bad input fails before a model loads
     question = pick_question(dataset, args.question)
-    engine = _engine(args.engine, args.url)
+    engine = engine_from_args(args)
     task, verifier, embed = build_task_and_verifier(args, dataset, engine)
     config = build_config(args, task)
     bar, progress = _tqdm(f"search {config.policy} w={config.width}")
@@ -179,7 +171,7 @@ def cmd_search_sweep(args) -> int:
         raise UserError("--widths must be >= 1")
     questions = dataset.questions[: args.limit]
     store = ResultsStore(args.out)
-    engine = _engine(args.engine, args.url)
+    engine = engine_from_args(args)
     task, verifier, embed = build_task_and_verifier(args, dataset, engine)
     args.policy = None
     base = build_config(args, task)
@@ -209,7 +201,7 @@ def cmd_bench_kv(args) -> int:
     args.prm_url, args.prm_mode, args.policies = None, "classify", "ets,rebase"
     dataset = load_questions("qa", args.dataset)
     questions = dataset.questions[: args.questions]
-    engine = _engine(args.engine, args.url)
+    engine = engine_from_args(args)
     task, verifier, embed = build_task_and_verifier(args, dataset, engine)
     base = build_config(args, task)
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,8 +265,7 @@ def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
                         help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM")
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify")
-    parser.add_argument("--engine", choices=("embedded", "sglang"), default="embedded")
-    parser.add_argument("--url", help="SGLang server or router URL")
+    add_engine_args(parser)
     parser.add_argument("--json", action="store_true")
 
 
@@ -316,8 +307,7 @@ def register_bench(benches) -> None:
     kv.add_argument("--lambda-d", type=float, help="ETS weight of semantic diversity; None: the ets recipe's")
     kv.add_argument("--cluster-threshold", type=float, help="ETS clustering cut (cosine distance); None: the ets recipe's")
     kv.add_argument("--kv-cost", choices=("tokens", "nodes"), help="ETS KV cost of a node; None: the ets recipe's (tokens)")
-    kv.add_argument("--engine", choices=("embedded", "sglang"), default="embedded")
-    kv.add_argument("--url")
+    add_engine_args(kv)
     kv.add_argument("--out", help="keep the search records in this results store; without it, a temporary one")
     kv.add_argument("--json", action="store_true")
     kv.set_defaults(func=cmd_bench_kv)
