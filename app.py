@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import engine_sidebar, engine_spec
+from pages.common import engine_sidebar, engine_spec, warm_up
 from ragscale.engines import describe_spec
 
 st.set_page_config(page_title="ragscale", page_icon=":material/monitoring:", layout="wide")
@@ -69,5 +69,6 @@ PAGE_BLURBS = [
 ]
 
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [p for p, _ in PAGE_BLURBS])
+warm_up()  # a background thread: the first paint never waits for the model
 engine_sidebar()
 navigation.run()

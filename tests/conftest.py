@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+# The app warms the engine in a background thread when it starts; tests load models only where
+# they mean to (pytest.mark.model), so the warm-up is off unless a test turns it on.
+os.environ.setdefault("RAGSCALE_WARMUP", "0")
 
 
 @pytest.fixture(scope="session")

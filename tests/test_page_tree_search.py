@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,16 @@ def scripted_run(policy: str, width: int = 4) -> dict:
 
 @pytest.fixture
 def app(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # the default results store path is relative: start with none
+    """The page with no bundled sweep and two scripted example runs (so every assertion runs)."""
+    from ragscale.search import results
+
+    examples = tmp_path / "trees"
+    examples.mkdir()
+    for policy in ("ets", "rebase"):
+        (examples / f"{policy}.json").write_text(json.dumps(scripted_run(policy)))
+    monkeypatch.setattr(results, "EXAMPLE_TREES", examples)
+    monkeypatch.setattr(results, "BUNDLED_SEARCH_SWEEP", tmp_path / "no-sweep.sqlite")
+    monkeypatch.setenv("RAGSCALE_WARMUP", "0")
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     assert not at.exception, at.exception
@@ -40,11 +50,28 @@ def test_renders_controls_without_loading_a_model(app):
     assert app.selectbox(key="ts_question").value == 0  # the demo dataset's first question
     assert app.button(key="ts_run").label == "Run ets and rebase · width 4, depth 2"
     assert any("search-sweep" in i.value for i in app.info)
-    # The precomputed example runs in data/trees are shown until a search runs in the session.
-    examples = sorted((Path(PAGE).parent.parent / "data" / "trees").glob("*.json"))
-    if examples:
-        assert any("precomputed example runs" in i.value for i in app.info)
-        assert len(app.get("plotly_chart")) == min(len(examples), 2) + 1
+    # The example runs are shown until a search runs in the session: two trees + the KV curve.
+    assert any("two trees of the bundled runs" in i.value for i in app.info)
+    assert len(app.get("plotly_chart")) == 3
+
+
+def test_opens_on_the_bundled_sweep_with_the_papers_reference(monkeypatch, tmp_path):
+    from ragscale.search import results
+
+    store = ResultsStore(tmp_path / "bundled.sqlite")
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets"), ["ets", "rebase"], [2, 4], [0],
+                     LMJudge(engine), store, embed=fake_embed, dataset="tiny")
+    monkeypatch.setattr(results, "BUNDLED_SEARCH_SWEEP", tmp_path / "bundled.sqlite")
+    monkeypatch.setattr(results, "EXAMPLE_TREES", tmp_path / "none")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "Hooper et al. 2025" in spec and "mean retained KV" in spec  # the trade-off, with the reference
+    assert len(at.dataframe) >= 1 and any("ETS vs REBASE here" in c.value for c in at.caption)
+    labels = [h.value for h in at.subheader]
+    assert sum(label.startswith(("ets · width", "rebase · width")) for label in labels) == 2  # trees of the sweep
 
 
 def test_two_runs_side_by_side_with_kv_curve(app):
@@ -55,8 +82,10 @@ def test_two_runs_side_by_side_with_kv_curve(app):
     assert len(charts) == 3  # two trees + the KV curve
     labels = [h.value for h in app.subheader]
     assert "ets · width 4" in labels and "rebase · width 4" in labels
-    answers = [m for m in app.metric if m.label == "Answer"]
-    assert len(answers) == 2 and all(m.value in ("Dijon", "Paris") for m in answers)
+    # The answer is a line, not a metric with an up-arrow badge: "right"/"wrong" is not an increase.
+    answers = [m.value for m in app.markdown if m.value.startswith("**Answer:**")]
+    assert len(answers) == 2 and all(a.split("**Answer:** ")[1].split(" ·")[0] in ("Dijon", "Paris") for a in answers)
+    assert not any(m.delta for m in app.metric)
 
 
 def test_focus_node_shows_its_prefix(app):
