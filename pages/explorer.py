@@ -16,7 +16,8 @@ import streamlit as st
 import yaml
 
 from pages.common import engine_spec, get_engine
-from pages.widgets import POLICY_LABELS, budget_input, chart_config, clicked_node, fmt_tokens, stepped_slider
+from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_node, node_panel, presentation_css,
+                           stepped_slider)
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
@@ -55,60 +56,9 @@ def tree_fig(path: str, mtime: float, focus: int | None, large: bool):
     return tree_figure(ex.load_record(path)["tree"], focus=focus, height=460, large=large)
 
 
-def page_css(presenting: bool) -> None:
-    base = ("[data-testid='stMetricValue'] { font-size: 1.6rem; }"
-            "[data-testid='stMetricLabel'] p { white-space: normal; }")
-    large = ("[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], [data-testid='stHeader']"
-             " { display: none !important; }"
-             ".block-container { padding-top: 1rem !important; max-width: 100% !important; }"
-             "html, body, [data-testid='stMarkdownContainer'] p, label p { font-size: 1.2rem !important; }"
-             "h1 { font-size: 2.4rem !important; } h3 { font-size: 1.6rem !important; }"
-             "[data-testid='stMetricValue'], [data-testid='stMetricValue'] * { font-size: 2.6rem !important; }"
-             "[data-testid='stMetricDelta'], [data-testid='stMetricDelta'] * { font-size: 1.1rem !important; }"
-             "[data-testid='stMetricLabel'] p { font-size: 1.2rem !important; }")
-    st.html(f"<style>{base}{large if presenting else ''}</style>")
-
-
 def metric_row(screen: ex.Screen) -> None:
-    f, a, tree = screen.figures, screen.allocation, screen.tree
-    cols = st.columns(6, gap="small")
-    cols[0].metric("Context tokens", fmt_tokens(f.effective_tokens), border=True,
-                   help="effective context length l(θ) of Yue et al. 2025: input tokens over every call for one question")
-    kv = "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}"
-    delta = None if f.kv_vs_rebase is None else f"{f.kv_vs_rebase - 1:+.0%} vs REBASE"
-    cols[1].metric("KV kept · lower is better", kv, delta, delta_color="inverse", border=True,
-                   help="mean unique tokens on the kept paths after each step of the tree on screen; the badge "
-                        "compares REBASE's tree of the same question and width (Hooper et al. 2025: ETS -44%)")
-    hit = f.cache_hit_rate if f.cache_hit_rate is not None else f.cache_hit_upper_bound
-    cols[2].metric("Cache hits" if f.cache_hit_rate is not None else "Cacheable", f"{hit:.0%}", border=True,
-                   help=f"prompt tokens the prefix cache served on this tree; the allocation model's bound is "
-                        f"{f.cache_hit_upper_bound:.0%}")
-    cols[3].metric("Predicted", f"{f.predicted_score:.0%}", border=True,
-                   help=f"the allocation model's accuracy for {a.strategy} k={a.k} m={a.m} n={a.n}")
-    right, total = tree.accuracy
-    cols[4].metric("Observed", "—" if f.observed_score is None else f"{f.observed_score:.0%}", border=True,
-                   help="mean accuracy of exactly this configuration in the stored runs"
-                        + (f"; the tree's configuration answers {right} of {total} library questions" if total else ""))
-    cols[5].metric("$ / month", f"{f.cost_per_month_usd:,.0f}" if f.cost_per_month_usd >= 100
-                   else f"{f.cost_per_month_usd:,.2f}", border=True,
-                   help=f"USD at {screen.state.qpd:,} queries a day, 30 days (${f.cost_per_query_usd * 1000:,.3g} per "
-                        "1,000 queries; illustrative Gemini 1.5 Flash prices, cached input discounted)")
-
-
-def node_panel(record: dict, node_id: int) -> None:
-    d = ex.node_details(record, node_id)
-    score = "—" if d["score"] is None else f"{d['score']:.3f}"
-    st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {d['status']} · score **{score}** · "
-                f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix")
-    for label, value in (("Question", d["question"]), ("Sub-query", d["sub_query"]),
-                         ("Intermediate answer", d["intermediate"]), ("Final answer", d["answer"])):
-        if value:
-            st.markdown(f"**{label}:** {value}")
-    if d["documents"]:
-        st.markdown("**Retrieved documents:** " + "; ".join(f"*{doc['title'] or doc['id']}*" for doc in d["documents"]))
-        with st.expander("Document texts"):
-            for doc in d["documents"]:
-                st.markdown(f"**{doc['title'] or doc['id']}** — {doc['text']}")
+    for column, m in zip(st.columns(len(screen.headline()), gap="small"), screen.headline()):
+        column.metric(m.label, m.value, m.delta, delta_color="inverse", border=True, help=m.help)
 
 
 def run_live(screen: ex.Screen, large: bool) -> None:
@@ -146,7 +96,7 @@ state = ss[STATE] = screen.state
 if ss[LINK][0] is None:  # the link's view as first shown: its notices stay until the view moves on
     ss[LINK] = (state, ss[LINK][1])
 large = state.present
-page_css(large)
+presentation_css(large)
 
 head, tools = st.columns([3, 2], vertical_alignment="bottom")
 head.title("Explorer")
@@ -241,7 +191,7 @@ with right:
                       f"{record.get('engine', {}).get('model', '?')}")
         if tree.focus is not None:
             with st.container(border=True, key="ex_node_panel"):
-                node_panel(record, tree.focus)
+                node_panel(ex.node_details(record, tree.focus))
         else:
             st.caption("Click a node to read its sub-query, retrieved documents, intermediate answer and score.")
     if st.button("Run live", icon=":material/play_arrow:", type="primary",

@@ -13,7 +13,7 @@ import time
 import streamlit as st
 
 from pages.common import engine_spec, get_engine
-from pages.widgets import POLICY_LABELS, chart_config, clicked_node
+from pages.widgets import POLICY_LABELS, chart_config, run_panel
 from ragscale.config import SHARED_DATASETS_DIR
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
@@ -22,7 +22,6 @@ from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search import builder
 from ragscale.search import results as sweep
 from ragscale.search.config import POLICY_NAMES
-from ragscale.search.tree import Tree
 
 RUNS_KEY = "ts_runs"
 POLICY_HELP = ("ETS: an integer program keeps diverse branches that share KV. REBASE: softmax(score / T) shares, "
@@ -69,38 +68,6 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
     result = search.run(question, config, progress=lambda d, t, msg: status.update(label=f"{policy}: {msg}"),
                         on_step=on_step)
     return {**result.to_dict(with_requests=False), "engine": describe_spec(engine_spec())}
-
-
-def show_run(res: dict) -> None:
-    tree = Tree.from_dict(res["tree"])
-    st.subheader(f"{res['policy']} · width {res['width']}")
-    verdict = ":green[right]" if res["correct"] else ":red[wrong]"
-    st.markdown(f"**Answer:** {res['answer'] or '—'} · {verdict} (gold: {' | '.join(res['golds'][:3])})")
-    m1, m2 = st.columns(2)
-    m1.metric("Mean retained KV · lower is better", f"{res['kv']['mean']:,.0f}", border=True,
-              help=f"unique tokens on the kept paths after each step (peak {res['kv']['peak']:,})")
-    hit = res["cached_tokens"] / res["prompt_tokens"] if res["prompt_tokens"] else 0.0
-    m2.metric("Prefix-cache hits", f"{hit:.0%}", border=True, help=f"over {res['model_calls']} model calls")
-    focus_key = f"ts_focus_{res['policy']}"
-    focus = st.session_state.get(focus_key)
-    fig = tree_figure(tree, focus=focus)
-    event = st.plotly_chart(fig, key=f"ts_tree_{res['policy']}", on_select="rerun", selection_mode="points",
-                            config=chart_config(f"tree-{res['policy']}"))
-    clicked = clicked_node(event, fig)
-    if clicked is not None and clicked != focus:
-        st.session_state[focus_key] = clicked
-        st.rerun()
-    if focus is not None and 0 <= focus < len(tree):
-        node = tree[focus]
-        st.caption(f"Node {focus}: reuses {tree.prefix_token_count(focus) - node.num_tokens:,} prefix tokens "
-                   f"(orange path); the engine reported {node.cached_tokens or 0:,} cached prompt tokens.")
-        st.code(node.text if node.parent is not None else node.text[-1500:], language=None)
-    else:
-        st.caption("Click a node to highlight the prefix KV it reuses.")
-    st.caption(f"{res['tokens_generated']:,} tokens generated · {res['prompt_tokens']:,} prompt tokens "
-               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {res.get('engine', '')}")
-    with st.expander("Nodes"):
-        st.dataframe(tree.to_frame().drop(columns=["text"]), hide_index=True, width="stretch")
 
 
 st.title("Tree search")
@@ -214,7 +181,7 @@ if runs and not st.session_state.get(RUNS_KEY):
 if runs:
     for col, res in zip(st.columns(len(runs[:2])), runs[:2]):
         with col:
-            show_run(res)
+            run_panel(res)
     st.plotly_chart(kv_curve_figure({f"{r['policy']} w={r['width']}": r["kv"]["per_step"] for r in runs[:2]},
                                     title="Retained KV after each step (unique tokens on the kept paths)"),
                     key="ts_kv_curve", config=chart_config("kv-per-step"))

@@ -18,7 +18,7 @@ from ragscale.plots.style import chart_config
 from ragscale.search.config import POLICY_LABELS
 
 __all__ = ["BUDGET_OPTIONS", "POLICY_LABELS", "budget_input", "chart_config", "clicked_node", "fmt_tokens",
-           "stepped_slider"]
+           "node_panel", "presentation_css", "run_panel", "stepped_slider"]
 
 # Log-spaced budgets for the slider (two significant digits) plus the paper's five.
 BUDGET_OPTIONS = sorted({int(float(f"{b:.2g}")) for b in np.geomspace(1_000, 10_000_000, 41)}
@@ -79,3 +79,70 @@ def clicked_node(event, fig) -> int | None:
         if trace.customdata is not None:
             return int(trace.customdata[point["point_index"]])
     return None
+
+
+def presentation_css(presenting: bool) -> None:
+    """Metric values on one line; in presentation mode large type, no sidebar or header."""
+    base = ("[data-testid='stMetricValue'] { font-size: 1.6rem; }"
+            "[data-testid='stMetricLabel'] p { white-space: normal; }")
+    large = ("[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], [data-testid='stHeader']"
+             " { display: none !important; }"
+             ".block-container { padding-top: 1rem !important; max-width: 100% !important; }"
+             "html, body, [data-testid='stMarkdownContainer'] p, label p { font-size: 1.2rem !important; }"
+             "h1 { font-size: 2.4rem !important; } h3 { font-size: 1.6rem !important; }"
+             "[data-testid='stMetricValue'], [data-testid='stMetricValue'] * { font-size: 2.6rem !important; }"
+             "[data-testid='stMetricDelta'], [data-testid='stMetricDelta'] * { font-size: 1.1rem !important; }"
+             "[data-testid='stMetricLabel'] p { font-size: 1.2rem !important; }")
+    st.html(f"<style>{base}{large if presenting else ''}</style>")
+
+
+def node_panel(d: dict) -> None:
+    """What a clicked tree node holds (``ragscale.explorer.screen.node_details``)."""
+    score = "—" if d["score"] is None else f"{d['score']:.3f}"
+    st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {d['status']} · score **{score}** · "
+                f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix")
+    for label, value in (("Question", d["question"]), ("Sub-query", d["sub_query"]),
+                         ("Intermediate answer", d["intermediate"]), ("Final answer", d["answer"])):
+        if value:
+            st.markdown(f"**{label}:** {value}")
+    if d["documents"]:
+        st.markdown("**Retrieved documents:** " + "; ".join(f"*{doc['title'] or doc['id']}*" for doc in d["documents"]))
+        with st.expander("Document texts"):
+            for doc in d["documents"]:
+                st.markdown(f"**{doc['title'] or doc['id']}** — {doc['text']}")
+
+
+def run_panel(res: dict) -> None:
+    """One search run: answer, retained KV, cache hits, its tree (click a node: the prefix it reuses)."""
+    from ragscale.plots.tree import tree_figure
+    from ragscale.search.tree import Tree
+
+    tree = Tree.from_dict(res["tree"])
+    st.subheader(f"{res['policy']} · width {res['width']}")
+    verdict = ":green[right]" if res["correct"] else ":red[wrong]"
+    st.markdown(f"**Answer:** {res['answer'] or '—'} · {verdict} (gold: {' | '.join(res['golds'][:3])})")
+    m1, m2 = st.columns(2)
+    m1.metric("Mean retained KV · lower is better", f"{res['kv']['mean']:,.0f}", border=True,
+              help=f"unique tokens on the kept paths after each step (peak {res['kv']['peak']:,})")
+    hit = res["cached_tokens"] / res["prompt_tokens"] if res["prompt_tokens"] else 0.0
+    m2.metric("Prefix-cache hits", f"{hit:.0%}", border=True, help=f"over {res['model_calls']} model calls")
+    focus_key = f"ts_focus_{res['policy']}"
+    focus = st.session_state.get(focus_key)
+    fig = tree_figure(tree, focus=focus)
+    event = st.plotly_chart(fig, key=f"ts_tree_{res['policy']}", on_select="rerun", selection_mode="points",
+                            config=chart_config(f"tree-{res['policy']}"))
+    clicked = clicked_node(event, fig)
+    if clicked is not None and clicked != focus:
+        st.session_state[focus_key] = clicked
+        st.rerun()
+    if focus is not None and 0 <= focus < len(tree):
+        node = tree[focus]
+        st.caption(f"Node {focus}: reuses {tree.prefix_token_count(focus) - node.num_tokens:,} prefix tokens "
+                   f"(orange path); the engine reported {node.cached_tokens or 0:,} cached prompt tokens.")
+        st.code(node.text if node.parent is not None else node.text[-1500:], language=None)
+    else:
+        st.caption("Click a node to highlight the prefix KV it reuses.")
+    st.caption(f"{res['tokens_generated']:,} tokens generated · {res['prompt_tokens']:,} prompt tokens "
+               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {res.get('engine', '')}")
+    with st.expander("Nodes"):
+        st.dataframe(tree.to_frame().drop(columns=["text"]), hide_index=True, width="stretch")

@@ -277,3 +277,18 @@ def test_browser_opens_shared_link_and_clicks_a_node(app_url, page, artifacts_di
     page.mouse.move(5, 5)  # no tooltip over the figure
     page.wait_for_timeout(800)
     page.screenshot(path=str(artifacts_dir / "explorer.png"), full_page=True)
+
+
+@pytest.mark.parametrize("node,notice", [("99999", "Node 99999 is not in the tree"),
+                                         ("abc'\"<script>", "Link value node=")])
+def test_a_node_not_in_the_tree_is_refused_with_a_notice(explorer, node, notice):
+    at = explorer({"node": node})
+    assert any(notice in w.value for w in at.warning)
+    assert at.query_params["node"] == ""  # the link is corrected, nothing kept silently
+    assert not any("**Node" in m.value for m in at.markdown)
+
+
+def test_a_huge_query_value_is_shown_cut_short(explorer):
+    at = explorer({"question": "q" * 20_000})
+    texts = [w.value for w in at.warning]
+    assert any("20,000 characters" in t for t in texts) and all(len(t) < 400 for t in texts)

@@ -22,9 +22,10 @@ DEFAULT_WIDTH_ORDER = (4, 16, 2, 8, 1)  # the default view's width, then the end
 
 
 def pick_questions(dataset, count: int, first: str = "") -> list:
-    """``first`` (if given), then multi-hop questions (trees with iterations), then the rest."""
-    ordered = sorted(dataset.questions, key=lambda q: (q.qid != first, (q.hops or 0) < 2))
-    return ordered[:count]
+    """``first`` (default: the first multi-hop question, a tree with iterations to show), then the
+    dataset's order (the demo interleaves 1-, 2- and 3-hop questions)."""
+    first = first or next((q.qid for q in dataset.questions if (q.hops or 0) >= 2), dataset.questions[0].qid)
+    return sorted(dataset.questions, key=lambda q: q.qid != first)[:count]
 
 
 def grid(dataset: str, questions: Sequence[str], policies: Sequence[str] = POLICIES,

@@ -326,6 +326,16 @@ class TreeView:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """One headline figure; ``delta`` is a badge only where a direction means something."""
+
+    label: str
+    value: str
+    delta: str | None
+    help: str
+
+
+@dataclass(frozen=True)
 class Screen:
     state: ExplorerState  # resolved: dataset, question, and the optimiser's (k, m, n) when unpinned
     warnings: list[str]
@@ -339,6 +349,31 @@ class Screen:
     curves: Curves
     tree: TreeView
     figures: Figures = field(repr=False)
+
+    def headline(self) -> list[Metric]:
+        """The row of figures under the chart and the tree."""
+        f, a, (right, total) = self.figures, self.allocation, self.tree.accuracy
+        hit = f.cache_hit_rate if f.cache_hit_rate is not None else f.cache_hit_upper_bound
+        month = f.cost_per_month_usd
+        return [
+            Metric("Context tokens", fmt_tokens(f.effective_tokens), None,
+                   "effective context length l(θ) of Yue et al. 2025: input tokens over every call for one question"),
+            Metric("KV kept · lower is better", "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}",
+                   None if f.kv_vs_rebase is None else f"{f.kv_vs_rebase - 1:+.0%} vs REBASE",
+                   "mean unique tokens on the kept paths after each step of the tree on screen; the badge compares "
+                   "REBASE's tree of the same question and width (Hooper et al. 2025: ETS keeps 1.8x less)"),
+            Metric("Cache hits" if f.cache_hit_rate is not None else "Cacheable", f"{hit:.0%}", None,
+                   "prompt tokens the prefix cache served on this tree; the allocation model's bound is "
+                   f"{f.cache_hit_upper_bound:.0%}"),
+            Metric("Predicted", f"{f.predicted_score:.0%}", None,
+                   f"the allocation model's accuracy for {a.strategy} k={a.k} m={a.m} n={a.n}"),
+            Metric("Observed", "—" if f.observed_score is None else f"{f.observed_score:.0%}", None,
+                   "mean accuracy of exactly this configuration in the stored runs"
+                   + (f"; the tree's configuration answers {right} of {total} library questions" if total else "")),
+            Metric("$ / month", f"{month:,.0f}" if month >= 100 else f"{month:,.2f}", None,
+                   f"USD at {self.state.qpd:,} queries a day, 30 days (${f.cost_per_query_usd * 1000:,.3g} per 1,000 "
+                   "queries; illustrative Gemini 1.5 Flash prices, cached input discounted)"),
+        ]
 
     def export(self, link: str | None = None) -> dict:
         """What the JSON/YAML download holds: the state, the configuration it resolves to, the tree."""
