@@ -121,15 +121,16 @@ for text in screen.infos:
 
 controls = st.container(border=True)
 with controls:
-    top = st.columns([5, 2, 2, 2, 2])
+    top = st.columns([4, 1], vertical_alignment="bottom")
     top[0].selectbox("Question", list(screen.questions), format_func=lambda q: f"{screen.questions[q]} · {q}",
                      **widget("question"))
-    top[1].selectbox("Dataset", screen.datasets, **widget("dataset"))
-    top[2].selectbox("Accuracy model", PROFILES, format_func=PROFILE_LABELS.get, **widget("profile"),
+    with top[1].popover("Settings", icon=":material/tune:", width="stretch"):
+        st.selectbox("Dataset", screen.datasets, **widget("dataset"))
+        st.selectbox("Accuracy model", PROFILES, format_func=PROFILE_LABELS.get, **widget("profile"),
                      help="the allocation model fitted to this dataset's stored runs, or the paper's Gemini fit")
-    top[3].selectbox("Strategy", STRATEGIES, **widget("strategy"),
+        st.selectbox("Strategy", STRATEGIES, **widget("strategy"),
                      help="auto: the optimiser may pick any strategy; the tree always runs IterDRAG steps")
-    top[4].number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
+        st.number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
     budget_row = st.columns([6, 2], vertical_alignment="bottom")
     with budget_row[0]:
         refused = budget_input("ex_budget", state.budget, lambda v: update(budget=v),
@@ -143,12 +144,11 @@ with controls:
         with column:
             stepped_slider(label, f"ex_{name}", getattr(state, name), steps, lambda v, name=name: update(**{name: v}),
                            help=help_text, disabled=name != "width" and not state.pinned)
-    policy_row = st.columns([4, 4], vertical_alignment="bottom")
-    policy_row[0].segmented_control("Search policy", list(POLICY_LABELS), format_func=POLICY_LABELS.get,
-                                    required=True, **widget("policy"),
-                                    help="ETS (Hooper et al. 2025) and its baselines, on the same tree code")
-    policy_row[1].caption(screen.suggestion)
+    st.segmented_control("Search policy", list(POLICY_LABELS), format_func=POLICY_LABELS.get, required=True,
+                         **widget("policy"), help="ETS (Hooper et al. 2025) and its baselines, on the same tree code")
+    st.caption(screen.suggestion)
 st.query_params.from_dict(encode(state))
+metric_row(screen)  # the headline numbers, above the charts: the first thing a room reads
 
 left, right = st.columns([5, 6], gap="medium")
 with left:
@@ -166,7 +166,7 @@ with left:
         series = {POLICY_LABELS[tree.shown.policy]: tree.record["kv"]["per_step"]}
         if tree.rebase is not None:
             series["REBASE"] = tree.rebase["kv"]["per_step"]
-        st.plotly_chart(kv_curve_figure(series, large=large, height=260), key="ex_kv",
+        st.plotly_chart(kv_curve_figure(series, large=large, height=260, compact=True), key="ex_kv",
                         config=chart_config("ragscale-explorer-kv"))
 
 with right:
@@ -200,5 +200,3 @@ with right:
             st.error("The tree search retrieves documents at every step: set k >= 1.")
         else:
             run_live(screen, large)
-
-metric_row(screen)

@@ -82,17 +82,19 @@ def clicked_node(event, fig) -> int | None:
 
 
 def presentation_css(presenting: bool) -> None:
-    """Metric values on one line; in presentation mode large type, no sidebar or header."""
+    """Metric text never cut; in presentation mode large type, no sidebar or header."""
+    metric = "[data-testid='stMetric{}'] [data-testid='stMarkdownContainer'] p"  # beats the general p rule
     base = ("[data-testid='stMetricValue'] { font-size: 1.6rem; }"
-            "[data-testid='stMetricLabel'] p { white-space: normal; }")
+            "[data-testid='stMetric'] * { white-space: normal !important; overflow: visible !important; "
+            "text-overflow: clip !important; }")
     large = ("[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], [data-testid='stHeader']"
              " { display: none !important; }"
              ".block-container { padding-top: 1rem !important; max-width: 100% !important; }"
              "html, body, [data-testid='stMarkdownContainer'] p, label p { font-size: 1.2rem !important; }"
              "h1 { font-size: 2.4rem !important; } h3 { font-size: 1.6rem !important; }"
-             "[data-testid='stMetricValue'], [data-testid='stMetricValue'] * { font-size: 2.6rem !important; }"
-             "[data-testid='stMetricDelta'], [data-testid='stMetricDelta'] * { font-size: 1.1rem !important; }"
-             "[data-testid='stMetricLabel'] p { font-size: 1.2rem !important; }")
+             f"{metric.format('Value')} {{ font-size: 2.6rem !important; line-height: 1.2; }}"
+             f"{metric.format('Delta')}, [data-testid='stMetricDelta'] {{ font-size: 1.1rem !important; }}"
+             f"{metric.format('Label')} {{ font-size: 1.1rem !important; }}")
     st.html(f"<style>{base}{large if presenting else ''}</style>")
 
 

@@ -84,7 +84,7 @@ def records():
 # ---- allocation side ------------------------------------------------------------------------
 
 def test_unpinned_state_takes_the_optimisers_configuration():
-    state = DEFAULT.with_(pinned=False, strategy="auto", budget=128_000)
+    state = DEFAULT.with_(pinned=False, strategy="auto", budget=128_000, profile="paper")
     allocation, notices = V.current_allocation(state, MODEL)
     expected = optimise(MODEL, 128_000, "auto")
     assert (allocation.strategy, allocation.k, allocation.m, allocation.n) == (expected.strategy, expected.k, expected.m, expected.n)
@@ -176,8 +176,8 @@ def test_curve_figure_marks_the_current_configuration_and_overlays_observed_runs
     current = next(t for t in fig.data if t.name == "current")
     assert list(current.x) == [allocation.effective_tokens]
     assert list(current.y) == pytest.approx([allocation.predicted_score])
-    assert "observed runs" in names and len(names) <= 5  # one legend line
-    observed = next(t for t in fig.data if t.name == "observed runs")
+    assert "runs" in names and len(names) <= 5  # one legend line
+    observed = next(t for t in fig.data if t.name == "runs")
     assert max(observed.y) == pytest.approx(75.0)  # fractions shown in percent
     assert fig.layout.xaxis.type == "log"
     # the star is inside the padded x range
@@ -315,3 +315,57 @@ def test_precompute_cli_rejects_bad_input_before_loading_a_model(argv, message, 
     assert main(["explorer-precompute", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ragscale: error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_live_run_reports_every_step_so_the_tree_can_grow_on_screen():
+    reports = []
+    key = L.TreeKey("toy", "q-2hop", "rebase", 3, 2, 1, 0)
+    record = run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed,
+                      on_step=lambda report: reports.append((report.depth, len(report.tree), report.kv_tokens)))
+    assert [r[0] for r in reports] == list(range(len(reports))) and len(reports) == record["depth"]
+    sizes = [r[1] for r in reports]
+    assert sizes == sorted(sizes) and sizes[-1] == record["nodes"]  # nodes appear as they are generated
+
+
+def test_warm_up_loads_engine_index_and_embeddings_in_the_background(monkeypatch):
+    import threading
+
+    from ragscale.engines import EngineSpec
+    from ragscale.explorer import live
+
+    built, release = [], threading.Event()
+
+    def slow_engine(spec):
+        release.wait(10)  # the caller must not wait for this
+        built.append(spec)
+        return engine()
+
+    monkeypatch.setenv("RAGSCALE_WARMUP", "1")
+    monkeypatch.setattr(live, "make_engine", slow_engine)
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: retrieve)
+    monkeypatch.setattr("ragscale.retrieval.embed_texts", embed)
+    spec = EngineSpec(threads=1, dtype="float32")  # a spec no other test uses
+    assert live.warm_up(spec) is True and live.warm_status(spec).state == "warming"
+    assert live.warm_up(spec) is False  # once per spec
+    release.set()
+    for _ in range(200):
+        if live.warm_status(spec).state != "warming":
+            break
+        threading.Event().wait(0.05)
+    assert live.warm_status(spec).state == "ready", live.warm_status(spec)
+    assert built == [spec] and live.shared_engine(spec) is live.started_engine(spec)
+
+
+def test_bench_explorer_live_reports_seconds_first_token_and_tokens_per_second(monkeypatch, capsys, tmp_path):
+    from ragscale.cli import main
+    from ragscale.explorer import live
+
+    monkeypatch.setattr(live, "shared_engine", lambda spec: engine())
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: lambda q, k: dataset.corpus[:k])
+    monkeypatch.setattr("ragscale.retrieval.embed_texts", embed)
+    monkeypatch.setattr(V, "SHIPPED_TREES", tmp_path)
+    assert main(["bench", "explorer-live", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seconds"] > 0 and 0 < out["first_token_s"] <= out["seconds"]
+    assert out["tokens_per_second"] == pytest.approx(out["tokens_generated"] / out["seconds"], rel=0.05)
+    assert out["key"]["width"] == DEFAULT.width and out["key"]["k"] == DEFAULT.k and out["target_s"] == 10

@@ -198,10 +198,10 @@ def test_fitted_profile_and_observed_points_from_stored_runs(explorer, monkeypat
     assert shown["Observed"].value == "25%"  # iterdrag k=2 m=1 n=2: one of four questions right
     assert shown["Predicted"].value.endswith("%")
     curve = at.get("plotly_chart")[0].proto.spec
-    assert '"name":"observed runs"' in curve  # one legend entry for every stored run
+    assert '"name":"runs"' in curve  # one legend entry for every stored run
     # observed SmolLM2 runs share the axis with the model fitted to them; the paper's curve is a
     # labelled reference on its own axis (a different model)
-    assert "(fitted)" in curve and "paper (Gemini), right axis" in curve and '"yaxis":"y2"' in curve
+    assert "\"name\":\"fitted\"" in curve and "paper →" in curve and '"yaxis":"y2"' in curve
 
 
 def test_run_live_searches_the_exact_configuration_and_keeps_it(explorer, monkeypatch, tmp_path, trees):
@@ -252,13 +252,17 @@ def test_browser_opens_shared_link_and_clicks_a_node(app_url, page, artifacts_di
                                        "els => els.map(e => e.getAttribute('aria-valuetext'))")
     assert values == ["32k", str(key.k), str(key.m), str(key.n), str(key.width)]
     assert page.get_by_role("textbox", name="Budget", exact=True).input_value() == "32k"
-    assert page.get_by_role("spinbutton", name="Queries per day").input_value() == "5000"
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Settings").click()  # the less used controls sit in a popover
+    expect(page.get_by_role("spinbutton", name="Queries per day")).to_have_value("5000", timeout=15_000)
+    page.keyboard.press("Escape")
     body = page.inner_text("body")
     assert "Nearest precomputed" not in body and "Link value" not in body
 
     # click tree nodes until one below the root shows its sub-query in the details panel
     details = page.locator("[data-testid='stMarkdownContainer'] strong", has_text="Sub-query:")
-    tree = page.locator("[data-testid='stPlotlyChart']", has_text="prompt (root)")  # the legend names the root
+    tree = page.locator("[data-testid='stPlotlyChart']", has_text="kept KV")  # the legend names the kept paths
     points = tree.locator(".scatterlayer .trace .points path")
     for i in range(points.count()):
         box = points.nth(i).bounding_box()
@@ -292,3 +296,102 @@ def test_a_huge_query_value_is_shown_cut_short(explorer):
     at = explorer({"question": "q" * 20_000})
     texts = [w.value for w in at.warning]
     assert any("20,000 characters" in t for t in texts) and all(len(t) < 400 for t in texts)
+
+
+def _tree_figures(page) -> tuple[int, str]:
+    """(nodes, retained KV) of the tree on screen, as the page prints them."""
+    import re
+
+    wait_for_page(page)
+    text = page.inner_text("body")
+    nodes = re.search(r"(\d+) nodes,", text)
+    kv = page.locator("[data-testid='stMetric']", has_text="KV kept").locator("[data-testid='stMetricValue']")
+    return (int(nodes.group(1)) if nodes else -1), kv.inner_text().strip()
+
+
+def wait_for_page(page) -> None:
+    from tests.browser_helpers import wait_for_app
+
+    wait_for_app(page)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer').length >= 2", timeout=120_000)
+
+
+def _press(page, key: str, times: int, presses: str = "ArrowRight") -> None:
+    """Move the select slider with this widget key by ``times`` steps, one rerun per step."""
+    thumb = page.locator(f".st-key-{key} [role='slider']")
+    for _ in range(times):
+        thumb.focus()
+        thumb.press(presses)
+        page.wait_for_timeout(700)
+        wait_for_page(page)
+
+
+@pytest.mark.browser
+def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, artifacts_dir):
+    library = L.TreeLibrary(L.SHIPPED_TREES)
+    default = V.explorer(DEFAULT, library)
+    needed = [L.TreeKey("demo", default.question.qid, "ets", w, 2, k, 1) for w, k in ((4, 2), (16, 2), (16, 5))]
+    missing = [k for k in needed if library.path(k) is None]
+    assert not missing, f"the bundled library lacks {missing}: run `ragscale explorer-precompute`"
+    page.goto(f"{app_url}/explorer")
+    start = _tree_figures(page)
+    _press(page, "ex_width", 2)  # 4 -> 8 -> 16
+    assert page.locator(".st-key-ex_width [role='slider']").get_attribute("aria-valuetext") == "16"
+    wider = _tree_figures(page)
+    _press(page, "ex_k", 2)  # 2 -> 3 -> 5
+    assert page.locator(".st-key-ex_k [role='slider']").get_attribute("aria-valuetext") == "5"
+    more_docs = _tree_figures(page)
+    assert start[0] != wider[0] and start[1] != wider[1], (start, wider)  # more nodes, other KV
+    assert more_docs[1] != wider[1], (wider, more_docs)  # k documents per step change the KV kept
+    body = page.inner_text("body")
+    assert "ETS · width 16 · n=2 k=5 m=1" in body and "Nearest stored tree" not in body
+    assert "Running live" not in body and "Not started yet" in body  # no model was loaded
+    page.screenshot(path=str(artifacts_dir / "explorer_width16_k5.png"), full_page=True)
+
+
+def _nothing_cut_off(page) -> list[str]:
+    """Elements whose text is clipped: the page wider than the window, or a metric value cut."""
+    return page.evaluate("""() => {
+        const out = [];
+        if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('page scrolls sideways');
+        for (const el of document.querySelectorAll("[data-testid='stMetricValue'] div, [data-testid='stMetricDelta'] div, [data-testid='stMetricLabel'] p")) {
+            if (el.scrollWidth > el.clientWidth + 1) out.push('cut: ' + el.innerText);
+        }
+        for (const el of document.querySelectorAll('.js-plotly-plot .legend')) {
+            const plot = el.closest('.js-plotly-plot').getBoundingClientRect(), box = el.getBoundingClientRect();
+            if (box.right > plot.right + 1 || box.left < plot.left - 1) out.push('legend outside its chart');
+            const rows = new Set([...el.querySelectorAll('.traces')].map(t =>
+                Math.round(t.transform.baseVal.consolidate()?.matrix.f ?? 0)));
+            if (rows.size > 1) out.push(`legend on ${rows.size} lines`);
+        }
+        return out; }""")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width,height,present,name", [
+    (1280, 720, True, "explorer_present_1280x720.png"),
+    (1920, 1080, True, "explorer_present_1920x1080.png"),
+    (390, 844, False, "explorer_phone_390x844.png"),
+])
+def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, height, present, name):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{app_url}/explorer?present={int(present)}")
+        wait_for_page(page)
+        page.mouse.move(2, 2)
+        page.wait_for_timeout(800)
+        assert _nothing_cut_off(page) == []
+        if present:  # headline numbers are larger than their labels, not shrunk to label size
+            sizes = page.evaluate("""() => ['stMetricValue', 'stMetricLabel'].map(id =>
+                parseFloat(getComputedStyle(document.querySelector(`[data-testid='${id}'] p, [data-testid='${id}'] div`)).fontSize))""")
+            assert sizes[0] >= 1.8 * sizes[1], sizes
+            assert page.locator("[data-testid='stSidebar']").is_hidden()
+        screenshots = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+        page.screenshot(path=str(screenshots / name), full_page=not present)
+        if not present:
+            total = page.evaluate("document.documentElement.scrollHeight")
+            assert total < 4700, f"the phone view is {total} px tall"
+    finally:
+        context.close()

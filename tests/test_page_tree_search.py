@@ -177,16 +177,16 @@ def test_tree_figure_marks_pruned_finished_and_retained():
     pruned = [n for n in tree if n.status == "pruned"]
     assert pruned and len(by_name["pruned"].x) == len(pruned)
     assert by_name["pruned"].marker.symbol == "x"
-    assert len(by_name["finished (answer)"].x) == len(tree.finished_leaves())
+    assert len(by_name["answer"].x) == len(tree.finished_leaves())
     node_points = sum(len(t.x) for t in fig.data if t.mode == "markers")
     assert node_points == len(tree)
-    assert "pruned branch" in by_name and "retained KV (shared prefix)" in by_name
+    assert "pruned branch" in by_name and "kept KV" in by_name
     # Hover text carries the sub-query, the intermediate answer and the score.
-    hover = " ".join(by_name["kept / open"].hovertext)
+    hover = " ".join(by_name["kept"].hovertext)
     assert "sub-query:" in hover and "intermediate answer:" in hover and "score:" in hover
     # Nodes are sized by tokens: a bigger step gets a bigger marker.
     kept = [n for n in tree if n.status in ("kept", "active") and n.parent is not None]
-    sizes = dict(zip((n.num_tokens for n in kept), by_name["kept / open"].marker.size))
+    sizes = dict(zip((n.num_tokens for n in kept), by_name["kept"].marker.size))
     assert sizes[max(sizes)] >= sizes[min(sizes)]
     # Focusing a node draws its prefix path.
     focused = tree_figure(tree.to_json(), focus=tree.finished_leaves()[0].id)

@@ -189,9 +189,9 @@ def cmd_bench_live(args) -> int:
                      "tokens_generated": record["tokens_generated"], "nodes": record["nodes"],
                      "correct": record["correct"]})
     best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
-    out = {"seconds": round(best["seconds"], 2), "first_token_s": round(best["first_token_s"] or 0, 2),
+    out = {"seconds": round(best["seconds"], 3), "first_token_s": round(best["first_token_s"] or 0, 3),
            "tokens_per_second": round(best["tokens_generated"] / best["seconds"], 1),
-           "first_step_s": round(best["first_step_s"] or 0, 2), "nodes": best["nodes"],
+           "first_step_s": round(best["first_step_s"] or 0, 3), "nodes": best["nodes"],
            "tokens_generated": best["tokens_generated"], "correct": best["correct"], "runs": len(runs),
            "all_seconds": [round(r["seconds"], 2) for r in runs], "warmup_s": round(warmup, 2),
            "key": key.to_dict(), "model": engine.info.model, "engine": engine.info.kind,

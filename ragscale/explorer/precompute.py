@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, TreeKey, TreeLibrary
 from ragscale.explorer.live import run_tree
@@ -29,14 +29,18 @@ def pick_questions(dataset, count: int, first: str = "") -> list:
 
 
 def grid(dataset: str, questions: Sequence[str], policies: Sequence[str] = POLICIES,
-         widths: Sequence[int] = GRID_WIDTHS, shapes: Sequence[tuple[int, int, int]] = GRID_SHAPES) -> Iterator[TreeKey]:
-    """Every key of the grid, most useful first: shape, then question, then width, then policy."""
+         widths: Sequence[int] = GRID_WIDTHS, shapes: Sequence[tuple[int, int, int]] = GRID_SHAPES) -> list[TreeKey]:
+    """Every key of the grid, most useful first: question by question; within one, the two widths
+    and two shapes a demo moves between first (default view: width 4 -> 16, k 2 -> 5), then the rest."""
     order = [w for w in DEFAULT_WIDTH_ORDER if w in widths] + [w for w in widths if w not in DEFAULT_WIDTH_ORDER]
-    for k, m, n in shapes:
-        for qid in questions:
-            for width in order:
-                for policy in policies:
-                    yield TreeKey(dataset, qid, policy, width, n, k, m)
+    keys = [TreeKey(dataset, qid, policy, width, n, k, m)
+            for qid in questions for k, m, n in shapes for width in order for policy in policies]
+
+    def rank(key: TreeKey) -> tuple:
+        w, s = order.index(key.width), shapes.index((key.k, key.m, key.n))
+        return (questions.index(key.question), w >= 2, s >= 2, s, w, policies.index(key.policy))
+
+    return sorted(keys, key=rank)
 
 
 @dataclass

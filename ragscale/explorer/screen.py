@@ -399,19 +399,20 @@ def _curves(state, allocation_model, percent, fitted, table, model_name) -> Curv
     who = model_name or "the stored runs' model"
     if isinstance(fitted, AllocationModel):
         chosen = "paper" if percent else "fitted"
-        caption = (f"Observed: accuracy of {who} on {state.dataset} (each configuration at its longest question); "
-                   "predicted: the allocation model fitted to those runs. The paper's Gemini 1.5 Flash curve is a "
-                   "different model and scale: a dashed reference on the right axis."
+        caption = (f"Runs: accuracy of {who} on {state.dataset} (each configuration at its longest question); "
+                   "fitted: the allocation model fitted to those runs, same model, same axis. The paper's "
+                   "Gemini 1.5 Flash curve (Yue et al. 2025) is another model on another scale: the dashed "
+                   "reference on the right axis (paper →)."
                    + (" The chosen accuracy model is the paper's, so the current configuration sits on it."
                       if chosen == "paper" else ""))
-        return Curves(predicted_curve(fitted, state.strategy), f"predicted for {who} (fitted)", False, table,
+        return Curves(predicted_curve(fitted, state.strategy), "fitted", False, table,
                       predicted_curve(paper_model(), state.strategy), chosen == "paper", caption)
     caption = (f"Predicted by the {PAPER_LABEL} (EM %). No observed runs of {state.dataset} to fit yet: "
                f"`ragscale sweep --dataset {state.dataset} --out data/demo_results.sqlite` adds them."
                if table.empty else
                f"Predicted by the {PAPER_LABEL}. The stored runs of {state.dataset} are too few to fit "
                f"({fitted}), so they are not drawn on the paper's axis.")
-    return Curves(predicted_curve(allocation_model, state.strategy), PAPER_LABEL, True, table.iloc[0:0], None,
+    return Curves(predicted_curve(allocation_model, state.strategy), "paper", True, table.iloc[0:0], None,
                   False, caption)
 
 

@@ -2,7 +2,8 @@
 
 Observed runs and the model fitted to them share the left axis (same model, same scale); the
 paper's Gemini 1.5 Flash curve, a different model on another scale, is a dashed reference on the
-right axis. Five legend entries at most, on one line.
+right axis ("paper →"). Three short legend entries (the current configuration is the orange star on the budget line),
+so the legend stays on one line.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def observed_best(table: pd.DataFrame) -> pd.DataFrame:
 
 def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *, predicted_label: str,
                           predicted_percent: bool, observed: pd.DataFrame | None = None,
-                          reference: pd.DataFrame | None = None, reference_label: str = "paper (Gemini), right axis",
+                          reference: pd.DataFrame | None = None, reference_label: str = "paper →",
                           current_on_reference: bool = False, large: bool = False, height: int = 420) -> go.Figure:
     """P*(L_max) over budget with the budget line, the current configuration and observed runs."""
     fig = go.Figure()
@@ -46,7 +47,7 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
         done = observed[observed["complete"] & observed["score"].notna()]
         custom = np.column_stack([done["strategy"], done["k"], done["m"], done["n"], done["questions"]])
         fig.add_trace(go.Scatter(
-            x=done["length_max"], y=_percent(done["score"], False), mode="markers", name="observed runs",
+            x=done["length_max"], y=_percent(done["score"], False), mode="markers", name="runs",
             marker=dict(color=OBSERVED, size=9, opacity=0.7, line=dict(width=1, color="white")), customdata=custom,
             hovertemplate="%{customdata[0]} k=%{customdata[1]} m=%{customdata[2]} n=%{customdata[3]}<br>"
                           "accuracy %{y:.0f}% over %{customdata[4]} questions<br>longest question %{x:,} tokens"
@@ -54,8 +55,8 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
         best = observed_best(observed)
         if len(best):
             fig.add_trace(go.Scatter(x=best["length_max"], y=_percent(best["score"], False), mode="lines",
-                                     name="best observed", line=dict(color=OBSERVED, width=2, shape="hv"),
-                                     hoverinfo="skip"))
+                                     name="best run", line=dict(color=OBSERVED, width=2, shape="hv"),
+                                     hoverinfo="skip", showlegend=False))
         xs += list(done["length_max"])
     if reference is not None and len(reference):
         fig.add_trace(go.Scatter(
@@ -65,7 +66,8 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
     on_reference = current_on_reference and reference is not None
     y = current["predicted_score"] * (1.0 if predicted_percent or on_reference else 100.0)
     fig.add_trace(go.Scatter(
-        x=[current["effective_tokens"]], y=[y], mode="markers", name="current", yaxis="y2" if on_reference else "y",
+        x=[current["effective_tokens"]], y=[y], mode="markers", name="current", showlegend=False,
+        yaxis="y2" if on_reference else "y",
         marker=dict(color=CURRENT, size=15, symbol="star", line=dict(width=1, color="#7c2d12")),
         hovertemplate=(f"current: {current['strategy']} k={current['k']} m={current['m']} n={current['n']}"
                        "<br>%{x:,} tokens · predicted %{y:.1f}%<extra></extra>")))

@@ -134,7 +134,7 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
         fig.add_trace(go.Scatter(x=pruned_x, y=pruned_y, mode="lines", hoverinfo="skip", name="pruned branch",
                                  legendgroup="pruned", showlegend=False, line=dict(color=PRUNED, width=1, dash="dot")))
     for i, (w, (xs, ys)) in enumerate(sorted(by_width.items())):
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name="retained KV (shared prefix)",
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name="kept KV",
                                  legendgroup="retained", showlegend=i == 0,
                                  line=dict(color=KEPT_EDGE, width=w), opacity=0.55))
     if focus_path:
@@ -150,12 +150,12 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
     # Nodes: three traces so the legend explains symbols; colour = score.
     max_tokens = max(int(frame["tokens"].max()), 1)
     groups = {
-        "kept / open": [n for n in tree if n.status in ("kept", "active") and n.parent is not None],
-        "finished (answer)": [n for n in tree if n.status == "finished"],
+        "kept": [n for n in tree if n.status in ("kept", "active") and n.parent is not None],
+        "answer": [n for n in tree if n.status == "finished"],
         "pruned": [n for n in tree if n.status == "pruned"],
-        "prompt (root)": [tree.root],
+        "prompt": [tree.root],
     }
-    symbols = {"kept / open": "circle", "finished (answer)": "diamond", "pruned": "x", "prompt (root)": "square"}
+    symbols = {"kept": "circle", "answer": "diamond", "pruned": "x", "prompt": "square"}
     cmin, cmax = score_range([n.score for n in tree if n.score is not None and n.status != "pruned"])
     first_colour = True
     for name, nodes in groups.items():
@@ -186,7 +186,7 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
                 lines.append(_wrap(n.text))
             hover.append("<br>".join(lines))
         pruned = name == "pruned"
-        root = name == "prompt (root)"
+        root = name == "prompt"
         colours = [n.score if n.score is not None else (cmin + cmax) / 2 for n in nodes]
         marker = dict(size=sizes, symbol=symbols[name], line=dict(width=1.5, color="#333"))
         if pruned:
@@ -195,14 +195,17 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
             marker.update(color="#475569")
         else:
             marker.update(color=colours, colorscale=SCORE_SCALE, cmin=cmin, cmax=cmax,
-                          showscale=first_colour, colorbar=dict(title="verifier<br>score", thickness=12))
+                          showscale=first_colour,
+                          # below the tree, so the answers written beside the leaves are never covered
+                          colorbar=dict(title=dict(text="verifier score", side="top"), orientation="h", thickness=10,
+                                        len=0.35, x=1, xanchor="right", y=-0.16, yanchor="top"))
             first_colour = False
         fig.add_trace(go.Scatter(
             x=[pos[n.id][0] for n in nodes], y=[pos[n.id][1] for n in nodes], mode="markers", name=name,
             legendgroup="pruned" if pruned else name, marker=marker, hovertext=hover, hoverinfo="text",
             customdata=[n.id for n in nodes],
         ))
-        if name == "finished (answer)":  # the answers, written beside their leaves
+        if name == "answer":  # the answers, written beside their leaves
             fig.add_trace(go.Scatter(
                 x=[pos[n.id][0] + 0.08 for n in nodes], y=[pos[n.id][1] for n in nodes], mode="text",
                 text=[_short(n.answer) for n in nodes], textposition="middle right", name="answers",
@@ -214,7 +217,7 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
         # Room on the right for the answers written beside the last column of leaves.
         xaxis=dict(title="depth (step)", dtick=1, zeroline=False, showgrid=False, range=[-0.3, depth + 0.9]),
         yaxis=dict(visible=False), plot_bgcolor="white", hovermode="closest",
-        margin=dict(l=10, r=10, t=40 if title is None else 70, b=40),
+        margin=dict(l=10, r=10, t=40 if title is None else 70, b=90),
     )
     return sized(fig, large)
 
@@ -225,7 +228,7 @@ def _short(answer: str | None, limit: int = 18) -> str:
 
 
 def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], title: str | None = None,
-                    large: bool = False, height: int = 340) -> go.Figure:
+                    large: bool = False, height: int = 340, compact: bool = False) -> go.Figure:
     """Retained KV tokens after each step; ``series`` is {label: per-step values} or one list."""
     if not isinstance(series, Mapping):
         series = {"retained KV": list(series)}
@@ -235,8 +238,11 @@ def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], tit
         if not values:
             continue
         mean = sum(values) / len(values)
+        # compact: a short legend name (narrow charts keep one legend line); peak and mean on hover
         fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
-                                 name=f"{label} (peak {max(values):,.0f}, mean {mean:,.0f})"))
+                                 name=label if compact else f"{label} (peak {max(values):,.0f}, mean {mean:,.0f})",
+                                 hovertemplate=f"{label}: %{{y:,}} tokens (peak {max(values):,.0f}, "
+                                               f"mean {mean:,.0f})<extra></extra>"))
     # Whole tokens from zero: a single step must not get ticks at 270.5 and 271.5.
     fig.update_layout(title=title, xaxis=dict(title="step (depth)", dtick=1),
                       yaxis=dict(title="retained KV tokens", rangemode="tozero", tickformat=",d"),
