@@ -57,8 +57,10 @@ def tree_fig(path: str, mtime: float, focus: int | None, large: bool):
 
 
 def metric_row(screen: ex.Screen) -> None:
-    for column, m in zip(st.columns(len(screen.headline()), gap="small"), screen.headline()):
-        column.metric(m.label, m.value, m.delta, delta_color="inverse", border=True, help=m.help)
+    # A wrapping row, not columns: on a phone the six figures sit two or three abreast instead of stacking.
+    row = st.container(horizontal=True, gap="small")
+    for m in screen.headline():
+        row.metric(m.label, m.value, m.delta, delta_color="inverse", border=True, help=m.help, width="stretch")
 
 
 def run_live(screen: ex.Screen, large: bool) -> None:
@@ -100,8 +102,9 @@ presentation_css(large)
 
 head, tools = st.columns([3, 2], vertical_alignment="bottom")
 head.title("Explorer")
-head.caption("How much accuracy a token budget buys (Yue et al. 2025) and what the search tree keeps in KV cache "
-             "(Hooper et al. 2025), for one configuration.")
+if not large:  # on a projector the title says enough; the room needs the space
+    head.caption("How much accuracy a token budget buys (Yue et al. 2025) and what the search tree keeps in KV cache "
+                 "(Hooper et al. 2025), for one configuration.")
 toolbar = tools.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center")
 toolbar.toggle("Presentation mode", **widget("present"))
 link = f"{str(st.context.url or '').split('?')[0]}?{urlencode(encode(state))}"

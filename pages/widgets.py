@@ -86,7 +86,10 @@ def presentation_css(presenting: bool) -> None:
     metric = "[data-testid='stMetric{}'] [data-testid='stMarkdownContainer'] p"  # beats the general p rule
     base = ("[data-testid='stMetricValue'] { font-size: 1.6rem; }"
             "[data-testid='stMetric'] * { white-space: normal !important; overflow: visible !important; "
-            "text-overflow: clip !important; }")
+            "text-overflow: clip !important; }"
+            # the figures' wrapping row: equal shares, at least 8rem each (a phone shows two abreast)
+            "[data-testid='stHorizontalBlock'] > div:has(> [data-testid='stMetric']), "
+            "div:has(> [data-testid='stMetric']) { flex: 1 1 0 !important; min-width: 8rem; }")
     large = ("[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], [data-testid='stHeader']"
              " { display: none !important; }"
              ".block-container { padding-top: 1rem !important; max-width: 100% !important; }"

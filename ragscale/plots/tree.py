@@ -215,14 +215,14 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
     fig.update_layout(
         title=title, height=height or int(min(1100, max(340, 34 * leaves + 130))),
         # Room on the right for the answers written beside the last column of leaves.
-        xaxis=dict(title="depth (step)", dtick=1, zeroline=False, showgrid=False, range=[-0.3, depth + 0.9]),
+        xaxis=dict(title="depth (step)", dtick=1, zeroline=False, showgrid=False, range=[-0.3, depth + 1.1]),
         yaxis=dict(visible=False), plot_bgcolor="white", hovermode="closest",
         margin=dict(l=10, r=10, t=40 if title is None else 70, b=90),
     )
     return sized(fig, large)
 
 
-def _short(answer: str | None, limit: int = 18) -> str:
+def _short(answer: str | None, limit: int = 16) -> str:
     text = (answer or "").strip() or "(none)"
     return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
