@@ -318,7 +318,7 @@ def wait_for_page(page) -> None:
 
 def _press(page, key: str, times: int, presses: str = "ArrowRight") -> None:
     """Move the select slider with this widget key by ``times`` steps, one rerun per step."""
-    thumb = page.locator(f".st-key-{key} [role='slider']")
+    thumb = page.locator(f".st-key-{key} input[type='range']")
     for _ in range(times):
         thumb.focus()
         thumb.press(presses)
@@ -336,10 +336,10 @@ def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, art
     page.goto(f"{app_url}/explorer")
     start = _tree_figures(page)
     _press(page, "ex_width", 2)  # 4 -> 8 -> 16
-    assert page.locator(".st-key-ex_width [role='slider']").get_attribute("aria-valuetext") == "16"
+    assert page.locator(".st-key-ex_width input[type='range']").get_attribute("aria-valuetext") == "16"
     wider = _tree_figures(page)
     _press(page, "ex_k", 2)  # 2 -> 3 -> 5
-    assert page.locator(".st-key-ex_k [role='slider']").get_attribute("aria-valuetext") == "5"
+    assert page.locator(".st-key-ex_k input[type='range']").get_attribute("aria-valuetext") == "5"
     more_docs = _tree_figures(page)
     assert start[0] != wider[0] and start[1] != wider[1], (start, wider)  # more nodes, other KV
     assert more_docs[1] != wider[1], (wider, more_docs)  # k documents per step change the KV kept

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 from ragscale.engines.options import add_engine_args, engine_from_args, spec_from_args
 from ragscale.errors import UserError
 from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES
 from ragscale.explorer.state import DEFAULT, POLICIES
-from ragscale.search.cli import HelpFormatter, csv_list
+from ragscale.commandline import HelpFormatter, csv_list, progress_bar
 
 
 def _shapes(text: str) -> list[tuple[int, int, int]]:
@@ -55,14 +54,7 @@ def cmd_precompute(args) -> int:
     keys = list(grid(dataset.name, questions, policies, widths, shapes))
     engine = engine_from_args(args)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(keys), desc="tree library", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        bar.n = done
-        bar.set_postfix_str(message[:70], refresh=True)
-
+    bar, progress = progress_bar("tree library")
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     try:
         summary = precompute(engine, dataset, keys, out=args.out, skip_existing=not args.force, progress=progress,

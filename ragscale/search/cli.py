@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ragscale.commandline import HelpFormatter, csv_list, progress_bar
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
 from ragscale.search import builder
@@ -25,29 +25,6 @@ KV_BENCH_QUESTIONS = 3
 KV_BENCH_WIDTH = 8
 KV_BENCH_DEPTH = 3
 TASK_DEFAULTS = "the task's: qa 3 steps of 48 tokens, reasoning 10 of 256"
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default only when there is one to show: never "(default: None)", never twice."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default:" in text or "without it" in text:
-            return text
-        return super()._get_help_string(action)
-
-
-def csv_list(text: str, name: str, cast=str, minimum: int | None = None) -> list:
-    """``--name a,b,c`` as a list; a clear error for a bad or empty list."""
-    try:
-        values = [cast(part.strip()) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--{name} takes a comma-separated list; got {text!r}") from None
-    if not values:
-        raise UserError(f"--{name} is empty")
-    if minimum is not None and any(v < minimum for v in values):
-        raise UserError(f"--{name} values must be >= {minimum}; got {text!r}")
-    return values
 
 
 def add_config_args(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (), defaults: dict | None = None) -> None:
@@ -75,20 +52,6 @@ def config_overrides(args: argparse.Namespace, **fixed) -> dict:
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SearchConfig)}
     values.update(fixed)
     return values
-
-
-def _progress_bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message[:70], refresh=False)
-        bar.refresh()
-
-    return bar, progress
 
 
 def _check_k(args) -> None:
@@ -120,7 +83,7 @@ def cmd_search(args) -> int:
     question = builder.require_question(dataset, args.question)
     engine = engine_from_args(args)
     search = _build(args, dataset, engine, [config.policy])
-    bar, progress = _progress_bar(f"search {config.policy} w={config.width}")
+    bar, progress = progress_bar(f"search {config.policy} w={config.width}")
     try:
         result = search.run(question, config, progress=progress)
     finally:
@@ -168,7 +131,7 @@ def cmd_search_sweep(args) -> int:
     engine = engine_from_args(args)
     search = _build(args, dataset, engine, policies)
     store = ResultsStore(args.out)  # only now: a refused command leaves no empty store behind
-    bar, progress = _progress_bar("search-sweep")
+    bar, progress = progress_bar("search-sweep")
     try:
         summary = run_search_sweep(engine, search.task, questions, base, policies, widths, seeds, search.verifier,
                                    store, embed=search.embed, dataset=dataset.name, progress=progress)
@@ -200,7 +163,7 @@ def cmd_bench_kv(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         # --out keeps the records (the search-sweep format), e.g. for the trade-off plot.
         store = ResultsStore(args.out or Path(tmp) / "bench.sqlite")
-        bar, progress = _progress_bar("bench kv")
+        bar, progress = progress_bar("bench kv")
         started = time.perf_counter()
         try:
             run_search_sweep(engine, search.task, questions, base, ["ets", "rebase"], [base.width], [base.seed],
