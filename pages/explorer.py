@@ -16,7 +16,7 @@ import streamlit as st
 import yaml
 
 from pages.common import engine_spec, get_engine
-from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_node, node_panel, presentation_css,
+from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_node, node_panel, page_style,
                            stepped_slider)
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
@@ -98,7 +98,7 @@ state = ss[STATE] = screen.state
 if ss[LINK][0] is None:  # the link's view as first shown: its notices stay until the view moves on
     ss[LINK] = (state, ss[LINK][1])
 large = state.present
-presentation_css(large)
+page_style(large)
 
 head, tools = st.columns([3, 2], vertical_alignment="bottom")
 head.title("Explorer")

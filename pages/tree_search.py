@@ -13,7 +13,7 @@ import time
 import streamlit as st
 
 from pages.common import engine_spec, get_engine
-from pages.widgets import POLICY_LABELS, chart_config, run_panel
+from pages.widgets import POLICY_LABELS, chart_config, page_style, run_panel
 from ragscale.config import SHARED_DATASETS_DIR
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
@@ -70,6 +70,7 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
     return {**result.to_dict(with_requests=False), "engine": describe_spec(engine_spec())}
 
 
+page_style(False)
 st.title("Tree search")
 st.caption("Step-wise tree search over retrieval-augmented reasoning: each node is one IterDRAG iteration (a "
            "follow-up sub-query, its retrieved documents, an intermediate answer) scored by a verifier; a leaf states "
@@ -176,7 +177,7 @@ if st.button(f"Run {' and '.join(policies)} · width {settings['width']}, depth 
 
 runs = st.session_state.get(RUNS_KEY) or load_examples()
 if runs and not st.session_state.get(RUNS_KEY):
-    st.info(f"No search run in this session yet: showing two trees of the bundled runs (width {runs[0]['width']}, "
+    st.info(f"No search run in this session yet: showing two stored example trees (width {runs[0]['width']}, "
             f"question {runs[0]['qid']}). Press **Run** to search live.")
 if runs:
     for col, res in zip(st.columns(len(runs[:2])), runs[:2]):

@@ -18,7 +18,7 @@ from ragscale.plots.style import chart_config
 from ragscale.search.config import POLICY_LABELS
 
 __all__ = ["BUDGET_OPTIONS", "POLICY_LABELS", "budget_input", "chart_config", "clicked_node", "fmt_tokens",
-           "node_panel", "presentation_css", "run_panel", "stepped_slider"]
+           "node_panel", "page_style", "run_panel", "stepped_slider"]
 
 # Log-spaced budgets for the slider (two significant digits) plus the paper's five.
 BUDGET_OPTIONS = sorted({int(float(f"{b:.2g}")) for b in np.geomspace(1_000, 10_000_000, 41)}
@@ -81,7 +81,7 @@ def clicked_node(event, fig) -> int | None:
     return None
 
 
-def presentation_css(presenting: bool) -> None:
+def page_style(presenting: bool) -> None:
     """Metric text never cut; in presentation mode large type, no sidebar or header."""
     metric = "[data-testid='stMetric{}'] [data-testid='stMarkdownContainer'] p"  # beats the general p rule
     base = ("[data-testid='stMetricValue'] { font-size: 1.6rem; }"

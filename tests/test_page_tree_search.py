@@ -51,7 +51,7 @@ def test_renders_controls_without_loading_a_model(app):
     assert app.button(key="ts_run").label == "Run ets and rebase · width 4, depth 2"
     assert any("search-sweep" in i.value for i in app.info)
     # The example runs are shown until a search runs in the session: two trees + the KV curve.
-    assert any("two trees of the bundled runs" in i.value for i in app.info)
+    assert any("two stored example trees" in i.value for i in app.info)
     assert len(app.get("plotly_chart")) == 3
 
 

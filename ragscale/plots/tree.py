@@ -202,7 +202,8 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
             first_colour = False
         fig.add_trace(go.Scatter(
             x=[pos[n.id][0] for n in nodes], y=[pos[n.id][1] for n in nodes], mode="markers", name=name,
-            legendgroup="pruned" if pruned else name, marker=marker, hovertext=hover, hoverinfo="text",
+            legendgroup="pruned" if pruned else name, showlegend=not root,  # the root square needs no key
+            marker=marker, hovertext=hover, hoverinfo="text",
             customdata=[n.id for n in nodes],
         ))
         if name == "answer":  # the answers, written beside their leaves
