@@ -67,6 +67,7 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
 
     result = search.run(question, config, progress=lambda d, t, msg: status.update(label=f"{policy}: {msg}"),
                         on_step=on_step)
+    drawing.empty()  # the finished tree is drawn below, with its figures
     return {**result.to_dict(with_requests=False), "engine": describe_spec(engine_spec())}
 
 
