@@ -35,11 +35,16 @@ def reply(prompt, params, i, rng):
     from tests.test_search_runner import qa_reply
     from tests.test_sweep import reader
 
-    if "builder of the Eiffel Tower" in prompt:
-        return qa_reply(prompt, params, i, rng)
-    if "Where was" in prompt:
-        return reader(prompt, params, i, rng)
-    return f"answer {rng.randrange(100)} to {prompt[-12:]}"
+    try:
+        if prompt.endswith(("Yes", "No")):  # the judge's prompts are only scored (max_new_tokens 0)
+            raise LookupError
+        if "builder of the Eiffel Tower" in prompt:
+            return qa_reply(prompt, params, i, rng)
+        if "Where was" in prompt:
+            return reader(prompt, params, i, rng)
+        raise LookupError
+    except (LookupError, AssertionError):
+        return f"answer {rng.randrange(100)} to {prompt[-12:]}"
 
 
 def logprob(prompt, continuation):
@@ -52,6 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per generate call (to kill mid-sweep)")
+    parser.add_argument("--reward", action="store_true", help="a reward model: /classify with two logits")
     args = parser.parse_args()
     from ragscale.engines.server import make_server
 
@@ -62,6 +68,10 @@ def main() -> int:
 
                 time.sleep(args.delay)
             return super().generate(prompts, params)
+
+        if args.reward:
+            def classify(self, texts):  # "good" class logit: the number ending the text
+                return [[0.0, float(t.rsplit(" ", 1)[-1])] for t in texts]
 
     server = make_server(Engine(reply, logprob=logprob), "127.0.0.1", args.port)
     print(f"serving scripted-bytes on http://127.0.0.1:{server.server_address[1]}", flush=True)

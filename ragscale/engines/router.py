@@ -42,6 +42,8 @@ def router_command(worker_urls: list[str], port: int, host: str = "127.0.0.1", p
     """``python -m sglang_router launch ...`` for workers that are already running."""
     return [python, "-m", "sglang_router", "launch", "--host", host, "--port", str(port),
             "--worker-urls", *worker_urls, "--policy", policy, "--log-level", log_level,
+            # Its own metrics exporter listens on a fixed port by default: two routers would collide.
+            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
             # Notice a dead worker within seconds, so its requests go to the others.
             "--health-check-interval-secs", "2", "--health-failure-threshold", "1"]
 
