@@ -44,6 +44,12 @@ else:
         help="A local folder with the server model's tokenizer, so prompts go out as exact token ids. "
              "Not needed for SmolLM2 or when the server's tokenizer path exists on this machine.",
     )
+    timeout = st.number_input(
+        "Answer timeout (seconds)", min_value=1.0, max_value=86_400.0, step=30.0,
+        value=float(active.timeout or 600.0),
+        help="How long to wait for one answer from the server (a long generation); the health check waits at "
+             "least 20 s, as SGLang's /health may take that long.",
+    )
     check, use = st.columns(2)
     if check.button("Check health"):
         try:
@@ -57,7 +63,8 @@ else:
             st.session_state[HEALTH_KEY] = (url, False, str(exc))
     if use.button("Use this server", type="primary"):
         try:
-            set_engine_spec(EngineSpec("sglang", url=url.strip(), tokenizer=tokenizer.strip() or None))
+            set_engine_spec(EngineSpec("sglang", url=url.strip(), tokenizer=tokenizer.strip() or None,
+                                       timeout=None if timeout == 600.0 else float(timeout)))
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))
