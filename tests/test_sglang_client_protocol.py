@@ -310,10 +310,12 @@ def test_non_numeric_fields_and_foreign_error_bodies(canned):
         client(url).generate([[1]], SamplingParams(max_new_tokens=2))
     assert str(failure.value).startswith("the SGLang server rejected /generate: HTTP 400: bad thing xxx")
     assert "\n" not in str(failure.value) and len(str(failure.value)) < 260
+    # A JSON 200 from a foreign service is not SGLang's model info: a clean error, nothing echoed.
     routes["/model_info"] = ok({"model_path": "secret-internal-model-name", "token": "s3cr3t"})
     routes["/health"] = ok(b"", "text/plain")
-    # A JSON 200 from a foreign service: nothing but the model name field is ever read.
-    assert "s3cr3t" not in repr(client(url).info)
+    with pytest.raises(EngineError, match="not SGLang's; is this an SGLang server") as failure:
+        client(url).health()
+    assert "secret" not in str(failure.value) and "s3cr3t" not in str(failure.value)
 
 
 def test_engine_page_timeout_input_reaches_the_engine_spec():

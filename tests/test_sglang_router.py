@@ -199,3 +199,32 @@ def test_two_embedded_workers_behind_the_router(tmp_path):
         alone.flush_cache(timeout=30)
         run_sweep(spec, alone, ResultsStore(tmp_path / "d.sqlite"), dataset=data, retriever=WordRetriever(data.corpus))
     assert comparable(tmp_path / "r.sqlite") == comparable(tmp_path / "d.sqlite")
+
+
+@pytest.mark.model
+def test_serve_router_command_runs_workers_and_router_until_interrupted():
+    import re
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ragscale", "serve", "router", "--workers", "1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not any(line.startswith("router:") for line in lines):
+            lines.append(proc.stdout.readline())
+        url = f"http://127.0.0.1:{port}"
+        assert f"router: {url}" in "".join(lines)
+        engine = SGLangEngine(url, timeout=600)
+        engine.health()
+        assert engine.info.model == "SmolLM2-135M-Instruct" and engine.info.context_window == 8192
+        out = engine.generate([engine.chat_prompt("Say hi.")], SamplingParams(max_new_tokens=3))
+        assert 1 <= out[0].usage.completion_tokens <= 3
+        worker = re.search(r"workers: (\S+)", "".join(lines)).group(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert proc.returncode == 0
+    with pytest.raises(requests.ConnectionError):  # the worker went down with it
+        requests.get(worker + "/health", timeout=2)

@@ -257,8 +257,7 @@ class EngineService:
     # -- generation ------------------------------------------------------------------------
     def parse(self, body) -> GenerateBody:
         engine = self.require_engine()
-        return parse_generate(body, engine.encode, self.context_len, self.max_req_input_len, self.vocab_size,
-                              self.limits)
+        return parse_generate(body, engine.encode, self.context_len, self.vocab_size, self.limits)
 
     def generate(self, body) -> dict | list:
         request = self.parse(body)

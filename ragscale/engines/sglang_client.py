@@ -100,7 +100,13 @@ class SGLangEngine(Engine):
         self.model_info()
 
     def model_info(self) -> dict:
-        return self._get_json_fallback("model_info", ("/model_info", "/get_model_info"))
+        info = self._get_json_fallback("model_info", ("/model_info", "/get_model_info"))
+        # SGLang's model info always names its model and says whether it generates; a JSON answer
+        # without both is some other service, and nothing of it is shown.
+        if not isinstance(info.get("model_path"), str) or not isinstance(info.get("is_generation"), bool):
+            raise EngineError(f"{self.url} answered the model-info request with JSON that is not SGLang's; "
+                              "is this an SGLang server?")
+        return info
 
     def server_info(self) -> dict:
         return self._get_json_fallback("server_info", ("/server_info", "/get_server_info"))
@@ -116,7 +122,8 @@ class SGLangEngine(Engine):
             model = self.model_info()
             name = model.get("served_model_name") or model.get("model_path") or "unknown"
             window, self.max_input_tokens = self._context_window()
-            self._info = EngineInfo(kind="sglang", model=str(name)[:200], context_window=window, url=self.url)
+            self._info = EngineInfo(kind="sglang", model=_one_line(str(name))[:120], context_window=window,
+                                    url=self.url)
         return self._info
 
     def _context_window(self) -> tuple[int, int | None]:

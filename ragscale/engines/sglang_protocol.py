@@ -327,7 +327,6 @@ _NOOP_DEFAULTS = {
     "json_schema": None, "regex": None, "ebnf": None, "structural_tag": None, "stop_regex": None,
     "beam_width": None, "watermark": None, "custom_params": None,
 }
-_IGNORED = ("spaces_between_special_tokens", "stream_interval")  # presentation only
 HONOURED = ("max_new_tokens", "temperature", "top_p", "top_k (-1 or >= vocabulary)", "stop", "n", "sampling_seed")
 
 
@@ -384,8 +383,7 @@ def _per_prompt(value: Any, count: int, name: str, default: Any) -> list:
 
 
 def parse_generate(body: Any, encode: Callable[[str], list[int]], context_len: int,
-                   max_req_input_len: int | None = None, vocab_size: int | None = None,
-                   limits: ServerLimits = ServerLimits()) -> GenerateBody:
+                   vocab_size: int | None = None, limits: ServerLimits = ServerLimits()) -> GenerateBody:
     """A /generate body -> prompts for the engine, or ProtocolError with SGLang's status and body."""
     req = check_contract(body)
     for name in _FEATURE_FIELDS:
