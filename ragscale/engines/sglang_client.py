@@ -64,7 +64,11 @@ _PLAIN_MESSAGES = ("Cache not flushed", "Flush cache failed", "Failed to deseria
 
 class SGLangEngine(Engine):
     def __init__(self, url: str, tokenizer=None, timeout: float | None = DEFAULT_TIMEOUT,
-                 connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5):
+                 connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
+                 follow_router_workers: bool = True):
+        """``follow_router_workers``: behind sglang-router, read the context window from the first
+        worker it lists (a second URL, not typed by the user; only numbers are read from it). An
+        app that confines which hosts it contacts can turn it off (the window then falls back)."""
         url = (url or "").strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise EngineError(f"an SGLang URL looks like http://host:30000, got {url[:80]!r}")
@@ -75,6 +79,7 @@ class SGLangEngine(Engine):
         self.timeout = (connect_timeout, read)
         self.retries = retries
         self.backoff = backoff
+        self.follow_router_workers = follow_router_workers
         # A path/name to load, or a ready tokenizer object (tests pass one).
         self._tokenizer_path = tokenizer if isinstance(tokenizer, (str, Path)) else None
         self._tokenizer = None if self._tokenizer_path or tokenizer is None else tokenizer
@@ -132,7 +137,7 @@ class SGLangEngine(Engine):
             server = self.server_info()
         except EngineError:
             server = {}
-        if server.get("router_manager") or "workers_count" in server:
+        if self.follow_router_workers and (server.get("router_manager") or "workers_count" in server):
             worker = self._first_worker()
             if worker is not None:
                 return worker._context_window()
