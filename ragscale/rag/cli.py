@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 HOTPOT_SAMPLE = "hotpotqa_sample70.json"
 
@@ -62,6 +63,7 @@ def cmd_sweep(args) -> int:
     from ragscale.datasets import load_dataset
 
     dataset = load_dataset(args.dataset)  # bad paths fail here, before a model loads
+    retriever_settings_from_args(args)  # so does an unreachable --chroma-url
     store = ResultsStore(args.out)
     engine = engine_from_args(args)
     bar, progress = _tqdm_progress("sweep")
@@ -178,6 +180,7 @@ def register(commands) -> None:
     sweep.add_argument("--no-chains", action="store_true",
                        help="IterDRAG demonstrations from gold decompositions, without generating chains")
     add_engine_args(sweep)
+    add_retrieval_args(sweep)
     sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
     sweep.add_argument("--json", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
