@@ -49,7 +49,7 @@ def test_page_without_results_explains_what_to_do(tmp_path):
     at.session_state["scaling_runs.results_path"] = str(tmp_path / "none.sqlite")
     at.run()
     assert not at.exception, at.exception
-    assert any("No results at" in i.value for i in at.info)
+    assert any("no results file at" in i.value for i in at.info)
 
 
 def test_page_rejects_a_bad_grid(tmp_path):
