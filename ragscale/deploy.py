@@ -112,6 +112,12 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def printable(text: str, limit: int = 80) -> str:
+    """A value another server sent (a model name), cut to one short printable line."""
+    cleaned = "".join(c if c.isprintable() else " " for c in str(text)).strip()
+    return _shorten(cleaned, limit) or "unknown"
+
+
 def viewer_path(text: str, kind: str) -> Path:
     """The regular file a viewer asked for, resolved; ``kind`` is "dataset" or "results".
 
@@ -143,6 +149,26 @@ def viewer_path(text: str, kind: str) -> Path:
         except (OSError, ValueError, RuntimeError):
             continue
     raise refusal
+
+
+def viewer_folder(text: str) -> Path:
+    """A folder a viewer named (a tokenizer's, say), resolved: any folder in local mode, one
+    under the dataset roots in shared mode (same uniform refusal as ``viewer_path``)."""
+    folders = data_roots()
+    text = _typed(text, "folder path")
+    typed = Path(text).expanduser() if not shared() else Path(text)
+    candidates = [typed] if typed.is_absolute() or not shared() else [folder / typed for folder in folders]
+    for candidate in candidates:
+        try:
+            resolved = candidate.resolve()
+            if resolved.is_dir() and (not shared() or _inside(resolved, folders)):
+                return resolved
+        except (OSError, ValueError, RuntimeError):
+            continue
+    if not shared():
+        raise UserError(f"no such folder: {_shorten(text)}")
+    raise UserError(f"{_shorten(text)!r} is not a folder this server offers; "
+                    f"give a folder under {', '.join(str(f) for f in folders)}")
 
 
 def sweep_output_path(text: str) -> Path:

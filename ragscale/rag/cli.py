@@ -186,15 +186,15 @@ def register(commands) -> None:
     sweep.add_argument("--no-chains", action="store_true",
                        help="IterDRAG demonstrations from gold decompositions, without generating chains")
     add_engine_args(sweep)
-    sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
+    sweep.add_argument("--out", default="results.sqlite", help="SQLite results store; an existing one is resumed")
     sweep.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sweep.set_defaults(func=cmd_sweep)
 
     fit = commands.add_parser("fit", help="fit the allocation model to sweep results")
     fit.add_argument("--results", required=True, help="results store written by `ragscale sweep --out`")
     fit.add_argument("--metric", choices=("acc", "em", "f1"), default="acc",
-                     help="score to fit: acc (a gold answer appears in the prediction), em (exact match) "
-                          "or f1 (token F1)")
+                     help="score to fit: acc = a gold answer appears in the prediction, em = exact match, "
+                          "f1 = token F1")
     fit.add_argument("--sigmoid", choices=("paper", "logistic"), default="paper",
                      help="paper: the paper's fitted sigmoid on per-dataset z-scored scores; logistic: the plain "
                           "logistic on the score as a fraction")
@@ -205,7 +205,7 @@ def register(commands) -> None:
     report = commands.add_parser("report", help="best configuration per budget per strategy")
     report.add_argument("--results", required=True, help="results store written by `ragscale sweep --out`")
     report.add_argument("--metric", choices=("acc", "em", "f1"), default="acc",
-                        help="score to rank configurations by: acc, em or f1 (as for fit)")
+                        help="score to rank configurations by: acc, em or f1, as for fit")
     report.add_argument("--budgets", help="comma-separated token budgets per question "
                                           "(default: 1-2-5 steps up to the largest run)")
     report.add_argument("--json", action="store_true", help="print a JSON list of rows")
