@@ -152,3 +152,12 @@ def test_unknown_mode_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RAGSCALE_MODE", "public")
     with pytest.raises(UserError, match="RAGSCALE_MODE must be one of local, shared"):
         viewer_path("x", "dataset")
+
+
+def test_the_shipped_demo_results_are_never_a_sweep_target(monkeypatch):
+    from ragscale.config import DATA_DIR
+
+    for mode in ("local", "shared"):
+        monkeypatch.setenv("RAGSCALE_MODE", mode)
+        with pytest.raises(UserError, match="shipped demo results are read-only|directly in"):
+            sweep_output_path(str(DATA_DIR / "demo_results.sqlite"))
