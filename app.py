@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import FragmentHandledException
 
 from pages.common import engine_sidebar, engine_spec
 from ragscale.engines import describe_spec
@@ -76,6 +77,8 @@ try:
     navigation.run()
 except UserError as exc:  # meant for people: one line
     st.error(str(exc))
-except Exception:  # a crash: a friendly box here, the traceback in the server log (showErrorDetails = "none")
+except Exception as exc:  # a crash: a friendly box here, the traceback in the server log (showErrorDetails = "none")
+    if isinstance(exc, FragmentHandledException):
+        raise  # a fragment's crash: Streamlit already logged it and showed its generic message
     logging.getLogger("ragscale.app").exception("page %r failed", navigation.title)
     st.error("Sorry, this page hit an unexpected error. The details are in the app's log; reload to try again.")

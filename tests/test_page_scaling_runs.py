@@ -258,3 +258,11 @@ def test_a_sweep_into_a_file_that_is_no_store_never_makes_an_engine(tmp_path, mo
     at.button(key="sr_start").click().run()
     assert not at.exception, at.exception
     assert any("not a ragscale results store" in e.value for e in at.error) and not made
+
+
+def test_a_store_of_other_rows_is_one_line_not_a_crash(tmp_path):
+    store = ResultsStore(tmp_path / "odd.sqlite")
+    store.add(KIND, "a", {"x": 1})  # a ragscale store, but not rows a sweep wrote
+    at = _page_on(str(tmp_path / "odd.sqlite"))
+    assert not at.exception, at.exception
+    assert any("not ragscale sweep rows" in e.value for e in at.error)

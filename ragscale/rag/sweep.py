@@ -29,6 +29,9 @@ from ragscale.store import ResultsStore
 KIND = "rag"          # per-question rows
 RUN_KIND = "rag_run"  # one summary record per sweep invocation
 METRICS = ("acc", "em", "f1")
+# What config_table reads from every per-question row.
+ROW_FIELDS = ("dataset", "model", "strategy", "k", "m", "n", "status", "effective_length", "cached_tokens",
+              "uncached_tokens", "em", "f1", "acc", "calls", "iterations", "seconds", "skip_reason")
 
 Progress = Callable[[int, int, str], None]
 
@@ -167,6 +170,9 @@ def config_table(rows: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
                "calls_mean", "iterations_mean", "seconds_mean", "skip_reason"]
     if rows is None or rows.empty:
         return pd.DataFrame(columns=columns)
+    missing = sorted(set(ROW_FIELDS) - set(rows.columns))
+    if missing:  # a store of something else, or hand-edited
+        raise UserError(f"these are not ragscale sweep rows (missing {', '.join(missing[:5])})")
     out = []
     for (ds, model, strategy, k, m, n), group in rows.groupby(["dataset", "model", "strategy", "k", "m", "n"], sort=False):
         ok = group[group["status"] == "ok"]
