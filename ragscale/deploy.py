@@ -83,7 +83,9 @@ def max_file_bytes() -> int:
     try:
         megabytes = float(text) if text else DEFAULT_MAX_FILE_MB[mode()]
     except ValueError:
-        raise UserError(f"RAGSCALE_MAX_FILE_MB must be a number of megabytes, got {text!r}") from None
+        megabytes = float("nan")
+    if not 0 < megabytes < 1e9:  # also refuses nan and inf
+        raise UserError(f"RAGSCALE_MAX_FILE_MB must be a positive number of megabytes, got {text!r}")
     return int(megabytes * 1024 * 1024)
 
 
