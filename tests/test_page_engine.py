@@ -83,37 +83,44 @@ def test_shared_mode_allows_only_loopback_and_listed_urls(monkeypatch):
     assert "not an engine this server may call" in at.error[0].value
 
 
-def test_shared_mode_shows_nothing_a_foreign_server_sends(monkeypatch):
-    """A loopback web server that is not SGLang: its 404 body and a JSON field never reach the page."""
+def _foreign_server(secret: str, json_404: bool):
+    """A loopback web server that is not SGLang: healthy, then HTML (or a JSON 404) with a secret."""
     import http.server
     import json
     import threading
 
-    secret = "SECRET-BODY-4242"
-
     class Foreign(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            ok = self.path == "/health"
-            body = (json.dumps({"model_path": secret}) if self.path == "/get_model_info"
-                    else f"<html>{secret}</html>").encode()
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Length", str(len(body)))
+            status, body = 200, f"<html>{secret}</html>"
+            if json_404 and self.path != "/health":
+                status, body = 404, json.dumps({"model_path": secret, "error": secret})
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data)
 
         def log_message(self, *args):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("mode, json_404", [("shared", True), ("shared", False), ("local", False)])
+def test_nothing_a_foreign_server_sends_reaches_the_page(mode, json_404, monkeypatch):
+    secret = "SECRET-BODY-4242"
+    server, url = _foreign_server(secret, json_404)
+    monkeypatch.setenv("RAGSCALE_MODE", mode)
     try:
         at = _sglang_section(url)
         at.button(key="engine_check").click().run()
-        assert not at.exception, at.exception
+        assert not at.exception, at.exception  # an HTML 200 used to end in a traceback
         shown = " ".join(e.value for e in at.error) + " ".join(s.value for s in at.success)
-        assert "did not answer as an SGLang server" in shown and secret not in shown
+        assert at.error and not at.success and secret not in shown
+        if mode == "shared":  # a fixed line; the client's own words only in local mode
+            assert "did not answer as an SGLang server (details are in the app's log)" in shown
         at.button(key="engine_use").click().run()
         assert at.session_state[SPEC_KEY] == EngineSpec()
     finally:
