@@ -364,3 +364,18 @@ def test_version_and_help_texts(capsys):
         assert len(described) == len(commands[name]._actions), f"{name}: an option has no description"
         text = " ".join(commands[name].format_help().split())
         assert "(default: None)" not in text and ") (default:" not in text, text
+
+
+@pytest.mark.parametrize("flags", [
+    ["--strategies", "zero-shot"],
+    ["--strategies", "many-shot", "--m", "0,1"],
+    ["--strategies", "rag,drag", "--k", "0", "--m", "0,1"],
+])
+def test_k_0_sweeps_from_the_command_line(tmp_path, capsys, monkeypatch, flags):
+    monkeypatch.setattr("ragscale.engines.make_engine", lambda spec: ScriptedEngine(lambda *args: "Paris"))
+    monkeypatch.setattr("ragscale.retrieval.build_retriever", lambda *a, **k: pytest.fail("no index for k = 0"))
+    out = tmp_path / "k0.sqlite"
+    assert main(["sweep", "--dataset", "demo", "--limit", "2", "--n", "1", *flags, "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows_written"] == summary["rows_total"] > 0
+    assert {r["k"] for r in ResultsStore(out, read_only=True).records(KIND)} == {0}
