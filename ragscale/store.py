@@ -72,6 +72,7 @@ class ResultsStore:
         self.read_only = read_only
         self.created = False  # True when this writer made the file (see discard_if_empty)
         self._lock = threading.Lock()
+        self._anchor: sqlite3.Connection | None = None
         if read_only:
             self._open_for_reading()
         else:
@@ -119,6 +120,12 @@ class ResultsStore:
                     con.execute("ROLLBACK")
                 finally:
                     con.close()
+                # Held open while this writer lives, so the -wal file exists all that time: readers
+                # then know a writer is attached and read through the WAL (see _connect). With a
+                # connection per operation only, every add would end in a checkpoint that rewrites
+                # pages of the main file under a reader that opened it as immutable.
+                self._anchor = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                self._anchor.execute("SELECT 1 FROM records LIMIT 1").fetchall()
         except UserError:
             if self.created:
                 self._remove_files()
@@ -154,7 +161,9 @@ class ResultsStore:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             header = _header(self.path) or b""
             if header[18:19] == b"\x02" and not Path(f"{self.path}-wal").exists():
-                uri += "&immutable=1"  # WAL store, no writer attached: read it without side files
+                # A WAL store with no writer attached (a writer keeps its -wal file while it
+                # lives): read it without creating side files beside it.
+                uri += "&immutable=1"
             con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         else:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -199,6 +208,18 @@ class ResultsStore:
         with self._reading() as con:
             return con.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (kind,)).fetchone()[0]
 
+    def close(self) -> None:
+        """Let go of the file (a writer's last close checkpoints and removes the -wal file)."""
+        anchor, self._anchor = self._anchor, None
+        if anchor is not None:
+            anchor.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
     def discard_if_empty(self) -> bool:
         """Remove the file this writer created if nothing was ever stored in it (a failed first
         run leaves no empty store behind). Returns True when it was removed."""
@@ -214,6 +235,7 @@ class ResultsStore:
         return True
 
     def _remove_files(self) -> None:
+        self.close()
         for suffix in ("", *_SIDE_FILES):
             try:
                 Path(f"{self.path}{suffix}").unlink()

@@ -171,3 +171,25 @@ def test_discard_if_empty_removes_only_a_file_this_writer_created(tmp_path):
     assert not kept.discard_if_empty() and (tmp_path / "kept.sqlite").exists()
     again = ResultsStore(tmp_path / "kept.sqlite")  # it existed before: never removed
     assert not again.discard_if_empty()
+
+
+def test_a_read_only_viewer_watches_a_live_writer_and_leaves_nothing_behind(tmp_path):
+    import os
+
+    path = tmp_path / "r.sqlite"
+    writer = ResultsStore(path)
+    viewer = ResultsStore(path, read_only=True)
+    seen = []
+
+    def write():
+        for i in range(200):
+            writer.add("rag", f"k{i}", {"i": i})
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    while thread.is_alive():
+        seen.append(viewer.count("rag"))  # through the WAL while the writer lives: never torn
+    thread.join()
+    assert seen == sorted(seen) and viewer.count("rag") == 200
+    writer.close()  # the writer's last close checkpoints and removes its side files
+    assert viewer.count("rag") == 200 and sorted(os.listdir(tmp_path)) == ["r.sqlite"]

@@ -108,6 +108,8 @@ class JobRegistry:
                 log.exception("sweep %s into %s failed", job.id, path)
                 store.discard_if_empty()
             finally:
+                if store is not out:  # opened here: let go of the file (and its -wal) now
+                    store.close()
                 job.finished = time.time()
 
         job.thread = threading.Thread(target=work, name=f"sweep-{job.id}", daemon=True)
