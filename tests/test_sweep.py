@@ -278,6 +278,8 @@ def no_model(monkeypatch):
     (["--strategies", ","], "--strategies: give at least one"),
     (["--k", "-1"], "--k values must be non-negative"),
     (["--n", "0"], "--n values must be >= 1"),
+    (["--n", "1000000000"], "--n values must be <= 64"),
+    (["--k", "99999999999"], "--k values must be <= 10,000"),
     (["--k", "1,x"], "--k: use comma-separated whole numbers"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--m", "0,9"], "--m up to 9 needs a demonstration pool"),

@@ -29,6 +29,7 @@ from ragscale.store import ResultsStore
 KIND = "rag"          # per-question rows
 RUN_KIND = "rag_run"  # one summary record per sweep invocation
 METRICS = ("acc", "em", "f1")
+MAX_K, MAX_N = 10_000, 64
 # What config_table reads from every per-question row.
 ROW_FIELDS = ("dataset", "model", "strategy", "k", "m", "n", "status", "effective_length", "cached_tokens",
               "uncached_tokens", "em", "f1", "acc", "calls", "iterations", "seconds", "skip_reason")
@@ -61,6 +62,10 @@ class SweepSpec:
                 raise UserError(f"--{name[0]} values must be non-negative integers, got {list(values)}")
         if not self.ns or any(v < 1 for v in self.ns):
             raise UserError(f"--n values must be >= 1, got {list(self.ns)}")
+        # Far beyond the paper's grid (k <= 1,000, n <= 5); a typo must not start a run of days.
+        for name, values, top in (("k", self.ks, MAX_K), ("m", self.ms, MAX_K), ("n", self.ns, MAX_N)):
+            if max(values) > top:
+                raise UserError(f"--{name} values must be <= {top:,}, got {max(values):,}")
         if self.limit is not None and self.limit < 1:
             raise UserError("--limit must be >= 1")
         if self.batch_size < 1:
