@@ -150,6 +150,8 @@ class ResultsStore:
                 raise self._damaged(str(exc)) from None
             if name == "SQLITE_NOTADB":
                 raise self._not_a_store(str(exc)) from None
+            if self.read_only:
+                raise UserError(f"cannot read the results store {self.path} ({exc})") from None
             if name.startswith("SQLITE_READONLY") or name.startswith("SQLITE_CANTOPEN") or name == "SQLITE_PERM":
                 raise UserError(f"cannot write the results store {self.path} ({exc}); "
                                 "check its permissions or choose another file") from None
