@@ -61,10 +61,9 @@ def sweep_form() -> None:
         m_text = mid.text_input("m (demonstrations)", "0,1,2", key="sr_m")
         n_text = right.text_input("n (IterDRAG iterations)", "1,2", key="sr_n")
         limit = right.number_input("Questions", min_value=1, max_value=5000, value=20, key="sr_limit")
-        out = st.text_input("Results file (resumed if it exists)", MY_RESULTS, key="sr_out",
-                            help=f"A file name in {results_dir()}.")
-        st.caption(f"Engine: {describe_spec(engine_spec())} (change it on the Engine page). "
-                   "Finished rows are never repeated: rerunning the same grid resumes it.")
+        out = st.text_input("Results file (resumed if it exists)", MY_RESULTS, key="sr_out")
+        st.caption(f"Engine: {describe_spec(engine_spec())} (change it on the Engine page). A bare file name "
+                   f"goes to {results_dir()}. Finished rows are never repeated: rerunning the same grid resumes it.")
         if st.button("Start sweep", type="primary", disabled=dataset is None, key="sr_start"):
             try:
                 spec = sw.SweepSpec(dataset=dataset, strategies=tuple(strategies), ks=sw.parse_int_list(k_text, "k"),
