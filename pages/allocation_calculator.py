@@ -16,8 +16,10 @@ from ragscale.allocation import (
     BUDGET_OPTIONS, PAPER_PROFILE, STRATEGIES, STRATEGY_DESCRIPTIONS, TABLE1_DATASETS, AllocationModel, CostModel,
     TokenSizes, available_profiles, frontier, load_table1, nearest_budget_option, paper_profile, parse_budget,
 )
-from ragscale.allocation.calculator import calculate
-from ragscale.allocation.explain import FIDELITY_METHOD, HOW_COMPUTED, WHY_DISAGREE
+from ragscale.allocation.calculator import calculate, headline, score_label, summary_line
+from ragscale.allocation.explain import (
+    FIDELITY_METHOD, HOW_COMPUTED, PAPER_PROFILE_NOTE, PRICES_NOTE, TOKEN_SIZE_LABELS, WHY_DISAGREE,
+)
 from ragscale.allocation.fidelity import fidelity_display, fidelity_report
 from ragscale.allocation.profiles import METRICS, Profile, default_informativeness
 from ragscale.errors import UserError
@@ -91,7 +93,8 @@ def profile_input() -> Profile:
                             help="The paper's fit, or profiles fitted to your own runs (Scaling runs page).")
         if name != PAPER_PROFILE.name:
             profile = profiles[name]
-            st.caption(f"Fitted on {profile.n_rows or '?'} rows; R² {profile.r2 if profile.r2 is None else round(profile.r2, 3)}")
+            st.caption(f"Fitted on {profile.n_rows or '?'} rows; R² {profile.r2 if profile.r2 is None else round(profile.r2, 3)}; "
+                       f"context window {fmt_tokens(profile.context_window) if profile.context_window else 'unknown'}")
             return profile
         dataset = st.selectbox("Read scores as dataset", TABLE1_DATASETS, index=TABLE1_DATASETS.index("hotpotqa"),
                                key="alloc_dataset")
@@ -101,19 +104,14 @@ def profile_input() -> Profile:
                                 key=f"alloc_idoc_{dataset}_{metric}")
         i_shot = st.number_input("i_shot (gain of 1 demonstration, z-units)", value=round(float(i_shot), 3),
                                  step=0.05, key=f"alloc_ishot_{dataset}_{metric}")
-        st.caption("a, b, c from Yue et al. 2025 Table 8; context window 1M tokens per call (Gemini 1.5 Flash as "
-                   "run in the paper). i_doc/i_shot and the z-score scale are not published: defaults are "
-                   "estimated from its Table 1 (approximation).")
+        st.caption(PAPER_PROFILE_NOTE)
         return paper_profile(dataset, metric, i_doc, i_shot)
 
 
 def sizes_input() -> TokenSizes:
-    labels = {"doc": "document", "question": "question", "answer": "answer", "subquery": "sub-query",
-              "intermediate": "intermediate answer", "instruction": "instruction",
-              "demo_steps": "steps per IterDRAG demonstration"}
     with st.sidebar.expander("Token sizes"):
         values = {key: st.number_input(label, min_value=0.0, value=float(getattr(TokenSizes(), key)), step=1.0,
-                                       key=f"alloc_size_{key}") for key, label in labels.items()}
+                                       key=f"alloc_size_{key}") for key, label in TOKEN_SIZE_LABELS.items()}
     return TokenSizes(**values)
 
 
@@ -130,7 +128,7 @@ def cost_input() -> CostModel:
         hit = None if auto_cache else st.slider("Prefix-cache hit fraction", 0.0, 1.0, 0.5)
         prefill = st.number_input("Prefill tokens/s", min_value=1.0, value=d.prefill_tokens_per_s, step=500.0)
         decode = st.number_input("Decode tokens/s", min_value=1.0, value=d.decode_tokens_per_s, step=10.0)
-        st.caption("Default prices: Gemini 1.5 Flash list prices for prompts ≤128k (2024). Replace with yours.")
+        st.caption(PRICES_NOTE)
     return CostModel(*prices, qpd, hit, prefill, decode)
 
 
@@ -145,7 +143,6 @@ strategy = c1.selectbox("Strategy", ("auto",) + STRATEGIES, key="alloc_strategy"
                         help="\n".join(f"- **{k}**: {v}" for k, v in STRATEGY_DESCRIPTIONS.items()))
 mode = c2.radio("Configuration", ("Auto-optimise", "Manual k, m, n"), horizontal=True, key="alloc_mode")
 profile_key, sizes_key = profile.to_dict(), sizes.to_dict()
-score_label = f"predicted {profile.metric.upper()}" if profile.metric else "predicted score"
 manual = None
 if mode != "Auto-optimise":
     knob = "drag" if strategy == "auto" else strategy
@@ -160,32 +157,21 @@ if calc.error:
 for notice in calc.notices:
     st.warning(notice)
 chosen, costs, window = calc.chosen.to_dict(), calc.costs, profile.context_window
+label = score_label(profile)
 
-m1, m2, m3 = st.columns(3)
-delta = None if manual is None else f"{calc.delta_vs_best:+.1f} vs best"
-m1.metric(score_label[0].upper() + score_label[1:], f"{chosen['predicted_score']:.1f}", delta=delta,
-          help=f"{profile.name}" + (f", read as {profile.metric.upper()} on {profile.dataset}" if profile.dataset else ""))
-m2.metric("Strategy", chosen["strategy"], help=STRATEGY_DESCRIPTIONS.get(chosen["strategy"]))
-m3.metric("k · m · n", f"{chosen['k']} · {chosen['m']} · {chosen['n']}",
-          help="k retrieved documents, m demonstrations, n iterations")
-m4, m5, m6 = st.columns(3)
-m4.metric("Tokens per question", fmt_tokens(chosen["effective_tokens"]), help=f"budget {budget:,}")
-m5.metric("Cost per query", fmt_usd(costs.cost_per_query_usd))
-m6.metric("Cost per month", fmt_usd(costs.cost_per_month_usd), help=f"{cost.queries_per_day:,.0f} queries/day, 30 days")
-st.caption(f"Latency ≈ {costs.latency_s:.1f} s per question over {costs.calls:.0f} model call(s); largest call "
-           f"{fmt_tokens(costs.largest_call_tokens)} tokens of "
-           + (f"a {fmt_tokens(window)} context window" if window else "an unknown context window (calls not bounded)")
-           + f"; {costs.cached_input_tokens:,.0f} of {costs.input_tokens:,.0f} input tokens billed as cached.")
+for column, number in zip(st.columns(3) + st.columns(3), headline(calc, profile, cost, manual is not None)):
+    column.metric(**number)
+st.caption(summary_line(calc))
 
 left, right = st.columns(2)
 left.plotly_chart(frontier_figure(cached_frontier(profile_key, sizes_key), budget,
                                   load_table1() if profile.name == PAPER_PROFILE.name else None,
-                                  profile.metric or "em", profile.dataset or None, chosen, score_label,
+                                  profile.metric or "em", profile.dataset or None, chosen, label,
                                   context_window=window, compact=True), width="stretch")
 heat = chosen["strategy"] if chosen["strategy"] in ("drag", "iterdrag") else "drag"
 right.plotly_chart(cached_heatmap(profile_key, sizes_key, budget, heat, int(chosen["n"]),
                                   {key: chosen[key] for key in ("k", "m")} if heat == chosen["strategy"] else None,
-                                  score_label), width="stretch")
+                                  label), width="stretch")
 
 per = st.radio("Cost per", ("month", "query"), horizontal=True, key="alloc_cost_per")
 bars = [(f"chosen: {chosen['strategy']}", costs)] + [(f"best {name}", option_cost)

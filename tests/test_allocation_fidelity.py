@@ -5,40 +5,30 @@ import pandas as pd
 import pytest
 
 from ragscale.allocation import TABLE1_DATASETS, load_table1, optimise, paper_profile
-from ragscale.allocation.fidelity import (
-    PAPER_BUDGETS,
-    fidelity_display,
-    fidelity_findings,
-    fidelity_markdown,
-    fidelity_report,
-    fidelity_rows,
-    fidelity_summary,
-    fidelity_table,
-    table1_best_within,
-)
+from ragscale.allocation import fidelity as F
 from ragscale.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def report():
-    return fidelity_report("em")
+    return F.fidelity_report("em")
 
 
 def test_table1_best_within_carries_a_method_forward():
     table = load_table1()
-    at5m = table1_best_within(table, "hotpotqa", "em", 5_000_000).set_index("strategy")
+    at5m = F.table1_best_within(table, "hotpotqa", "em", 5_000_000).set_index("strategy")
     # DRAG is last reported at 1M: it keeps that score at 5M, marked as carried.
     assert at5m.at["drag", "table_score"] == 47.4 and at5m.at["drag", "table_carried"]
     assert at5m.at["iterdrag", "table_score"] == 51.7 and not at5m.at["iterdrag", "table_carried"]
-    at16k = table1_best_within(table, "hotpotqa", "em", 16_000).set_index("strategy")
+    at16k = F.table1_best_within(table, "hotpotqa", "em", 16_000).set_index("strategy")
     assert set(at16k.index) == {"zero-shot", "many-shot", "rag", "drag", "iterdrag"}
     assert not at16k["table_carried"].any()
 
 
 def test_one_cell_per_dataset_and_budget(report):
     cells = report["cells"]
-    assert len(cells) == len(TABLE1_DATASETS) * len(PAPER_BUDGETS) == 20
-    assert set(zip(cells["dataset"], cells["budget"])) == {(d, b) for d in TABLE1_DATASETS for b in PAPER_BUDGETS}
+    assert len(cells) == len(TABLE1_DATASETS) * len(F.PAPER_BUDGETS) == 20
+    assert set(zip(cells["dataset"], cells["budget"])) == {(d, b) for d in TABLE1_DATASETS for b in F.PAPER_BUDGETS}
 
 
 def test_cells_agree_with_the_optimiser_and_the_table(report):
@@ -66,8 +56,8 @@ def test_summary_counts_match_the_cells(report):
 
 
 def test_the_window_is_what_makes_the_model_pick_iterdrag_at_5m():
-    with_window = fidelity_table(fidelity_rows("em"))
-    without = fidelity_table(fidelity_rows("em", context_window=None))
+    with_window = F.fidelity_table(F.fidelity_rows("em"))
+    without = F.fidelity_table(F.fidelity_rows("em", context_window=None))
     at5m = with_window[with_window["budget"] == 5_000_000]
     assert (at5m["model_strategy"] == "iterdrag").all() and (at5m["n"] >= 2).all()
     assert (without[without["budget"] == 5_000_000]["model_strategy"] == "drag").all()
@@ -82,21 +72,21 @@ def test_findings_state_the_measured_numbers(report):
 
 
 def test_display_and_markdown(report):
-    shown = fidelity_display(report["cells"])
+    shown = F.fidelity_display(report["cells"])
     assert len(shown) == 20 and shown["budget"].iloc[0] == "16k"
-    markdown = fidelity_markdown(report["cells"])
+    markdown = F.fidelity_markdown(report["cells"])
     assert markdown.count("\n") == 21 and "| hotpotqa | 1M |" in markdown
 
 
 @pytest.mark.parametrize("metric", ["f1", "acc"])
 def test_other_metrics(metric):
-    cells = fidelity_table(fidelity_rows(metric))
+    cells = F.fidelity_table(F.fidelity_rows(metric))
     assert len(cells) == 20 and np.isfinite(cells["gap_points"]).all()
 
 
 def test_unknown_metric():
     with pytest.raises(UserError):
-        fidelity_rows("bleu")
+        F.fidelity_rows("bleu")
 
 
 def test_fidelity_figure_has_a_panel_per_dataset(report):

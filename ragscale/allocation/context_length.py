@@ -121,12 +121,17 @@ def _demo_tokens(strategy: str, k, sizes: TokenSizes):
     return 0.0 * k
 
 
+def _first_prompt(strategy: str, k, m, sizes: TokenSizes):
+    """P_1: instruction, m demonstrations, the test question's k documents and the question."""
+    return sizes.instruction + m * _demo_tokens(strategy, k, sizes) + k * sizes.doc + sizes.question
+
+
 def effective_length(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> np.ndarray:
     """Input tokens over every call for one question; broadcasts over k, m and n."""
     sizes = sizes or TokenSizes()
     k, m, n = canonical_theta(strategy, k, m, n)
     docs = k * sizes.doc
-    first_prompt = sizes.instruction + m * _demo_tokens(strategy, k, sizes) + docs + sizes.question
+    first_prompt = _first_prompt(strategy, k, m, sizes)
     if strategy != "iterdrag":
         return first_prompt
     growth = sizes.subquery + docs + sizes.intermediate
@@ -137,13 +142,12 @@ def largest_call(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> np.
     """Tokens of the biggest single model call for one question (prompt + its output); broadcasts."""
     sizes = sizes or TokenSizes()
     k, m, n = canonical_theta(strategy, k, m, n)
-    docs = k * sizes.doc
-    first_prompt = sizes.instruction + m * _demo_tokens(strategy, k, sizes) + docs + sizes.question
+    first_prompt = _first_prompt(strategy, k, m, sizes)
     if strategy != "iterdrag":
         return first_prompt + sizes.answer
     # The forced final call reads P_{n+1} = P_1 + n (s + k d + r) and writes the answer; no earlier
     # call is larger (call B of iteration n reads P_{n+1} - r and writes r).
-    return first_prompt + n * (sizes.subquery + docs + sizes.intermediate) + sizes.answer
+    return first_prompt + n * (sizes.subquery + k * sizes.doc + sizes.intermediate) + sizes.answer
 
 
 def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict:
@@ -157,11 +161,11 @@ def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict
     k, m, n = canonical_theta(strategy, k, m, n)
     total = effective_length(strategy, k, m, n, sizes)
     shared = sizes.instruction + m * _demo_tokens(strategy, k, sizes)
+    biggest = largest_call(strategy, k, m, n, sizes)
     if strategy == "iterdrag":
-        first_prompt = shared + k * sizes.doc + sizes.question
-        last_prompt = first_prompt + n * (sizes.subquery + k * sizes.doc + sizes.intermediate)
-        # Call t's prompt starts with call t-1's prompt, so every prompt but the last is reused.
-        cacheable = shared + total - last_prompt
+        # Call t's prompt starts with call t-1's prompt, so every prompt but the last is reused;
+        # the last prompt is the largest call less the answer it writes.
+        cacheable = shared + total - (biggest - sizes.answer)
         output = n * (sizes.subquery + sizes.intermediate) + sizes.answer
         calls = 2 * n + 1
     else:
@@ -173,5 +177,5 @@ def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict
         "cacheable": np.minimum(cacheable, total),
         "output": output + 0.0 * total,
         "calls": calls + 0.0 * total,
-        "largest_call": largest_call(strategy, k, m, n, sizes) + 0.0 * total,
+        "largest_call": biggest + 0.0 * total,
     }

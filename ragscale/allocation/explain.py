@@ -35,3 +35,15 @@ WHY_DISAGREE = (
     "cannot hold more. Predicted scores are mapped back from z-scores with Table 1's own mean and spread (the "
     "paper does not publish its scale), so the gap in points is approximate."
 )
+
+PAPER_PROFILE_NOTE = (
+    "a, b, c from Yue et al. 2025 Table 8; context window 1M tokens per call (Gemini 1.5 Flash as run in the "
+    "paper). i_doc/i_shot and the z-score scale are not published: defaults are estimated from its Table 1 "
+    "(approximation)."
+)
+
+PRICES_NOTE = "Default prices: Gemini 1.5 Flash list prices for prompts ≤128k (2024). Replace with yours."
+
+TOKEN_SIZE_LABELS = {"doc": "document", "question": "question", "answer": "answer", "subquery": "sub-query",
+                     "intermediate": "intermediate answer", "instruction": "instruction",
+                     "demo_steps": "steps per IterDRAG demonstration"}

@@ -101,9 +101,9 @@ def frontier_figure(frontier: pd.DataFrame, budget: float | None = None, table1:
         yaxis["range"] = [min(ys) - 0.06 * span - 0.5, max(ys) + 0.06 * span + 0.5]
     layout = dict(
         xaxis=xaxis, yaxis=yaxis,
-        # Four entries a row: two short rows under the axis instead of a stack as tall as the chart.
         legend=dict(orientation="h", y=-0.16, yanchor="top", x=0, font=dict(size=11),
-                    entrywidth=0.25, entrywidthmode="fraction", itemsizing="constant"),
+                    # Four entries a row: two short rows under the axis, not a stack as tall as the chart.
+                    **(dict(entrywidth=0.25, entrywidthmode="fraction", itemsizing="constant") if compact else {})),
         margin=dict(l=10, r=10, t=40, b=10), height=560, shapes=shapes, annotations=annotations,
         title=dict(text="Best predicted score within a budget, P*(L_max)"),
     )
