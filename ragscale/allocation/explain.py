@@ -30,8 +30,8 @@ FIDELITY_METHOD = (
 WHY_DISAGREE = (
     "**Why they disagree**: the model has no term for the strategy. IterDRAG is credited only through a_n·log n, "
     "while each iteration re-sends the whole prompt twice, so up to 1M the model spends the budget on DRAG's k "
-    "and m; Table 1 shows IterDRAG ahead from 128k on (multi-hop questions gain from decomposition, which "
-    "θ = (k, m, n) cannot express). At 5M the model picks IterDRAG only because of the 1M window: one DRAG call "
+    "and m; Table 1 has IterDRAG ahead in most cells from 128k on (multi-hop questions gain from "
+    "decomposition, which θ = (k, m, n) cannot express). At 5M the model picks IterDRAG only because of the 1M window: one DRAG call "
     "cannot hold more. Predicted scores are mapped back from z-scores with Table 1's own mean and spread (the "
     "paper does not publish its scale), so the gap in points is approximate."
 )

@@ -151,13 +151,16 @@ def fidelity_findings(cells: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     found = []
     total, same = len(cells), int(cells["same_winner"].sum())
     found.append(f"The model picks Table 1's winning strategy in {same} of {total} cells "
-                 f"(datasets x budgets); its predicted best is off by {cells['gap_points'].abs().mean():.1f} "
+                 f"(datasets × budgets); its predicted best is off by {cells['gap_points'].abs().mean():.1f} "
                  f"points on average ({cells['gap_points'].mean():+.1f} signed).")
+
+    def counted(values: pd.Series) -> str:
+        return ", ".join(f"{name} on {count}" for name, count in values.value_counts().items())
+
     for budget, part in cells.groupby("budget"):
-        picks = ", ".join(f"{s} {c}x" for s, c in part["model_strategy"].value_counts().items())
-        table = ", ".join(f"{s} {c}x" for s, c in part["table_strategy"].value_counts().items())
-        found.append(f"{fmt_tokens(budget)}: model picks {picks}; Table 1's best is {table}; "
-                     f"winner share {part['winner_share'].mean():.1%}.")
+        found.append(f"{fmt_tokens(budget)}: the model picks {counted(part['model_strategy'])} of {len(part)} "
+                     f"datasets; Table 1's winner is {counted(part['table_strategy'])}; Table 1's score for the "
+                     f"model's pick is {part['winner_share'].mean():.1%} of its best.")
     low, high = cells["budget"].min(), cells["budget"].max()
     rise = cells.pivot_table(index="dataset", columns="budget", values=["model_score", "table_best"])
     model_rise = (rise["model_score"][high] - rise["model_score"][low]).mean()
