@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "ragscale.search.cli",
     "ragscale.search.bench",
     "ragscale.explorer.cli",
+    "ragscale.plots.cli",
 )
 
 

@@ -150,7 +150,8 @@ def run_sweep(spec: SweepSpec, engine: Engine, store: ResultsStore, *, dataset: 
             batch = questions[start:start + spec.batch_size]
             say(finished, total, f"{config.name}: questions {start + 1}-{start + len(batch)} of {len(questions)}")
             for row in runner.run(config, batch):
-                row.update(dataset=dataset.name, model=model, engine=engine.info.kind)
+                row.update(dataset=dataset.name, model=model, engine=engine.info.kind,
+                           context_window=engine.info.context_window)
                 if store.add(KIND, row_key(dataset.name, model, config, row["qid"]), row):
                     result.rows_written += 1
                     result.rows_skipped_over_context += row["status"] == "skipped"
@@ -166,13 +167,25 @@ def run_sweep(spec: SweepSpec, engine: Engine, store: ResultsStore, *, dataset: 
 
 # ---- analysis -----------------------------------------------------------------------------
 
+def _context_window(group: pd.DataFrame, model: str):
+    """The engine's window the rows ran under (recorded since the window joined the allocation model;
+    older stores of the embedded model get its fixed window, others stay unknown)."""
+    if "context_window" in group:
+        recorded = pd.to_numeric(group["context_window"], errors="coerce").dropna()
+        if len(recorded):
+            return int(recorded.min())
+    from ragscale.engines.model_files import CONTEXT_WINDOW, MODEL_NAME
+
+    return CONTEXT_WINDOW if model == MODEL_NAME else None
+
+
 def config_table(rows: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """One row per configuration: mean scores, per-question length max/mean, cache hits, skips."""
     if metric not in METRICS:
         raise UserError(f"metric must be one of {', '.join(METRICS)}")
     columns = ["dataset", "model", "strategy", "k", "m", "n", "questions", "skipped", "complete", "score",
                "em", "f1", "acc", "length_max", "length_mean", "cached_mean", "uncached_mean", "cache_hit",
-               "calls_mean", "iterations_mean", "seconds_mean", "skip_reason"]
+               "calls_mean", "iterations_mean", "seconds_mean", "skip_reason", "context_window"]
     if rows is None or rows.empty:
         return pd.DataFrame(columns=columns)
     missing = sorted(set(ROW_FIELDS) - set(rows.columns))
@@ -199,6 +212,7 @@ def config_table(rows: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
             "iterations_mean": float(ok["iterations"].mean()) if len(ok) else np.nan,
             "seconds_mean": float(ok["seconds"].mean()) if len(ok) else np.nan,
             "skip_reason": next((r for r in group["skip_reason"] if r), None),
+            "context_window": _context_window(group, model),
         })
     return pd.DataFrame(out, columns=columns).sort_values(["dataset", "model", "strategy", "k", "m", "n"]).reset_index(drop=True)
 
@@ -275,7 +289,9 @@ def fit_allocation(table: pd.DataFrame, sigmoid: str = "paper"):
     if len(rows) < MIN_FIT_CONFIGS:
         raise UserError(f"the fit needs at least {MIN_FIT_CONFIGS} complete configurations with scores; "
                         f"these results have {len(rows)} (run a larger grid)")
-    return AllocationModel(sigmoid=sigmoid).fit(rows[["dataset", "strategy", "k", "m", "n", "score"]].reset_index(drop=True))
+    # The engine's context window travels into the fit, so the optimiser never proposes a call it could not take.
+    keep = ["dataset", "strategy", "k", "m", "n", "score"] + (["context_window"] if "context_window" in rows else [])
+    return AllocationModel(sigmoid=sigmoid).fit(rows[keep].reset_index(drop=True))
 
 
 def load_rows(path_or_store) -> pd.DataFrame:
