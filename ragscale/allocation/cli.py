@@ -46,6 +46,11 @@ def _sizes(pairs: list[str]) -> TokenSizes:
     return TokenSizes.from_dict(values)
 
 
+COST_FLAGS = {"price_input_per_m": "--price-input", "price_cached_per_m": "--price-cached",
+              "price_output_per_m": "--price-output", "queries_per_day": "--queries-per-day",
+              "cache_hit_fraction": "--cache-hit"}
+
+
 def resolve_profile(name: str, dataset: str, metric: str, i_doc=None, i_shot=None):
     """``paper`` is read back on the chosen dataset/metric; other names come from available_profiles."""
     if name in ("paper", PAPER_NAME):
@@ -57,9 +62,15 @@ def allocate(args) -> int:
     budget = parse_budget(args.budget)
     profile = resolve_profile(args.profile, args.dataset, args.metric, args.i_doc, args.i_shot)
     sizes = _sizes(args.size)
-    cost = CostModel(price_input_per_m=args.price_input, price_cached_per_m=args.price_cached,
-                     price_output_per_m=args.price_output, queries_per_day=args.queries_per_day,
-                     cache_hit_fraction=args.cache_hit)
+    try:
+        cost = CostModel(price_input_per_m=args.price_input, price_cached_per_m=args.price_cached,
+                         price_output_per_m=args.price_output, queries_per_day=args.queries_per_day,
+                         cache_hit_fraction=args.cache_hit)
+    except UserError as exc:  # CostModel names its fields; a CLI user typed flags
+        message = str(exc)
+        for field, flag in COST_FLAGS.items():
+            message = message.replace(field, flag)
+        raise UserError(message) from None
     allocation = optimise(profile, budget, args.strategy, sizes)
     costs = cost_breakdown(allocation, sizes, cost)
     result = allocation.to_dict() | {
