@@ -50,7 +50,7 @@ demo-results: install
 
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page ets-select explorer retrieval sweep prefix-cache engine serve kv
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer retrieval sweep prefix-cache engine serve kv
 bench: install
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \
