@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -49,16 +50,47 @@ def vector_segment(store: Path, name: str) -> tuple[str, str] | None:
     return (row[0], row[1]) if row else None
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(path: Path, limit: int | None = None) -> str:
+    """sha256 of the file, or of its first ``limit`` bytes."""
+    digest = hashlib.sha256()
+    remaining = limit
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while remaining is None or remaining > 0:
+            block = handle.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+            if not block:
+                break
+            digest.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return digest.hexdigest()
+
+
+def _hnsw_extent(folder: Path) -> dict[str, int]:
+    """How many bytes of each HNSW file hnswlib reads: chromadb rewrites the slots past the last
+    stored element with whatever was in memory (seen: ``length.bin`` changed at every exit of a
+    process that had opened the collection, with no data added), so only the used part can be
+    hashed. The header (hashed in full) says how much is used: chromadb's ``header.bin`` is a
+    4-byte format version (1), then hnswlib's size_t fields offset_level0, max_elements,
+    cur_element_count, size_data_per_element. Unknown layout: every byte is hashed."""
+    try:
+        header = (folder / "header.bin").read_bytes()
+    except OSError:
+        return {}
+    if len(header) != 100 or struct.unpack_from("<I", header, 0)[0] != 1:
+        return {}
+    max_elements, count, per_element = struct.unpack_from("<QQQ", header, 12)
+    if count > max_elements:
+        return {}  # a damaged header: hash everything, and the header's own hash will differ anyway
+    return {"data_level0.bin": count * per_element, "length.bin": count * 4}
 
 
 def segment_files(store: Path, segment_id: str) -> dict[str, dict]:
     folder = Path(store) / segment_id
     if not folder.is_dir():
         return {}
-    return {p.name: {"bytes": p.stat().st_size, "sha256": _file_digest(p)}
+    extent = _hnsw_extent(folder)
+    return {p.name: {"bytes": p.stat().st_size, "hashed_bytes": extent.get(p.name),
+                     "sha256": _file_digest(p, extent.get(p.name))}
             for p in sorted(folder.iterdir()) if p.is_file()}
 
 
@@ -109,10 +141,10 @@ def check_collection(store: Path, name: str, expected: dict) -> str | None:
     actual = {p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
     if not recorded or actual != set(recorded):
         return "its index files are missing or unexpected"
-    for file_name, facts in recorded.items():
-        path = folder / file_name
-        if path.stat().st_size != facts.get("bytes") or _file_digest(path) != facts.get("sha256"):
-            return f"its index file {file_name} changed since it was built"
+    current = segment_files(store, ids[1])
+    if current != recorded:
+        changed = next(n for n, facts in current.items() if facts != recorded.get(n))
+        return f"its index file {changed} changed since it was built"
     return None
 
 
