@@ -61,6 +61,7 @@ def test_embed_texts_shape_dtype_and_norm():
     assert a @ b > a @ c
 
 
+@pytest.mark.slow  # ~30-45 s on 2 cores when the cache is cold: it embeds the 694 sample paragraphs
 def test_gold_hotpotqa_paragraphs_rank_in_top_10(hotpotqa_path):
     # Reuses the index in the normal cache dir: built once per machine, never re-embedded.
     data = load_dataset(hotpotqa_path)

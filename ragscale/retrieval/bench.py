@@ -136,7 +136,9 @@ def bench_retrieval(args) -> int:
         if generated:
             # Embedding 100k passages here would take hours (see bench ingest): vectors are generated
             # from the samples' real vectors, so this measures the vector store alone.
-            vectors = embed_texts([d.render() for d in corpus])
+            from ragscale.retrieval.embeddings import BulkEmbedder
+
+            vectors = BulkEmbedder("cpu").embed([d.render() for d in corpus])
             docs, vectors = _generated(corpus, vectors, args.passages)
             embed_seconds = None
         else:
