@@ -177,6 +177,8 @@ def bench_retrieval(args) -> int:
 
 def _embed_in_child(kind: str, texts: list[str]) -> dict:
     """Runs in a fresh process, so peak RSS belongs to one embedding path alone."""
+    if kind != "reference":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as ragscale index runs it; before torch loads
     from ragscale.retrieval import embeddings
 
     if kind == "reference":
@@ -191,6 +193,7 @@ def _embed_in_child(kind: str, texts: list[str]) -> dict:
     vectors = embed(texts)
     seconds = time.perf_counter() - started
     return {"name": name, "vectors": vectors, "seconds": seconds,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -293,6 +296,8 @@ def bench_ingest(args) -> int:
         "reference_passages_per_second": round(ref_rate, 1),
         "reference_peak_rss_mb": round(reference["peak_rss_mb"], 0),
         "speedup": round(fast_rate / ref_rate, 2),
+        "omp_wait_policy": fast["omp_wait_policy"],
+        "reference_omp_wait_policy": reference["omp_wait_policy"],
         "min_cosine_vs_reference": round(float(cosine.min()), 5),
         "gflop_per_passage": round(flops / 1e9, 3),
         "achieved_gflops": round(flops * fast_rate / 1e9, 1),

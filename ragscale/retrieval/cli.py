@@ -46,6 +46,9 @@ def _settings(args):
 
 
 def index_command(args) -> int:
+    from ragscale.retrieval.embeddings import prefer_passive_openmp
+
+    prefer_passive_openmp()  # before torch loads
     settings = _settings(args)
     if args.corpus is None and (args.out or args.embeddings):
         raise UserError("--out and --embeddings go with --corpus")
