@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 HOTPOT_SAMPLE = "hotpotqa_sample70.json"
 
@@ -60,6 +61,7 @@ def cmd_sweep(args) -> int:
     )
     dataset = load_dataset(args.dataset)
     split_for(spec, dataset)
+    retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine_spec = spec_from_args(args)
     store = ResultsStore(args.out)  # not a store, damaged or read-only: refused here
     bar = None
@@ -186,6 +188,7 @@ def register(commands) -> None:
     sweep.add_argument("--no-chains", action="store_true",
                        help="IterDRAG demonstrations from gold decompositions, without generating chains")
     add_engine_args(sweep)
+    add_retrieval_args(sweep)
     sweep.add_argument("--out", default="results.sqlite", help="SQLite results store; an existing one is resumed")
     sweep.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sweep.set_defaults(func=cmd_sweep)
