@@ -44,14 +44,14 @@ test: install browser-deps
 
 # Everything but the slow model and browser tests: the inner loop while developing.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not model and not browser"
+	$(BIN)/python -m pytest -q -m "not model and not browser and not slow"
 
 demo-results: install
 	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_ARGS) --out data/demo_results.sqlite
 
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page ets-select explorer retrieval sweep prefix-cache engine serve serve-load router kv
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer retrieval ingest sweep prefix-cache engine serve serve-load router kv
 bench: install
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \
