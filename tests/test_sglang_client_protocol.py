@@ -321,12 +321,19 @@ def test_non_numeric_fields_and_foreign_error_bodies(canned):
 def test_engine_page_timeout_input_reaches_the_engine_spec():
     from streamlit.testing.v1 import AppTest
 
+    from tests.fakes import ScriptedEngine
     from tests.test_page_engine import PAGE, SPEC_KEY
+    from tests.test_sglang_client import reply, serve
 
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
-    at.radio[0].set_value("SGLang server or sglang-router").run()
-    at.text_input[0].set_value("http://127.0.0.1:9").run()
-    at.number_input[0].set_value(120.0).run()
-    next(b for b in at.button if b.label == "Use this server").click().run()
-    assert not at.exception, at.exception
-    assert at.session_state[SPEC_KEY] == EngineSpec("sglang", url="http://127.0.0.1:9", timeout=120.0)
+    server, url = serve(ScriptedEngine(reply))  # the page makes only a healthy server active
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        at.radio[0].set_value("SGLang server or sglang-router").run()
+        at.text_input[0].set_value(url).run()
+        at.number_input[0].set_value(120.0).run()
+        next(b for b in at.button if b.label == "Use this server").click().run()
+        assert not at.exception, at.exception
+        assert at.session_state[SPEC_KEY] == EngineSpec("sglang", url=url, timeout=120.0)
+    finally:
+        server.shutdown()
+        server.server_close()
