@@ -83,6 +83,12 @@ else:
         help="A local folder with the server model's tokenizer, so prompts go out as exact token ids. "
              "Not needed for SmolLM2 or when the server's tokenizer path exists on this machine.",
     )
+    timeout = st.number_input(
+        "Answer timeout (seconds)", min_value=1.0, max_value=86_400.0, step=30.0,
+        value=float(active.timeout or 600.0), key="engine_timeout",
+        help="How long to wait for one answer from the server (a long generation); the health check waits at "
+             "least 20 s, as SGLang's /health may take that long.",
+    )
     check, use = st.columns(2)
     if check.button("Check health", key="engine_check"):
         st.session_state[HEALTH_KEY] = (url, *check_server(url))
@@ -92,7 +98,8 @@ else:
         if healthy:
             try:
                 folder = str(viewer_folder(tokenizer)) if tokenizer.strip() else None
-                set_engine_spec(EngineSpec("sglang", url=check_engine_url(url), tokenizer=folder))
+                set_engine_spec(EngineSpec("sglang", url=check_engine_url(url), tokenizer=folder,
+                                           timeout=None if timeout == 600.0 else float(timeout)))
                 st.rerun()
             except UserError as exc:
                 st.session_state[HEALTH_KEY] = (url, False, f"tokenizer folder: {exc}")
