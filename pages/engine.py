@@ -11,12 +11,17 @@ import logging
 import streamlit as st
 
 from pages.common import engine_spec, get_engine, set_engine_spec
-from ragscale.deploy import check_engine_url, printable, shared, viewer_folder
+from ragscale.deploy import check_engine_url, check_server_url, printable, shared, viewer_folder
 from ragscale.engines import EngineSpec, describe_spec, live_engine
 from ragscale.errors import EngineError, UserError
+from ragscale.retrieval.options import RetrieverSettings
+from ragscale.retrieval.options import current_settings as current_retrieval
+from ragscale.retrieval.options import use_settings as use_retrieval
+from ragscale.retrieval.status import retrieval_status
 
 EMBEDDED, SGLANG = "Embedded CPU engine (SmolLM2-135M-Instruct)", "SGLang server or sglang-router"
 HEALTH_KEY = "engine_page.health"  # (url, ok, message) of the last health check
+RETRIEVAL_KEY = "engine_page.retrieval"  # (url or None, retrieval_status) of the last store check
 log = logging.getLogger(__name__)
 
 
@@ -150,3 +155,48 @@ if engine is not None:
         if reset.button("Reset the counters", key="engine_reset"):
             engine.reset_stats()
             st.rerun()
+
+# ---- retrieval --------------------------------------------------------------------------------
+st.subheader("Retrieval")
+retrieval = current_retrieval()
+st.write(f"Documents are retrieved from the **{retrieval.describe()}**.")
+STORE, SERVER = "Embedded Chroma store", "Chroma server"
+store_kind = st.radio("Document store", [STORE, SERVER], index=1 if retrieval.url else 0, horizontal=True,
+                      key="retrieval_kind")
+chroma_url = None
+if store_kind == SERVER:
+    chroma_url = st.text_input("Chroma server URL", value=retrieval.url or "http://127.0.0.1:8000",
+                               key="retrieval_url", help="A `chroma run` server; documents are embedded here "
+                               "with MiniLM and only vectors and text travel.")
+check_col, use_col = st.columns(2)
+if check_col.button("Check the store", key="retrieval_check"):
+    try:
+        target = check_server_url(chroma_url, "Chroma server", "http://127.0.0.1:8000") if chroma_url else None
+        with st.spinner("Asking the store ..."):
+            st.session_state[RETRIEVAL_KEY] = (chroma_url, retrieval_status(target))
+    except UserError as exc:
+        st.session_state[RETRIEVAL_KEY] = (chroma_url, {"ok": False, "error": str(exc), "collections": []})
+# On a shared server the store is the operator's choice (RAGSCALE_CHROMA_URL): one viewer must not
+# move every viewer's retrieval, so the page only checks it there.
+if use_col.button("Retrieve from this store", key="retrieval_use", disabled=shared(),
+                  help="Set by the operator (RAGSCALE_CHROMA_URL) on a shared server." if shared() else None):
+    try:
+        target = check_server_url(chroma_url, "Chroma server", "http://127.0.0.1:8000") if chroma_url else None
+        status = retrieval_status(target)
+        st.session_state[RETRIEVAL_KEY] = (chroma_url, status)
+        if status["ok"]:
+            use_retrieval(RetrieverSettings(url=status["url"] if target else None))
+            st.rerun()
+    except UserError as exc:
+        st.session_state[RETRIEVAL_KEY] = (chroma_url, {"ok": False, "error": str(exc), "collections": []})
+checked = st.session_state.get(RETRIEVAL_KEY)
+if checked and checked[0] == chroma_url:
+    status = checked[1]
+    if status["ok"]:
+        latency = f" in {status['latency_ms']:.0f} ms" if status.get("latency_ms") is not None else ""
+        st.success(f"The store answered{latency}: {len(status['collections'])} collection(s).")
+        if status["collections"]:
+            st.dataframe([{"collection": printable(c["name"]), "passages": c["passages"]}
+                          for c in status["collections"]], hide_index=True, width="stretch")
+    else:
+        st.error(f"The store did not answer: {status['error']}")

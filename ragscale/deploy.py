@@ -315,7 +315,14 @@ def _is_loopback_literal(host: str) -> bool:
 
 
 def check_engine_url(url: str) -> str:
+    """``check_server_url`` for an inference engine (SGLang server or router)."""
+    return check_server_url(url, "engine", "http://127.0.0.1:30000")
+
+
+def check_server_url(url: str, what: str = "engine", example_url: str = "http://127.0.0.1:30000") -> str:
     """The URL cleaned (no trailing slash), or ``UserError`` when a viewer may not use it.
+
+    ``what`` names the kind of server in messages ("engine", "Chroma server").
 
     Always: http(s), a host, no user name or password, no query or fragment (which would let a
     caller pick the exact path the server requests). Local mode: any host except link-local
@@ -323,7 +330,7 @@ def check_engine_url(url: str) -> str:
     ``RAGSCALE_ALLOWED_URLS``.
     """
     text = _typed(url, "server URL")
-    example = "give a URL like http://127.0.0.1:30000"
+    example = f"give a URL like {example_url}"
     try:
         parts = urlsplit(text)
         parts.port  # raises ValueError for a port that is not a number in range
@@ -333,16 +340,20 @@ def check_engine_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in text):
         raise UserError(f"{_shorten(text)!r} is not a URL; {example}")
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment or "#" in text or "?" in text:
-        raise UserError(f"{_shorten(text)!r}: an engine URL has no user name, query or fragment; {example}")
+        raise UserError(f"{_shorten(text)!r}: a server URL has no user name, query or fragment; {example}")
     cleaned = text.rstrip("/")
     if shared():
         if _is_loopback_literal(host) and parts.path.strip("/") == "":
             return cleaned
         if _normal(text) in allowed_urls():
             return cleaned
-        raise UserError(f"{_shorten(text)!r} is not an engine this server may call: only loopback "
+        raise UserError(f"{_shorten(text)!r} is not {_article(what)} {what} this server may call: only loopback "
                         "(http://127.0.0.1:PORT) and the URLs in RAGSCALE_ALLOWED_URLS")
     addresses = [_plain(a) for a in _addresses(host)]
     if any(a.is_link_local or a.is_multicast or a.is_unspecified for a in addresses):
-        raise UserError(f"{_shorten(text)!r} is a link-local, multicast or unspecified address, never an engine")
+        raise UserError(f"{_shorten(text)!r} is a link-local, multicast or unspecified address, never {_article(what)} {what}")
     return cleaned
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

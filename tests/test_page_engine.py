@@ -190,3 +190,70 @@ def test_browser_health_check_error(app_url, page, artifacts_dir):
     sidebar = page.locator("[data-testid='stSidebar']")
     assert sidebar.get_by_text("Not started yet").count() == 1  # the engine status; no model was loaded
     page.screenshot(path=str(artifacts_dir / "engine_health_error.png"), full_page=True)
+
+
+# ---- Retrieval section ------------------------------------------------------------------------
+
+def _retrieval_section(monkeypatch, tmp_path, url: str | None = None, mode: str = "local") -> AppTest:
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAGSCALE_MODE", mode)
+    monkeypatch.delenv("RAGSCALE_CHROMA_URL", raising=False)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    if url is not None:
+        at.radio(key="retrieval_kind").set_value("Chroma server").run()
+        at.text_input(key="retrieval_url").set_value(url).run()
+    return at
+
+
+def test_retrieval_section_checks_the_embedded_store(monkeypatch, tmp_path):
+    at = _retrieval_section(monkeypatch, tmp_path)
+    assert any("embedded Chroma store" in m.value for m in at.markdown)
+    at.button(key="retrieval_check").click().run()
+    assert not at.exception
+    assert at.success and "The store answered" in at.success[-1].value
+
+
+@pytest.mark.parametrize("typed, says", [
+    ("not a url", "is not a URL"),
+    ("http://169.254.169.254:8000", "never a Chroma server"),
+])
+def test_retrieval_urls_a_viewer_may_not_use_are_refused(monkeypatch, tmp_path, typed, says):
+    at = _retrieval_section(monkeypatch, tmp_path, typed)
+    at.button(key="retrieval_check").click().run()
+    assert not at.exception
+    assert at.error and says in at.error[-1].value
+
+
+def test_an_unreachable_chroma_server_is_not_made_the_store(monkeypatch, tmp_path):
+    from ragscale.retrieval import options
+
+    at = _retrieval_section(monkeypatch, tmp_path, _closed_port_url())
+    at.button(key="retrieval_use").click().run()
+    assert not at.exception
+    assert at.error and "did not answer" in at.error[-1].value
+    assert options.current_settings().url is None
+
+
+def test_shared_mode_only_checks_the_operators_store(monkeypatch, tmp_path):
+    at = _retrieval_section(monkeypatch, tmp_path, mode="shared")
+    assert at.button(key="retrieval_use").disabled
+    at = _retrieval_section(monkeypatch, tmp_path, "http://10.1.2.3:8000", mode="shared")
+    at.button(key="retrieval_check").click().run()
+    assert at.error and "not a Chroma server this server may call" in at.error[-1].value
+
+
+def test_a_live_chroma_server_is_checked_and_chosen(monkeypatch, tmp_path):
+    from ragscale.retrieval import options
+    from ragscale.retrieval.server import chroma_executable, chroma_server
+
+    if chroma_executable() is None:
+        pytest.skip("the chroma CLI is not installed")
+    try:
+        with chroma_server(tmp_path / "chroma") as url:
+            at = _retrieval_section(monkeypatch, tmp_path, url)
+            at.button(key="retrieval_use").click().run()
+            assert not at.exception
+            assert options.current_settings().url == url
+            assert any(f"Chroma server {url}" in m.value for m in at.markdown)
+    finally:
+        options.use_settings(None)
