@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import numpy as np
 import streamlit as st
 
-from ragscale.allocation import parse_budget
+from ragscale.allocation import BUDGET_OPTIONS, nearest_budget_option, parse_budget
 from ragscale.errors import UserError
 from ragscale.formatting import fmt_tokens
 from ragscale.plots.style import chart_config
@@ -20,26 +19,14 @@ from ragscale.search.config import POLICY_LABELS
 __all__ = ["BUDGET_OPTIONS", "POLICY_LABELS", "budget_input", "chart_config", "clicked_node", "fmt_tokens",
            "node_panel", "page_style", "run_panel", "stepped_slider"]
 
-# Log-spaced budgets for the slider (two significant digits) plus the paper's five.
-BUDGET_OPTIONS = sorted({int(float(f"{b:.2g}")) for b in np.geomspace(1_000, 10_000_000, 41)}
-                        | {16_000, 32_000, 128_000, 1_000_000, 5_000_000})
-
-
-def _exact(tokens: int) -> str:
-    """128000 -> '128k': exact, so the text box parses back to the same integer."""
-    for suffix, unit in (("M", 1_000_000), ("k", 1_000)):
-        if tokens % unit == 0:
-            return f"{tokens // unit}{suffix}"
-    return str(tokens)
-
-
 def budget_input(key: str, budget: int, on_change: Callable[[int], None], *, label: str = "Token budget",
                  check: Callable[[int], str | None] | None = None, columns: Sequence[int] = (3, 1)) -> str | None:
     """A log slider and a text box (16k, 1M, 5_000_000) showing ``budget``; a valid change calls
     ``on_change(tokens)``. Returns the last refused entry's message (None when there was none)."""
     ss = st.session_state
-    ss[f"{key}_s"] = min(BUDGET_OPTIONS, key=lambda b: abs(np.log(b) - np.log(budget)))
-    ss[f"{key}_t"] = _exact(budget)
+    ss[f"{key}_s"] = nearest_budget_option(budget)
+    short = fmt_tokens(budget)  # '128k'; a budget it would round is shown whole, so the text parses back to it
+    ss[f"{key}_t"] = short if parse_budget(short) == budget else f"{budget:,}"
 
     def from_text() -> None:
         text = ss[f"{key}_t"]

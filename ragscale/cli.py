@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from ragscale import __version__
+from ragscale.commandline import use_help_formatter
 from ragscale.errors import UserError
 
 # Modules with ``register(commands)`` and/or ``register_bench(benches)``.
@@ -21,6 +23,7 @@ COMMAND_MODULES = (
     "ragscale.search.cli",
     "ragscale.search.bench",
     "ragscale.explorer.cli",
+    "ragscale.plots.cli",
 )
 
 
@@ -29,20 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ragscale",
         description="Inference-time scaling lab: DRAG/IterDRAG allocation and ETS tree search.",
     )
+    parser.add_argument("--version", action="version", version=f"ragscale {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a concern not built yet must not break the others
-            if not exc.name or not name.startswith(exc.name):
-                raise
-            continue
+        module = importlib.import_module(name)
         if hasattr(module, "register"):
             module.register(commands)
         if hasattr(module, "register_bench"):
             module.register_bench(benches)
+    use_help_formatter(parser)
     return parser
 
 

@@ -25,6 +25,9 @@ def test_landing_page_links_every_page_and_shows_the_engine():
         assert heading in " ".join(h.value for h in app.subheader)
     assert "effective context length" in markdown and "KV cache" in markdown
     links = app.get("page_link")
+    helpers = {"common.py", "widgets.py"}  # shared page code, not pages
+    assert sorted(p.name for p in (ROOT / "pages").glob("*.py") if p.name not in helpers) == sorted(
+        Path(p).name for p in PAGES)
     assert len(links) == len(PAGES)
     assert [link.proto.page for link in links] == [Path(p).stem for p in PAGES]  # in the menu's order
 
@@ -50,3 +53,29 @@ def test_sidebar_follows_the_engine_warm_up(monkeypatch):
     monkeypatch.setattr(live, "started_engine", lambda spec: engine)
     text = captions(landing())
     assert "Ready (warmed up in 7 s)" in text and f"Model: {engine.info.model}" in text and "Not started" not in text
+
+
+def test_a_crashing_page_shows_a_friendly_box_and_logs_the_details(monkeypatch, caplog):
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    app.run()  # imports pages.common (the sidebar keeps its own describe_spec) first
+    assert not app.exception, app.exception
+
+    def broken(spec):
+        raise RuntimeError("internal detail /srv/secret/path")
+
+    # the landing page, run by app.py's navigation, now crashes
+    monkeypatch.setattr("ragscale.engines.describe_spec", broken)
+    app.run()
+    assert not app.exception, app.exception  # nothing reached Streamlit's own error display
+    shown = " ".join(e.value for e in app.error)
+    assert "unexpected error" in shown and "secret" not in shown
+    logged = [r for r in caplog.records if r.name == "ragscale.app"]
+    assert logged and "internal detail" in str(logged[0].exc_info[1])
+
+
+def test_streamlit_config_hides_error_details_and_does_not_watch_files():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"  # "false" would still show tracebacks
+    assert config["server"]["fileWatcherType"] == "none"

@@ -103,7 +103,7 @@ def test_pinned_state_keeps_the_users_configuration_and_flags_an_overrun():
     assert notices == [] and allocation.effective_tokens <= 16_000
     assert V.explorer(state, L.TreeLibrary()).state.with_(question="") == state
     over, notices = V.current_allocation(state.with_(k=500, budget=16_000), MODEL)
-    assert over.effective_tokens > 16_000 and "over the 16,000 budget" in notices[0]
+    assert over.effective_tokens > 16_000 and "over the budget of 16,000" in notices[0]
 
 
 def test_auto_strategy_when_pinned_is_named_by_what_the_configuration_holds():

@@ -140,7 +140,7 @@ def test_budget_reoptimises_unless_pinned(explorer):
     at.toggle(key="ex_pinned").set_value(True).run()
     at.select_slider(key="ex_budget_s").set_value(16_000).run()
     assert at.select_slider(key="ex_k").value == k1m
-    assert any("over the 16,000 budget" in w.value for w in at.warning)
+    assert any("over the budget of 16,000" in w.value for w in at.warning)
 
 
 def test_typed_inputs_follow_sliders_and_bad_budget_text_is_refused(explorer):

@@ -11,12 +11,13 @@ from ragscale.engines.options import add_engine_args, engine_from_args, spec_fro
 from ragscale.errors import UserError
 from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES
 from ragscale.explorer.state import DEFAULT, POLICIES
-from ragscale.commandline import HelpFormatter, csv_list, progress_bar
+from ragscale.commandline import csv_list, progress_bar
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 
 def _shapes(text: str) -> list[tuple[int, int, int]]:
     shapes = []
-    for part in csv_list(text, "shapes"):
+    for part in csv_list(text, "--shapes"):
         try:
             k, m, n = (int(v) for v in part.split(":"))
         except ValueError:
@@ -35,11 +36,11 @@ def cmd_precompute(args) -> int:
     from ragscale.explorer.precompute import grid, library_size, pick_questions, precompute
     from ragscale.search.builder import load_questions
 
-    policies = csv_list(args.policies, "policies")
+    policies = csv_list(args.policies, "--policies")
     bad = [p for p in policies if p not in POLICIES]
     if bad:
         raise UserError(f"--policies takes a comma-separated subset of {', '.join(POLICIES)}; got {args.policies!r}")
-    widths = csv_list(args.widths, "widths", int, minimum=1)
+    widths = csv_list(args.widths, "--widths", int, minimum=1)
     if max(widths) > 64:
         raise UserError("--widths: the Explorer's width slider stops at 64")
     shapes = _shapes(args.shapes)
@@ -52,6 +53,7 @@ def cmd_precompute(args) -> int:
         raise UserError(f"no question {args.question!r} in {dataset.name}")
     questions = [q.qid for q in pick_questions(dataset, args.questions, args.question or "")]
     keys = list(grid(dataset.name, questions, policies, widths, shapes))
+    retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine = engine_from_args(args)
 
     bar, progress = progress_bar("tree library")
@@ -71,7 +73,7 @@ def cmd_precompute(args) -> int:
 
 def register(commands) -> None:
     parser = commands.add_parser(
-        "explorer-precompute", formatter_class=HelpFormatter,
+        "explorer-precompute",
         help="fill the Explorer's tree library: every policy x width x (k, m, n) x question (resumable)")
     parser.add_argument("--dataset", default=DEFAULT.dataset, help="QA dataset ('demo' or a file)")
     parser.add_argument("--questions", type=int, default=3, help="how many questions (multi-hop first)")
@@ -84,6 +86,7 @@ def register(commands) -> None:
     parser.add_argument("--minutes", type=float, help="stop after this long, between two trees (resume later)")
     parser.add_argument("--force", action="store_true", help="search trees that already exist again")
     add_engine_args(parser)
+    add_retrieval_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.set_defaults(func=cmd_precompute)
 
@@ -140,6 +143,7 @@ def cmd_bench_live(args) -> int:
     from ragscale.explorer.library import TreeKey
 
     spec = spec_from_args(args)
+    retriever_settings_from_args(args)
     screen = S.explorer(DEFAULT)  # the default view: its question and configuration
     state, question = screen.state, screen.question
     key = TreeKey(state.dataset, question.qid, args.policy or state.policy, args.width or state.width,
@@ -193,17 +197,17 @@ def cmd_bench_live(args) -> int:
 
 
 def register_bench(benches) -> None:
-    bench = benches.add_parser("explorer", help="uncached time of one Explorer update (no model call)",
-                               formatter_class=HelpFormatter)
+    bench = benches.add_parser("explorer", help="uncached time of one Explorer update (no model call)")
     bench.add_argument("--states", type=int, default=40, help="random views to time")
     bench.add_argument("--json", action="store_true", help="print one JSON line")
     bench.set_defaults(func=cmd_bench)
 
-    live = benches.add_parser("explorer-live", formatter_class=HelpFormatter,
+    live = benches.add_parser("explorer-live",
                               help="one live run of the Explorer's default view, engine and index warmed first")
     live.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
     live.add_argument("--policy", choices=POLICIES, help="another policy than the default view's")
     live.add_argument("--width", type=int, help="another width than the default view's")
     add_engine_args(live)
+    add_retrieval_args(live)
     live.add_argument("--json", action="store_true", help="print one JSON line")
     live.set_defaults(func=cmd_bench_live)

@@ -20,7 +20,6 @@ search width. Heavy pieces (datasets, fits, curves, records) are cached here, bo
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,8 +35,8 @@ from ragscale.allocation import (
     CostModel,
     TokenSizes,
     cost_breakdown,
-    effective_length,
     frontier,
+    manual_allocation,
     optimise,
     token_usage,
 )
@@ -160,7 +159,7 @@ def current_allocation(state: ExplorerState, model, sizes: TokenSizes | None = N
     """The configuration on screen and notices about it.
 
     Not pinned: the optimiser's best (k, m, n) within the budget. Pinned: the user's (k, m, n),
-    with the model's prediction for it and a notice when it does not fit the budget.
+    with the model's prediction for it and notices (over the budget, over the context window).
     """
     sizes = sizes or TokenSizes()
     notices: list[str] = []
@@ -169,15 +168,9 @@ def current_allocation(state: ExplorerState, model, sizes: TokenSizes | None = N
             return optimise(model, state.budget, state.strategy, sizes), notices
         except UserError as exc:
             notices.append(f"{exc}; showing the pinned configuration instead.")
-    strategy = resolved_strategy(state)
-    length = float(effective_length(strategy, state.k, state.m, state.n, sizes))
-    score = float(np.asarray(model.predict(pd.DataFrame(
-        {"strategy": [strategy], "k": [state.k], "m": [state.m], "n": [state.n]}))).ravel()[0])
-    if length > state.budget:
-        notices.append(f"The pinned configuration needs {length:,.0f} tokens per question, over the "
-                       f"{state.budget:,} budget.")
-    return Allocation(strategy, state.k, state.m, state.n, int(math.ceil(length)), state.budget, score,
-                      getattr(model, "name_", ""), getattr(model, "metric_", "")), notices
+    allocation, more = manual_allocation(model, resolved_strategy(state), state.k, state.m, state.n, state.budget,
+                                         sizes)
+    return allocation, notices + more
 
 
 def _allocation(model, state: ExplorerState) -> tuple[Allocation, tuple[str, ...]]:

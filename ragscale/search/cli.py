@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragscale.commandline import HelpFormatter, csv_list, progress_bar
+from ragscale.commandline import csv_list, progress_bar
 from ragscale.engines.options import add_engine_args, engine_from_args
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.errors import UserError
 from ragscale.search import builder
 from ragscale.search.config import POLICY_NAMES, SearchConfig, flag_name
@@ -81,6 +82,7 @@ def cmd_search(args) -> int:
     _check_k(args)
     dataset = builder.load_questions(args.task, args.dataset)
     question = builder.require_question(dataset, args.question)
+    retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine = engine_from_args(args)
     search = _build(args, dataset, engine, [config.policy])
     bar, progress = progress_bar(f"search {config.policy} w={config.width}")
@@ -114,12 +116,12 @@ def cmd_search_sweep(args) -> int:
     from ragscale.search.runner import run_search_sweep
     from ragscale.store import ResultsStore
 
-    policies = csv_list(args.policies, "policies")
+    policies = csv_list(args.policies, "--policies")
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         raise UserError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICY_NAMES)}")
-    widths = csv_list(args.widths, "widths", int, minimum=1)
-    seeds = csv_list(args.seeds, "seeds", int, minimum=0)
+    widths = csv_list(args.widths, "--widths", int, minimum=1)
+    seeds = csv_list(args.seeds, "--seeds", int, minimum=0)
     if args.limit < 1:
         raise UserError(f"--limit must be >= 1; got {args.limit}")
     base = builder.search_config(args.recipe or policies[0], args.task, **config_overrides(args))
@@ -127,16 +129,22 @@ def cmd_search_sweep(args) -> int:
         base.replace(policy=policy, width=max(widths))
     _check_k(args)
     dataset = builder.load_questions(args.task, args.dataset)
+    retriever_settings_from_args(args)
     questions = dataset.questions[: args.limit]
-    engine = engine_from_args(args)
-    search = _build(args, dataset, engine, policies)
-    store = ResultsStore(args.out)  # only now: a refused command leaves no empty store behind
-    bar, progress = progress_bar("search-sweep")
+    store = ResultsStore(args.out)  # not a store, damaged or read-only: refused before a model loads
+    bar = None
     try:
+        engine = engine_from_args(args)
+        search = _build(args, dataset, engine, policies)
+        bar, progress = progress_bar("search-sweep")
         summary = run_search_sweep(engine, search.task, questions, base, policies, widths, seeds, search.verifier,
                                    store, embed=search.embed, dataset=dataset.name, progress=progress)
+    except BaseException:
+        store.discard_if_empty()  # a failed first run leaves no empty results file
+        raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     out = {"out": str(args.out), "dataset": dataset.name, "task": search.task.name, "verifier": search.verifier.name,
            "policies": policies, "widths": widths, "seeds": seeds, "questions": len(questions),
            "runs_total": summary.runs_total, "runs_written": summary.runs_written,
@@ -212,11 +220,11 @@ def _task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify",
                         help="how the PRM is read: a reward model's /classify, or step-tag logprobs")
+    add_retrieval_args(parser)
 
 
 def register(commands) -> None:
-    search = commands.add_parser("search", help="tree search on one question (ETS, REBASE, beam, DVTS, best-of-N)",
-                                 formatter_class=HelpFormatter)
+    search = commands.add_parser("search", help="tree search on one question (ETS, REBASE, beam, DVTS, best-of-N)")
     search.add_argument("--question", help="question id (or index) in the dataset (without it, the first)")
     search.add_argument("--save", help="also write the full result as JSON to this file (the tree with token ids, "
                         "which the Tree search page and ragscale.plots.tree read)")
@@ -226,8 +234,7 @@ def register(commands) -> None:
     search.add_argument("--json", action="store_true", help="print the result as JSON")
     search.set_defaults(func=cmd_search)
 
-    sweep = commands.add_parser("search-sweep", help="policies x widths over a question set into the results store",
-                                formatter_class=HelpFormatter)
+    sweep = commands.add_parser("search-sweep", help="policies x widths over a question set into the results store")
     sweep.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated policies")
     sweep.add_argument("--widths", default="4,8,16", help="comma-separated search widths")
     sweep.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
@@ -241,8 +248,7 @@ def register(commands) -> None:
 
 
 def register_bench(benches) -> None:
-    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean retained KV, KV ratio",
-                            formatter_class=HelpFormatter)
+    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean retained KV, KV ratio")
     kv.add_argument("--dataset", default="demo", help="QA dataset ('demo' or a file)")
     kv.add_argument("--questions", type=int, default=KV_BENCH_QUESTIONS, help="the first N questions")
     kv.add_argument("--k", type=int, default=1, help="documents retrieved per step")
