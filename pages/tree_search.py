@@ -8,6 +8,7 @@ assembled by ragscale.search.builder, the figures are ragscale.plots.tree.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import streamlit as st
@@ -15,6 +16,7 @@ import streamlit as st
 from pages.common import engine_spec, get_engine
 from pages.widgets import POLICY_LABELS, chart_config, page_style, run_panel
 from ragscale.config import SHARED_DATASETS_DIR
+from ragscale.deploy import printable, viewer_path
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 from ragscale.explorer import live
@@ -83,13 +85,13 @@ st.caption("Step-wise tree search over retrieval-augmented reasoning: each node 
 st.subheader("Accuracy against retained KV across widths")
 with st.expander("Another results store"):
     other = st.text_input("Results store (`ragscale search-sweep --out FILE`)", "", key="ts_results_path")
-store = other.strip() or str(sweep.BUNDLED_SEARCH_SWEEP)
+store = str(sweep.BUNDLED_SEARCH_SWEEP)
 records: list[dict] = []
 try:
-    from pathlib import Path
-
-    if Path(store).is_file():
-        records = sweep_records(store, Path(store).stat().st_mtime)
+    if other.strip():  # a typed path: confined and checked by the deployment mode, opened read-only
+        store = str(viewer_path(other, "results"))
+    if os.path.isfile(store):
+        records = sweep_records(store, os.stat(store).st_mtime)
 except UserError as exc:
     st.error(str(exc))
 if records:
@@ -100,10 +102,10 @@ if records:
         f"REBASE needs {matched['ratio']:.2f}x ETS's retained KV to reach ETS's best accuracy "
         f"({matched['accuracy']:.0%}: ETS width {matched['ets_width']}, REBASE width {matched['rebase_width']})"
         if matched else "REBASE never reaches ETS's best accuracy, or one of them is missing")
-        + f". {sweep.PAPER_REFERENCE}. Source: {store}."))
+        + f". {sweep.PAPER_REFERENCE}. Source: {printable(store)}."))
     st.dataframe(table, hide_index=True, width="stretch")
 else:
-    st.info(f"No search-sweep records in {store} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
+    st.info(f"No search-sweep records in {printable(store)} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
             "--policies ets,rebase,beam --widths 2,4,8 --limit 10 --out results.sqlite`.")
 
 # ---- one question, searched live ---------------------------------------------------------------
@@ -124,9 +126,9 @@ with st.sidebar:
         source = st.text_input("GSM8K-style JSONL", key="ts_gsm8k_path", placeholder="question, answer ending '#### <number>'")
 
 dataset = None
-if source:
-    try:
-        dataset = cached_dataset(task, source)
+if source and source.strip():
+    try:  # every path goes through the deployment mode's check (confined in shared mode)
+        dataset = cached_dataset(task, source if source == "demo" else str(viewer_path(source, "dataset")))
     except UserError as exc:
         st.error(str(exc))
 

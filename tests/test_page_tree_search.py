@@ -116,6 +116,50 @@ def test_bad_dataset_path_is_an_error_not_a_crash(app):
     assert app.button(key="ts_run").disabled
 
 
+def test_shared_mode_confines_every_path_box(app, tmp_path, monkeypatch):
+    results, data = tmp_path / "results", tmp_path / "data"
+    results.mkdir()
+    data.mkdir()
+    (data / "link.json").symlink_to("/etc/passwd")
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.setenv("RAGSCALE_RESULTS_DIR", str(results))
+    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(data))
+    for typed in ("/etc/passwd", "../../../../etc/passwd", "/dev/zero"):
+        app.text_input(key="ts_results_path").set_value(typed).run()
+        assert not app.exception, app.exception
+        assert any("is not a results file this server offers" in e.value for e in app.error), app.error
+    app.text_input(key="ts_results_path").set_value("").run()
+    app.selectbox(key="ts_dataset").set_value("a file ...").run()
+    for typed in ("/etc/passwd", "/dev/zero", "link.json", "../link.json"):
+        app.text_input(key="ts_dataset_path").set_value(typed).run()
+        assert not app.exception, app.exception
+        assert any("is not a dataset file this server offers" in e.value for e in app.error), app.error
+        assert app.button(key="ts_run").disabled
+    app.radio(key="ts_task").set_value("reasoning").run()
+    app.text_input(key="ts_gsm8k_path").set_value("/etc/passwd").run()
+    assert any("is not a dataset file this server offers" in e.value for e in app.error)
+    assert app.button(key="ts_run").disabled
+
+
+def test_a_typed_results_store_is_opened_read_only(app, tmp_path, monkeypatch):
+    path = tmp_path / "sweep.sqlite"
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets"), ["ets"], [2], [0],
+                     LMJudge(engine), ResultsStore(path), embed=fake_embed, dataset="tiny")
+    opened = []
+    original = ResultsStore.__init__
+
+    def spy(self, where, *args, **kwargs):
+        opened.append((str(where), kwargs.get("read_only", False)))
+        original(self, where, *args, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "__init__", spy)
+    app.text_input(key="ts_results_path").set_value(str(path)).run()
+    assert not app.exception, app.exception
+    assert not app.error and len(app.dataframe) >= 1
+    assert opened and all(read_only for where, read_only in opened if where == str(path))  # a viewer never writes
+
+
 @pytest.mark.browser
 @pytest.mark.model
 @pytest.mark.timeout(1800)

@@ -168,3 +168,22 @@ def test_help_names_real_defaults_only(command, capsys):
     assert not re.search(r"\(default:[^)]*\)\s*\(default:", " ".join(text.split()))  # never two defaults
     if command[0] != "bench" or command[1] == "kv":
         assert "--threads" in text
+
+
+def test_a_failed_search_sweep_leaves_no_empty_store_but_keeps_a_used_one(scripted, monkeypatch, tmp_path):
+    import ragscale.search.runner as runner
+    from ragscale.errors import EngineError
+
+    argv = ["search-sweep", "--policies", "ets", "--widths", "2", "--limit", "1", "--max-depth", "2"]
+    kept = tmp_path / "kept.sqlite"
+    assert main([*argv, "--out", str(kept)]) == 0
+
+    def broken(*args, **kwargs):
+        raise EngineError("the engine went away")
+
+    monkeypatch.setattr(runner, "run_search_sweep", broken)
+    fresh = tmp_path / "fresh.sqlite"
+    assert main([*argv, "--out", str(fresh)]) == 2
+    assert not list(tmp_path.glob("fresh.sqlite*"))  # nor its -wal / -shm
+    assert main([*argv, "--out", str(kept)]) == 2
+    assert len(ResultsStore(kept).records("search")) == 1  # a store with runs in it is never removed

@@ -65,7 +65,7 @@ def load_sweep_records(path: str | Path) -> list[dict]:
 
     if not Path(path).is_file():
         return []
-    return ResultsStore(path).records("search")
+    return ResultsStore(path, read_only=True).records("search")  # a viewer's store is never written
 
 
 def example_runs(records: list[dict], policies: tuple[str, str] = ("ets", "rebase")) -> list[dict]:
