@@ -15,7 +15,7 @@ from ragscale.datasets.types import Dataset, Document, Question
 from ragscale.explorer import library as L
 from ragscale.explorer import screen as V
 from ragscale.explorer.live import run_tree
-from ragscale.explorer.precompute import grid, precompute
+from ragscale.explorer.precompute import grid, library_size, precompute
 from ragscale.explorer.state import DEFAULT, POLICIES
 from ragscale.plots.explorer import explorer_curve_figure
 from ragscale.search.tree import Tree
@@ -301,6 +301,16 @@ def test_precompute_writes_one_tree_per_policy_and_resumes(tmp_path):
     assert {k.policy for k in stored} == {"ets", "bon"} and {k.question for k in stored} == {"q-2hop"}
     again = precompute(engine(), DATASET, keys, out=tmp_path, retrieve=retrieve, embed=embed)
     assert again.trees == 0 and again.skipped == 2
+    # what the command reports about the library, read back from the records themselves
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    size = library_size(tmp_path)
+    seconds = sum(r["wall_seconds"] for r in records)
+    assert size["trees"] == 2 and size["mb_on_disk"] == round(done.bytes_written / 1e6, 2)
+    assert size["answered_right"] == done.right == sum(r["correct"] for r in records)
+    assert size["gave_an_answer"] == sum(bool(r["answer"].strip()) for r in records)
+    assert size["trees_per_minute"] == round(2 / (seconds / 60), 2)
+    assert size["mean_seconds_by_width"] == {2: round(seconds / 2, 1)}
+    assert library_size(tmp_path / "empty")["trees"] == 0
 
 
 @pytest.mark.parametrize("argv,message", [

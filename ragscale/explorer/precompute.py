@@ -64,14 +64,15 @@ def library_size(folder: str | Path) -> dict:
     import json
 
     files = list(Path(folder).glob("*.json"))
-    seconds, right, by_width = 0.0, 0, {}
+    seconds, right, answered, by_width = 0.0, 0, 0, {}
     for f in files:
         record = json.loads(f.read_text(encoding="utf-8"))
         seconds += record.get("wall_seconds", 0.0)
         right += bool(record.get("correct"))
+        answered += bool(str(record.get("answer") or "").strip())  # a final answer at all, right or wrong
         by_width.setdefault(record["key"]["width"], []).append(record.get("wall_seconds", 0.0))
     return {"trees": len(files), "mb_on_disk": round(sum(f.stat().st_size for f in files) / 1e6, 2),
-            "answered_right": right, "search_minutes": round(seconds / 60, 1),
+            "answered_right": right, "gave_an_answer": answered, "search_minutes": round(seconds / 60, 1),
             "trees_per_minute": round(len(files) / (seconds / 60), 2) if seconds else None,
             "mean_seconds_by_width": {w: round(sum(v) / len(v), 1) for w, v in sorted(by_width.items())}}
 
