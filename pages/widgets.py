@@ -20,30 +20,33 @@ __all__ = ["BUDGET_OPTIONS", "POLICY_LABELS", "budget_input", "chart_config", "c
            "node_panel", "page_style", "run_panel", "stepped_slider"]
 
 def budget_input(key: str, budget: int, on_change: Callable[[int], None], *, label: str = "Token budget",
-                 check: Callable[[int], str | None] | None = None, columns: Sequence[int] = (3, 1)) -> str | None:
-    """A log slider and a text box (16k, 1M, 5_000_000) showing ``budget``; a valid change calls
-    ``on_change(tokens)``. Returns the last refused entry's message (None when there was none)."""
+                 help: str | None = None, check: Callable[[int], str | None] | None = None,
+                 columns: Sequence[int] = (3, 1)) -> str | None:
+    """A log slider (``{key}_slider``) and a text box (``{key}_text``: 16k, 1M, 1e6, 5_000_000)
+    showing ``budget``; a valid change calls ``on_change(tokens)``. Text is read by
+    ``allocation.parse_budget``, the one budget parser. Returns the last refused entry's message
+    (None when there was none); the budget stays what it was."""
     ss = st.session_state
-    ss[f"{key}_s"] = nearest_budget_option(budget)
+    ss[f"{key}_slider"] = nearest_budget_option(budget)
     short = fmt_tokens(budget)  # '128k'; a budget it would round is shown whole, so the text parses back to it
-    ss[f"{key}_t"] = short if parse_budget(short) == budget else f"{budget:,}"
+    ss[f"{key}_text"] = short if parse_budget(short) == budget else f"{budget:,}"
 
     def from_text() -> None:
-        text = ss[f"{key}_t"]
+        text = ss[f"{key}_text"]
         try:
-            value = int(parse_budget(text))
+            value = parse_budget(text)
             problem = check(value) if check else None
         except UserError as exc:
             value, problem = None, str(exc)
         if problem:
-            ss[f"{key}_error"] = f"Budget {text[:40]!r} is not valid: {problem}"
+            ss[f"{key}_error"] = f"Budget {str(text)[:40]!r} is not valid: {problem}"
         else:
             on_change(value)
 
     left, right = st.columns(columns, vertical_alignment="bottom")
-    left.select_slider(f"{label} (per question, log scale)", BUDGET_OPTIONS, key=f"{key}_s", format_func=fmt_tokens,
-                       on_change=lambda: on_change(int(ss[f"{key}_s"])))
-    right.text_input("Budget", key=f"{key}_t", on_change=from_text, help="type 16k, 128000, 1M or 5_000_000")
+    left.select_slider(f"{label} per question (log scale)", BUDGET_OPTIONS, key=f"{key}_slider", format_func=fmt_tokens,
+                       on_change=lambda: on_change(int(ss[f"{key}_slider"])), help=help)
+    right.text_input("Budget (e.g. 16k, 1M, 5_000_000)", key=f"{key}_text", on_change=from_text)
     return ss.pop(f"{key}_error", None)
 
 

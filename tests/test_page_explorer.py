@@ -100,8 +100,8 @@ def test_shared_link_restores_every_control(explorer, trees):
     link = encode(DEFAULT.with_(question=trees[1].qid, budget=32_000, policy="rebase", qpd=5_000,
                                 profile="paper", strategy="iterdrag"))
     at = explorer(link)
-    assert at.text_input(key="ex_budget_t").value == "32k"
-    assert at.select_slider(key="ex_budget_s").value == 32_000
+    assert at.text_input(key="ex_budget_text").value == "32k"
+    assert at.select_slider(key="ex_budget_slider").value == 32_000
     assert at.select_slider(key="ex_k").value == 2 and at.select_slider(key="ex_n").value == 2
     assert at.select_slider(key="ex_width").value == 4
     assert at.session_state["ex_policy"] == "rebase" and at.session_state["ex_qpd"] == 5_000
@@ -132,13 +132,13 @@ def test_unknown_question_in_link_falls_back_with_notice(explorer, trees):
 def test_budget_reoptimises_unless_pinned(explorer):
     at = explorer({"pinned": "0", "strategy": "auto"})
     k16 = at.select_slider(key="ex_k").value
-    at.select_slider(key="ex_budget_s").set_value(1_000_000).run()
+    at.select_slider(key="ex_budget_slider").set_value(1_000_000).run()
     assert not at.exception
     k1m = at.select_slider(key="ex_k").value
     assert k1m > k16 and at.query_params["k"] == str(k1m) and at.query_params["budget"] == "1M"
     # pinned: the budget no longer moves k
     at.toggle(key="ex_pinned").set_value(True).run()
-    at.select_slider(key="ex_budget_s").set_value(16_000).run()
+    at.select_slider(key="ex_budget_slider").set_value(16_000).run()
     assert at.select_slider(key="ex_k").value == k1m
     assert any("over the budget of 16,000" in w.value for w in at.warning)
 
@@ -150,7 +150,7 @@ def test_typed_inputs_follow_sliders_and_bad_budget_text_is_refused(explorer):
     # no tree at width 16: the nearest stored one is shown, labelled, with Run live
     assert any("Nearest stored tree" in i.value and "width 4 (asked 16)" in i.value for i in at.info)
     assert any(b.label.endswith("Run live") for b in at.button)
-    at.text_input(key="ex_budget_t").set_value("lots").run()
+    at.text_input(key="ex_budget_text").set_value("lots").run()
     assert any("Budget 'lots' is not valid" in w.value for w in at.warning)
     assert at.query_params["budget"] == "16k"
 
