@@ -109,3 +109,17 @@ def page(browser):
     pg.set_default_timeout(60_000)
     yield pg
     context.close()
+
+
+@pytest.fixture
+def shared_mode(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """The app in shared deployment mode with its own results folder and dataset root (returned),
+    a symlink out of the root planted in the latter (``link.json`` -> /etc/passwd)."""
+    results, data = tmp_path / "results", tmp_path / "data"
+    results.mkdir()
+    data.mkdir()
+    (data / "link.json").symlink_to("/etc/passwd")
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.setenv("RAGSCALE_RESULTS_DIR", str(results))
+    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(data))
+    return results, data

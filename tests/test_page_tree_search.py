@@ -116,14 +116,7 @@ def test_bad_dataset_path_is_an_error_not_a_crash(app):
     assert app.button(key="ts_run").disabled
 
 
-def test_shared_mode_confines_every_path_box(app, tmp_path, monkeypatch):
-    results, data = tmp_path / "results", tmp_path / "data"
-    results.mkdir()
-    data.mkdir()
-    (data / "link.json").symlink_to("/etc/passwd")
-    monkeypatch.setenv("RAGSCALE_MODE", "shared")
-    monkeypatch.setenv("RAGSCALE_RESULTS_DIR", str(results))
-    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(data))
+def test_shared_mode_confines_every_path_box(app, shared_mode):
     for typed in ("/etc/passwd", "../../../../etc/passwd", "/dev/zero"):
         app.text_input(key="ts_results_path").set_value(typed).run()
         assert not app.exception, app.exception
