@@ -379,3 +379,18 @@ def test_bench_explorer_live_reports_seconds_first_token_and_tokens_per_second(m
     assert out["seconds"] > 0 and 0 < out["first_token_s"] <= out["seconds"]
     assert out["tokens_per_second"] == pytest.approx(out["tokens_generated"] / out["seconds"], rel=0.05)
     assert out["key"]["width"] == DEFAULT.width and out["key"]["k"] == DEFAULT.k and out["target_s"] == 10
+
+
+def test_live_retriever_follows_the_retrieval_setting(monkeypatch):
+    from ragscale.explorer import live
+    from ragscale.retrieval import options
+    from ragscale.search import tasks
+
+    built = []
+    monkeypatch.setattr(tasks, "retriever_for", lambda dataset: built.append(dataset.name) or (lambda q, k: []))
+    monkeypatch.setattr(live, "_retrievers", {})
+    monkeypatch.setattr(options, "_override", None)
+    first = live.shared_retriever(DATASET)
+    assert live.shared_retriever(DATASET) is first and built == ["toy"]  # built once
+    options.use_settings(options.RetrieverSettings(url="http://127.0.0.1:8000"))  # the Engine page's switch
+    assert live.shared_retriever(DATASET) is not first and built == ["toy", "toy"]

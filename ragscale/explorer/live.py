@@ -24,7 +24,7 @@ VERIFIER = "judge"
 _lock = threading.Lock()
 _engines: dict[EngineSpec, Engine] = {}
 _engine_locks: dict[EngineSpec, threading.Lock] = {}
-_retrievers: dict[str, Callable] = {}
+_retrievers: dict[tuple, Callable] = {}  # (dataset name, retrieval setting) -> retrieve
 _status: dict[EngineSpec, "WarmStatus"] = {}
 
 
@@ -54,13 +54,16 @@ def started_engine(spec: EngineSpec) -> Engine | None:
 
 
 def shared_retriever(dataset) -> Callable:
-    """``retrieve(query, k)`` over the dataset's corpus, built once per dataset per process."""
+    """``retrieve(query, k)`` over the dataset's corpus, built once per dataset and retrieval
+    setting per process (the Engine page can switch between the embedded store and a server)."""
+    from ragscale.retrieval.options import current_settings
     from ragscale.search.tasks import retriever_for
 
+    key = (dataset.name, current_settings())
     with _lock:
-        if dataset.name not in _retrievers:
-            _retrievers[dataset.name] = retriever_for(dataset)
-        return _retrievers[dataset.name]
+        if key not in _retrievers:
+            _retrievers[key] = retriever_for(dataset)
+        return _retrievers[key]
 
 
 def warm_status(spec: EngineSpec) -> WarmStatus:
