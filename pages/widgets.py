@@ -46,7 +46,7 @@ def budget_input(key: str, budget: int, on_change: Callable[[int], None], *, lab
     left, right = st.columns(columns, vertical_alignment="bottom")
     left.select_slider(f"{label} per question (log scale)", BUDGET_OPTIONS, key=f"{key}_slider", format_func=fmt_tokens,
                        on_change=lambda: on_change(int(ss[f"{key}_slider"])), help=help)
-    right.text_input("Budget (e.g. 16k, 1M, 5_000_000)", key=f"{key}_text", on_change=from_text)
+    right.text_input("Budget", key=f"{key}_text", on_change=from_text, help="type 16k, 128000, 1M, 1e6 or 5_000_000")
     return ss.pop(f"{key}_error", None)
 
 

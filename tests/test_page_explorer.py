@@ -238,7 +238,13 @@ def test_browser_opens_shared_link_and_clicks_a_node(app_url, page, artifacts_di
     shipped = L.TreeLibrary(L.SHIPPED_TREES).index()
     if not shipped:
         pytest.skip("no shipped trees in data/explorer (run `ragscale explorer-precompute`)")
-    key = next((k for k in shipped if k.policy == "ets"), next(iter(shipped)))
+
+    def has_sub_queries(path) -> bool:  # a node to click must show a sub-query (a one-step tree has none)
+        tree = L.load_record(path)["tree"]
+        return any("sub_query" in (n.get("meta") or {}) for n in (tree["nodes"] if isinstance(tree, dict) else tree))
+
+    key = next((k for k, path in sorted(shipped.items(), key=lambda kv: kv[1].name)
+                if k.policy == "ets" and has_sub_queries(path)), next(iter(shipped)))
     link = encode(DEFAULT.with_(question=key.question, budget=32_000, policy=key.policy, width=key.width,
                                 n=key.n, k=key.k, m=key.m, qpd=5_000))
     page.set_viewport_size({"width": 1440, "height": 1900})  # the whole view in one screenshot
