@@ -109,6 +109,7 @@ profile, sizes, cost = profile_input(), sizes_input(), cost_input()
 st.session_state.setdefault("alloc_budget", 128_000)
 refused = budget_input("alloc_budget", st.session_state["alloc_budget"],
                        lambda tokens: st.session_state.update(alloc_budget=tokens),
+                       box_label="Budget (e.g. 16k, 1M, 5_000_000)",
                        help="Effective context length: input tokens summed over every model call for one question.")
 if refused:
     st.error(refused)

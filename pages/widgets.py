@@ -20,7 +20,7 @@ __all__ = ["BUDGET_OPTIONS", "POLICY_LABELS", "budget_input", "chart_config", "c
            "node_panel", "page_style", "run_panel", "stepped_slider"]
 
 def budget_input(key: str, budget: int, on_change: Callable[[int], None], *, label: str = "Token budget",
-                 help: str | None = None, check: Callable[[int], str | None] | None = None,
+                 box_label: str = "Budget", help: str | None = None, check: Callable[[int], str | None] | None = None,
                  columns: Sequence[int] = (3, 1)) -> str | None:
     """A log slider (``{key}_slider``) and a text box (``{key}_text``: 16k, 1M, 1e6, 5_000_000)
     showing ``budget``; a valid change calls ``on_change(tokens)``. Text is read by
@@ -46,7 +46,7 @@ def budget_input(key: str, budget: int, on_change: Callable[[int], None], *, lab
     left, right = st.columns(columns, vertical_alignment="bottom")
     left.select_slider(f"{label} per question (log scale)", BUDGET_OPTIONS, key=f"{key}_slider", format_func=fmt_tokens,
                        on_change=lambda: on_change(int(ss[f"{key}_slider"])), help=help)
-    right.text_input("Budget", key=f"{key}_text", on_change=from_text, help="type 16k, 128000, 1M, 1e6 or 5_000_000")
+    right.text_input(box_label, key=f"{key}_text", on_change=from_text, help="type 16k, 128000, 1M, 1e6 or 5_000_000")
     return ss.pop(f"{key}_error", None)
 
 
