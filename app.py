@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import FragmentHandledException
 
-from pages.common import engine_sidebar, engine_spec
+from pages.common import engine_sidebar, engine_spec, warm_up
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 
@@ -72,6 +72,7 @@ PAGE_BLURBS = [
 ]
 
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [p for p, _ in PAGE_BLURBS])
+warm_up()  # a background thread: the first paint never waits for the model
 engine_sidebar()
 try:
     navigation.run()

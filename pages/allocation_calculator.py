@@ -12,9 +12,10 @@ import streamlit as st
 import yaml
 
 import pages.common  # noqa: F401  (routes a deep link through app.py)
+from pages.widgets import budget_input
 from ragscale.allocation import (
-    BUDGET_OPTIONS, PAPER_PROFILE, STRATEGIES, STRATEGY_DESCRIPTIONS, TABLE1_DATASETS, AllocationModel, CostModel,
-    TokenSizes, available_profiles, frontier, load_table1, nearest_budget_option, paper_profile, parse_budget,
+    PAPER_PROFILE, STRATEGIES, STRATEGY_DESCRIPTIONS, TABLE1_DATASETS, AllocationModel, CostModel,
+    TokenSizes, available_profiles, frontier, load_table1, paper_profile,
 )
 from ragscale.allocation.calculator import calculate, headline, score_label, summary_line
 from ragscale.allocation.explain import (
@@ -22,7 +23,6 @@ from ragscale.allocation.explain import (
 )
 from ragscale.allocation.fidelity import fidelity_display, fidelity_report
 from ragscale.allocation.profiles import METRICS, Profile, default_informativeness
-from ragscale.errors import UserError
 from ragscale.formatting import fmt_tokens, fmt_usd
 from ragscale.plots.allocation import (
     FRONTIER_BUDGETS, HEATMAP_K, HEATMAP_M, cost_figure, fidelity_figure, frontier_figure, heatmap_figure,
@@ -52,37 +52,6 @@ def cached_heatmap(profile: dict, sizes: dict, budget: int, strategy: str, n: in
 def cached_fidelity(metric: str, sizes: dict):
     report = fidelity_report(metric, TokenSizes.from_dict(sizes))
     return report["cells"], report["findings"]
-
-
-# ---- budget: a log slider and a text box that follow each other ---------------------------------
-def _on_slider():
-    st.session_state["alloc_budget"] = st.session_state["alloc_budget_slider"]
-    st.session_state["alloc_budget_text"] = fmt_tokens(st.session_state["alloc_budget"])
-    st.session_state.pop("alloc_budget_error", None)
-
-
-def _on_text():
-    try:
-        budget = parse_budget(st.session_state["alloc_budget_text"])
-    except UserError as exc:
-        st.session_state["alloc_budget_error"] = str(exc)
-        return  # keep the last valid budget
-    st.session_state.pop("alloc_budget_error", None)
-    st.session_state["alloc_budget"] = budget
-    st.session_state["alloc_budget_slider"] = nearest_budget_option(budget)
-
-
-def budget_input() -> int:
-    if "alloc_budget" not in st.session_state:
-        st.session_state.update(alloc_budget=128_000, alloc_budget_slider=128_000, alloc_budget_text="128k")
-    left, right = st.columns([3, 1])
-    left.select_slider("Token budget per question (log scale)", options=BUDGET_OPTIONS, key="alloc_budget_slider",
-                       format_func=fmt_tokens, on_change=_on_slider,
-                       help="Effective context length: input tokens summed over every model call for one question.")
-    right.text_input("Budget (e.g. 16k, 1M, 5_000_000)", key="alloc_budget_text", on_change=_on_text)
-    if "alloc_budget_error" in st.session_state:
-        right.error(st.session_state["alloc_budget_error"])
-    return int(st.session_state["alloc_budget"])
 
 
 # ---- sidebar: profile, token sizes, prices -----------------------------------------------------
@@ -137,7 +106,14 @@ st.title("Allocation calculator")
 st.caption("What-if budgeting with the computation allocation model of Yue et al. 2025: the (k documents, "
            "m demonstrations, n iterations) that the model predicts is best for a token budget, and its cost.")
 profile, sizes, cost = profile_input(), sizes_input(), cost_input()
-budget = budget_input()
+st.session_state.setdefault("alloc_budget", 128_000)
+refused = budget_input("alloc_budget", st.session_state["alloc_budget"],
+                       lambda tokens: st.session_state.update(alloc_budget=tokens),
+                       box_label="Budget (e.g. 16k, 1M, 5_000_000)",
+                       help="Effective context length: input tokens summed over every model call for one question.")
+if refused:
+    st.error(refused)
+budget = int(st.session_state["alloc_budget"])
 c1, c2 = st.columns([1, 2])
 strategy = c1.selectbox("Strategy", ("auto",) + STRATEGIES, key="alloc_strategy",
                         help="\n".join(f"- **{k}**: {v}" for k, v in STRATEGY_DESCRIPTIONS.items()))

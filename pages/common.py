@@ -1,24 +1,28 @@
-"""Streamlit glue shared by every page: the active engine and small widgets.
+"""Streamlit glue shared by every page: the active engine, its warm-up and its sidebar status.
 
 Not a page itself (app.py lists pages explicitly). Logic stays in `ragscale`; this file only
-keeps per-session choices and caches heavy objects across reruns.
+keeps per-session choices. The engine itself is shared by the whole process
+(``ragscale.explorer.live``), so the one the warm-up loaded is the one every page uses.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ragscale.engines import EngineSpec, describe_spec, make_engine
+from ragscale.engines import EngineSpec, describe_spec, live_engine
+from ragscale.explorer import live
 
 
 def _route_through_app() -> None:
-    """Make a deep link on a fresh server run through app.py like every other request.
+    """Send a deep link on a freshly started server through app.py like every other request.
 
-    While a ``pages/`` folder exists, Streamlit serves the very first request the legacy way
-    (the page file alone, with an auto-generated menu) until app.py's ``st.navigation`` has run
-    once. A shared link to /explorer on a freshly started server would then lose the app's
-    navigation and layout. Switching the legacy flag off and rerunning sends this same URL
-    through app.py (both routes hash the same URL path, so the page is kept).
+    No supported way exists to keep a folder named ``pages/`` beside ``st.navigation``: Streamlit
+    decides "legacy pages-directory app" from that folder's existence alone (``PagesManager``) and
+    documents that only a first ``st.navigation`` call, in any session, ends it ("As soon as any
+    session of your app executes the st.navigation command, your app will ignore the pages/
+    directory", st.navigation's reference). Until then a shared /explorer link would run the page
+    file alone, without app.py's navigation and layout; so the first such request clears the
+    flag st.navigation would have cleared, and reruns the same URL through app.py.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -43,34 +47,51 @@ def set_engine_spec(spec: EngineSpec) -> None:
     st.session_state[ENGINE_SPEC_KEY] = spec
 
 
-@st.cache_resource(show_spinner="Starting the inference engine ...")
-def _engine_for(spec: EngineSpec):
-    # One engine per spec per server process: the embedded model loads once and its prefix
-    # cache is shared by every tab, as a server's would be.
-    return make_engine(spec)
-
-
 def get_engine():
-    return _engine_for(engine_spec())
+    """The active engine, built once per process (waits for a warm-up that is loading it)."""
+    return live.shared_engine(engine_spec())
+
+
+def warm_up() -> None:
+    """Load the active engine, the demo index and MiniLM in the background (never blocks)."""
+    live.warm_up(engine_spec())
 
 
 def engine_sidebar() -> None:
-    """Status of the active engine on every page (never loads a model or calls a server by itself)."""
-    from ragscale.engines import live_engine
-
-    spec = engine_spec()
+    """Status of the active engine on every page; refreshed every 2 s while it warms up."""
     with st.sidebar:
-        st.caption(f"Engine: {describe_spec(spec)}")
-        engine = live_engine(spec)
-        if engine is None:
+        if live.warm_status(engine_spec()).state == "warming":
+            _live_status()
+        else:
+            _status()
+
+
+@st.fragment(run_every=2)
+def _live_status() -> None:
+    _status()
+
+
+def _status() -> None:
+    spec = engine_spec()
+    status = live.warm_status(spec)
+    st.caption(f"Engine: {describe_spec(spec)}")
+    engine = live.started_engine(spec) or live_engine(spec)
+    if status.state == "warming":
+        st.caption(f":material/hourglass_top: Warming up: {status.message} ({status.seconds or 0:.0f} s)")
+    elif status.state == "failed":
+        st.caption(f":material/error: Warm-up failed: {status.message[:200]}")
+    if engine is None:
+        if status.state == "cold":
             st.caption("Not started yet: it starts on first use (or on the Engine page).")
-            return
-        # An SGLang client fetches its info lazily; show it only once known.
-        info = engine.known_info if hasattr(engine, "known_info") else engine.info
-        stats = engine.stats()
-        if info is not None:
-            st.caption(f"Model: {info.model} · context window {info.context_window:,} tokens")
-        st.caption(
-            f"Prefix-cache hit rate {stats.hit_rate:.0%} ({stats.cached_tokens:,} of {stats.prompt_tokens:,} "
-            f"prompt tokens) · {stats.tokens_per_second:.1f} tokens/s over {stats.requests:,} requests"
-        )
+        return
+    if status.state == "ready" and status.seconds is not None:
+        st.caption(f":material/check_circle: Ready (warmed up in {status.seconds:.0f} s)")
+    # An SGLang client fetches its info lazily; show it only once known.
+    info = engine.known_info if hasattr(engine, "known_info") else engine.info
+    stats = engine.stats()
+    if info is not None:
+        st.caption(f"Model: {info.model} · context window {info.context_window:,} tokens")
+    st.caption(
+        f"Prefix-cache hit rate {stats.hit_rate:.0%} ({stats.cached_tokens:,} of {stats.prompt_tokens:,} "
+        f"prompt tokens) · {stats.tokens_per_second:.1f} tokens/s over {stats.requests:,} requests"
+    )

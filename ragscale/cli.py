@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from ragscale import __version__
+from ragscale.commandline import use_help_formatter
 from ragscale.errors import UserError
 
 # Modules with ``register(commands)`` and/or ``register_bench(benches)``.
@@ -24,25 +25,6 @@ COMMAND_MODULES = (
     "ragscale.explorer.cli",
     "ragscale.plots.cli",
 )
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every command's help shows its defaults, but never "(default: None)", "(default: False)"
-    for a switch, or a second default when the help text already names one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
-            return text
-        return super()._get_help_string(action)
-
-
-def _use_formatter(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = HelpFormatter
-    for action in parser._actions:  # argparse keeps subcommands here; there is no public walk
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                _use_formatter(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             module.register(commands)
         if hasattr(module, "register_bench"):
             module.register_bench(benches)
-    _use_formatter(parser)
+    use_help_formatter(parser)
     return parser
 
 

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+# The app warms the engine in a background thread when it starts; tests load models only where
+# they mean to (pytest.mark.model), so the warm-up is off unless a test turns it on.
+os.environ.setdefault("RAGSCALE_WARMUP", "0")
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +109,17 @@ def page(browser):
     pg.set_default_timeout(60_000)
     yield pg
     context.close()
+
+
+@pytest.fixture
+def shared_mode(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """The app in shared deployment mode with its own results folder and dataset root (returned),
+    a symlink out of the root planted in the latter (``link.json`` -> /etc/passwd)."""
+    results, data = tmp_path / "results", tmp_path / "data"
+    results.mkdir()
+    data.mkdir()
+    (data / "link.json").symlink_to("/etc/passwd")
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.setenv("RAGSCALE_RESULTS_DIR", str(results))
+    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(data))
+    return results, data

@@ -1,25 +1,58 @@
-"""The landing page: renders, names the active engine, and links every page."""
+"""The landing page: renders, names the active engine, and every link opens a page that renders."""
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["pages/explorer.py", "pages/allocation_calculator.py", "pages/scaling_runs.py", "pages/tree_search.py",
+         "pages/engine.py"]
+
+
+def landing() -> AppTest:
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    app.run()
+    assert not app.exception, app.exception
+    return app
 
 
 def test_landing_page_links_every_page_and_shows_the_engine():
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    app.run()
-    assert not app.exception, app.exception
+    app = landing()
     assert any("Active engine: **embedded CPU" in info.value for info in app.info)
-    pages = sorted(p.name for p in (ROOT / "pages").glob("*.py") if p.name != "common.py")
-    assert pages == ["allocation_calculator.py", "engine.py", "explorer.py", "scaling_runs.py", "tree_search.py"]
     markdown = " ".join(m.value for m in app.markdown)
     for heading in ("DRAG and IterDRAG", "ETS tree search"):
         assert heading in " ".join(h.value for h in app.subheader)
     assert "effective context length" in markdown and "KV cache" in markdown
     links = app.get("page_link")
-    assert len(links) == len(pages)
+    helpers = {"common.py", "widgets.py"}  # shared page code, not pages
+    assert sorted(p.name for p in (ROOT / "pages").glob("*.py") if p.name not in helpers) == sorted(
+        Path(p).name for p in PAGES)
+    assert len(links) == len(PAGES)
+    assert [link.proto.page for link in links] == [Path(p).stem for p in PAGES]  # in the menu's order
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens_through_the_app_without_an_error(page):
+    app = landing()
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    assert app.title and app.title[0].value  # the page drew its own content inside the app's frame
+
+
+def test_sidebar_follows_the_engine_warm_up(monkeypatch):
+    from ragscale.explorer import live
+    from tests.fakes import ScriptedEngine
+
+    captions = lambda app: " ".join(c.value for c in app.sidebar.caption)  # noqa: E731
+    assert "Not started yet" in captions(landing())
+    monkeypatch.setattr(live, "warm_status", lambda spec: live.WarmStatus("warming", "building the demo index", 12.0))
+    assert "Warming up: building the demo index (12 s)" in captions(landing())
+    engine = ScriptedEngine(lambda *a: " x\n")
+    monkeypatch.setattr(live, "warm_status", lambda spec: live.WarmStatus("ready", "", 7.0))
+    monkeypatch.setattr(live, "started_engine", lambda spec: engine)
+    text = captions(landing())
+    assert "Ready (warmed up in 7 s)" in text and f"Model: {engine.info.model}" in text and "Not started" not in text
 
 
 def test_a_crashing_page_shows_a_friendly_box_and_logs_the_details(monkeypatch, caplog):

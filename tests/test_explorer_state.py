@@ -27,7 +27,7 @@ states = st.builds(
     width=st.integers(*S.WIDTH_RANGE),
     profile=st.sampled_from(S.PROFILES),
     qpd=st.integers(*S.QPD_RANGE),
-    node=st.one_of(st.just(""), text_ids),
+    node=st.one_of(st.just(""), st.integers(0, 999_999).map(str)),
     present=st.booleans(),
 )
 
@@ -76,7 +76,7 @@ INVALID = {
     "width": ["0", "65", "wide"],
     "profile": ["gpt-5"],
     "qpd": ["0", "lots"],
-    "node": ["\x00"],
+    "node": ["\x00", "abc'\"<script>", "-1", "1234567"],
     "present": ["sometimes"],
 }
 
@@ -112,7 +112,14 @@ def test_constructor_rejects_bad_values():
 
 def test_json_and_yaml_exports_load_back():
     state = DEFAULT.with_(budget=1_000_000, pinned=True, k=50, m=8, n=4, policy="dvts", width=16)
-    assert S.from_dict(json.loads(state.to_json())) == state
-    assert S.from_dict(yaml.safe_load(state.to_yaml())) == state
+    assert S.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+    assert S.from_dict(yaml.safe_load(yaml.safe_dump(state.to_dict()))) == state
     with pytest.raises(ValueError, match="unknown"):
         S.from_dict({"colour": "red"})
+
+
+def test_a_huge_link_value_is_echoed_cut_short():
+    state, notices = decode({"question": "x" * 20_000, "budget": "9" * 20_000})
+    assert state.question == DEFAULT.question and state.budget == DEFAULT.budget
+    assert len(notices) == 2 and all(len(n) < 300 for n in notices)
+    assert "20,000 characters" in notices[0]

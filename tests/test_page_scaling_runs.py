@@ -196,14 +196,8 @@ def test_results_box_opens_stores_read_only_and_gives_one_line_for_anything_else
     assert not (tmp_path / "new").exists()
 
 
-def test_shared_mode_confines_every_path_box(tmp_path, monkeypatch):
-    results, data = tmp_path / "results", tmp_path / "data"
-    results.mkdir()
-    data.mkdir()
-    (data / "link.json").symlink_to("/etc/passwd")
-    monkeypatch.setenv("RAGSCALE_MODE", "shared")
-    monkeypatch.setenv("RAGSCALE_RESULTS_DIR", str(results))
-    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(data))
+def test_shared_mode_confines_every_path_box(tmp_path, shared_mode):
+    results, _ = shared_mode
     for typed in ("/etc/passwd", "../../../../etc/passwd", str(tmp_path / "nothing.sqlite")):
         at = _page_on(typed)
         assert not at.exception, at.exception

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,16 @@ def scripted_run(policy: str, width: int = 4) -> dict:
 
 @pytest.fixture
 def app(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # the default results store path is relative: start with none
+    """The page with no bundled sweep and two scripted example runs (so every assertion runs)."""
+    from ragscale.search import results
+
+    examples = tmp_path / "trees"
+    examples.mkdir()
+    for policy in ("ets", "rebase"):
+        (examples / f"{policy}.json").write_text(json.dumps(scripted_run(policy)))
+    monkeypatch.setattr(results, "EXAMPLE_TREES", examples)
+    monkeypatch.setattr(results, "BUNDLED_SEARCH_SWEEP", tmp_path / "no-sweep.sqlite")
+    monkeypatch.setenv("RAGSCALE_WARMUP", "0")
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     assert not at.exception, at.exception
@@ -40,11 +50,28 @@ def test_renders_controls_without_loading_a_model(app):
     assert app.selectbox(key="ts_question").value == 0  # the demo dataset's first question
     assert app.button(key="ts_run").label == "Run ets and rebase · width 4, depth 2"
     assert any("search-sweep" in i.value for i in app.info)
-    # The precomputed example runs in data/trees are shown until a search runs in the session.
-    examples = sorted((Path(PAGE).parent.parent / "data" / "trees").glob("*.json"))
-    if examples:
-        assert any("precomputed example runs" in i.value for i in app.info)
-        assert len(app.get("plotly_chart")) == min(len(examples), 2) + 1
+    # The example runs are shown until a search runs in the session: two trees + the KV curve.
+    assert any("two stored example trees" in i.value for i in app.info)
+    assert len(app.get("plotly_chart")) == 3
+
+
+def test_opens_on_the_bundled_sweep_with_the_papers_reference(monkeypatch, tmp_path):
+    from ragscale.search import results
+
+    store = ResultsStore(tmp_path / "bundled.sqlite")
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets"), ["ets", "rebase"], [2, 4], [0],
+                     LMJudge(engine), store, embed=fake_embed, dataset="tiny")
+    monkeypatch.setattr(results, "BUNDLED_SEARCH_SWEEP", tmp_path / "bundled.sqlite")
+    monkeypatch.setattr(results, "EXAMPLE_TREES", tmp_path / "none")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "Hooper et al. 2025" in spec and "mean retained KV" in spec  # the trade-off, with the reference
+    assert len(at.dataframe) >= 1 and any("ETS vs REBASE here" in c.value for c in at.caption)
+    labels = [h.value for h in at.subheader]
+    assert sum(label.startswith(("ets · width", "rebase · width")) for label in labels) == 2  # trees of the sweep
 
 
 def test_two_runs_side_by_side_with_kv_curve(app):
@@ -55,8 +82,10 @@ def test_two_runs_side_by_side_with_kv_curve(app):
     assert len(charts) == 3  # two trees + the KV curve
     labels = [h.value for h in app.subheader]
     assert "ets · width 4" in labels and "rebase · width 4" in labels
-    answers = [m for m in app.metric if m.label == "Answer"]
-    assert len(answers) == 2 and all(m.value in ("Dijon", "Paris") for m in answers)
+    # The answer is a line, not a metric with an up-arrow badge: "right"/"wrong" is not an increase.
+    answers = [m.value for m in app.markdown if m.value.startswith("**Answer:**")]
+    assert len(answers) == 2 and all(a.split("**Answer:** ")[1].split(" ·")[0] in ("Dijon", "Paris") for a in answers)
+    assert not any(m.delta for m in app.metric)
 
 
 def test_focus_node_shows_its_prefix(app):
@@ -85,6 +114,43 @@ def test_bad_dataset_path_is_an_error_not_a_crash(app):
     assert not app.exception
     assert any("no such dataset" in e.value for e in app.error)
     assert app.button(key="ts_run").disabled
+
+
+def test_shared_mode_confines_every_path_box(app, shared_mode):
+    for typed in ("/etc/passwd", "../../../../etc/passwd", "/dev/zero"):
+        app.text_input(key="ts_results_path").set_value(typed).run()
+        assert not app.exception, app.exception
+        assert any("is not a results file this server offers" in e.value for e in app.error), app.error
+    app.text_input(key="ts_results_path").set_value("").run()
+    app.selectbox(key="ts_dataset").set_value("a file ...").run()
+    for typed in ("/etc/passwd", "/dev/zero", "link.json", "../link.json"):
+        app.text_input(key="ts_dataset_path").set_value(typed).run()
+        assert not app.exception, app.exception
+        assert any("is not a dataset file this server offers" in e.value for e in app.error), app.error
+        assert app.button(key="ts_run").disabled
+    app.radio(key="ts_task").set_value("reasoning").run()
+    app.text_input(key="ts_gsm8k_path").set_value("/etc/passwd").run()
+    assert any("is not a dataset file this server offers" in e.value for e in app.error)
+    assert app.button(key="ts_run").disabled
+
+
+def test_a_typed_results_store_is_opened_read_only(app, tmp_path, monkeypatch):
+    path = tmp_path / "sweep.sqlite"
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets"), ["ets"], [2], [0],
+                     LMJudge(engine), ResultsStore(path), embed=fake_embed, dataset="tiny")
+    opened = []
+    original = ResultsStore.__init__
+
+    def spy(self, where, *args, **kwargs):
+        opened.append((str(where), kwargs.get("read_only", False)))
+        original(self, where, *args, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "__init__", spy)
+    app.text_input(key="ts_results_path").set_value(str(path)).run()
+    assert not app.exception, app.exception
+    assert not app.error and len(app.dataframe) >= 1
+    assert opened and all(read_only for where, read_only in opened if where == str(path))  # a viewer never writes
 
 
 @pytest.mark.browser
@@ -148,16 +214,16 @@ def test_tree_figure_marks_pruned_finished_and_retained():
     pruned = [n for n in tree if n.status == "pruned"]
     assert pruned and len(by_name["pruned"].x) == len(pruned)
     assert by_name["pruned"].marker.symbol == "x"
-    assert len(by_name["finished (answer)"].x) == len(tree.finished_leaves())
+    assert len(by_name["answer"].x) == len(tree.finished_leaves())
     node_points = sum(len(t.x) for t in fig.data if t.mode == "markers")
     assert node_points == len(tree)
-    assert "pruned branch" in by_name and "retained KV (shared prefix)" in by_name
+    assert "pruned branch" in by_name and "kept KV" in by_name
     # Hover text carries the sub-query, the intermediate answer and the score.
-    hover = " ".join(by_name["kept / open"].hovertext)
+    hover = " ".join(by_name["kept"].hovertext)
     assert "sub-query:" in hover and "intermediate answer:" in hover and "score:" in hover
     # Nodes are sized by tokens: a bigger step gets a bigger marker.
     kept = [n for n in tree if n.status in ("kept", "active") and n.parent is not None]
-    sizes = dict(zip((n.num_tokens for n in kept), by_name["kept / open"].marker.size))
+    sizes = dict(zip((n.num_tokens for n in kept), by_name["kept"].marker.size))
     assert sizes[max(sizes)] >= sizes[min(sizes)]
     # Focusing a node draws its prefix path.
     focused = tree_figure(tree.to_json(), focus=tree.finished_leaves()[0].id)

@@ -224,9 +224,9 @@ def test_recipe_errors_are_clear(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_recipe(tmp_path / "missing.yaml")
     good = tmp_path / "mine.yaml"
-    good.write_text("policy: beam\nwidth: 9\noptions: {task: qa}\n")
+    good.write_text("policy: beam\nwidth: 9\n")
     cfg = load_recipe(good)
-    assert cfg.policy == "beam" and cfg.width == 9 and cfg.options == {"task": "qa"}
+    assert cfg.policy == "beam" and cfg.width == 9
 
 
 @pytest.mark.parametrize("change", [{"width": 0}, {"policy": "mcts"}, {"temperature": 0.0}, {"lambda_b": -1.0},

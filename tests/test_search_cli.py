@@ -8,6 +8,7 @@ import pytest
 
 from ragscale.cli import main
 from ragscale.datasets.types import Dataset
+from ragscale.search import builder as search_builder
 from ragscale.search import cli as search_cli
 from ragscale.search import tasks as search_tasks
 from ragscale.store import ResultsStore
@@ -26,9 +27,9 @@ def scripted(monkeypatch, tmp_path):
 
     dataset = Dataset("tiny", [QUESTION], list(DOCS), source="tiny")
     monkeypatch.setattr(search_cli, "engine_from_args", make)
-    monkeypatch.setattr(search_cli, "embedder", lambda: fake_embed)
+    monkeypatch.setattr(search_builder, "embedder", lambda: fake_embed)
     monkeypatch.setattr(search_tasks, "retriever_for", lambda ds: retrieve)
-    monkeypatch.setattr(search_cli, "load_questions", lambda task, path: dataset)
+    monkeypatch.setattr(search_builder, "load_questions", lambda task, path: dataset)
     return engines
 
 
@@ -91,7 +92,8 @@ def test_search_sweep_writes_records_and_resumes(scripted, capsys, tmp_path):
     assert second["runs_written"] == 0 and second["runs_already_done"] == 4
     assert len(scripted) == calls_before + 1 and not scripted[-1].calls  # the engine generated nothing
     # The trade-off table and figure read these records.
-    from ragscale.plots.tree import tradeoff_figure, tradeoff_table
+    from ragscale.plots.tree import tradeoff_figure
+    from ragscale.search.results import tradeoff_table
 
     table = tradeoff_table(records)
     assert len(table) == 4 and set(table["questions"]) == {1}
@@ -129,3 +131,59 @@ def test_bench_kv_takes_ets_settings_and_reports_them(scripted, capsys, tmp_path
     assert report["ets_settings"] == {"lambda_b": 1.0, "lambda_d": 0.0, "cluster_threshold": 0.3, "kv_cost": "tokens"}
     ets = next(r for r in ResultsStore(out).records("search") if r["policy"] == "ets")
     assert ets["config"]["lambda_d"] == 0.0 and ets["config"]["cluster_threshold"] == 0.3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["search", "--width", "0"], "width"),
+    (["search", "--k", "0"], "--k"),
+    (["search", "--lambda-b", "-1"], "lambda_b"),
+    (["search-sweep", "--widths", "0,4"], "--widths"),
+    (["search-sweep", "--policies", "evil"], "evil"),
+    (["search-sweep", "--limit", "0"], "--limit"),
+    (["bench", "kv", "--width", "0"], "width"),
+])
+def test_bad_values_are_refused_before_a_model_or_store_exists(argv, message, monkeypatch, capsys, tmp_path):
+    def no_engine(*args, **kwargs):
+        raise AssertionError("an engine was built for a command that should have been refused")
+
+    monkeypatch.setattr(search_cli, "engine_from_args", no_engine)
+    monkeypatch.setattr(search_builder, "load_questions", no_engine)  # nor a dataset loaded
+    out = tmp_path / "r.sqlite"
+    extra = ["--out", str(out)] if argv[0] == "search-sweep" else []
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ragscale: error:") and message in err
+    assert not out.exists()  # no empty results store left behind
+
+
+@pytest.mark.parametrize("command", [["search"], ["search-sweep"], ["bench", "kv"], ["explorer-precompute"],
+                                     ["bench", "explorer-live"]])
+def test_help_names_real_defaults_only(command, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = capsys.readouterr().out
+    import re
+
+    assert "(default: None)" not in text
+    assert not re.search(r"\(default:[^)]*\)\s*\(default:", " ".join(text.split()))  # never two defaults
+    if command[0] != "bench" or command[1] == "kv":
+        assert "--threads" in text
+
+
+def test_a_failed_search_sweep_leaves_no_empty_store_but_keeps_a_used_one(scripted, monkeypatch, tmp_path):
+    import ragscale.search.runner as runner
+    from ragscale.errors import EngineError
+
+    argv = ["search-sweep", "--policies", "ets", "--widths", "2", "--limit", "1", "--max-depth", "2"]
+    kept = tmp_path / "kept.sqlite"
+    assert main([*argv, "--out", str(kept)]) == 0
+
+    def broken(*args, **kwargs):
+        raise EngineError("the engine went away")
+
+    monkeypatch.setattr(runner, "run_search_sweep", broken)
+    fresh = tmp_path / "fresh.sqlite"
+    assert main([*argv, "--out", str(fresh)]) == 2
+    assert not list(tmp_path.glob("fresh.sqlite*"))  # nor its -wal / -shm
+    assert main([*argv, "--out", str(kept)]) == 2
+    assert len(ResultsStore(kept).records("search")) == 1  # a store with runs in it is never removed

@@ -4,7 +4,6 @@ benchmark (``bench allocation-page``) lives with the figures, in ``ragscale.plot
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -150,8 +149,7 @@ def bench_fidelity(args) -> int:
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("allocate", help="the best (k, m, n) for a token budget, and its cost",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = commands.add_parser("allocate", help="the best (k, m, n) for a token budget, and its cost")
     parser.add_argument("--budget", required=True,
                         help="effective-context budget per question: 16k, 128000, 1M, 1e6 (up to 1G tokens)")
     parser.add_argument("--profile", default="paper", help="'paper', a fitted profile's name, or a profile .json")

@@ -1,146 +1,213 @@
-"""`ragscale explorer-precompute`: the trees the Explorer ships for its default view."""
+"""`ragscale explorer-precompute` (the tree library), `bench explorer` and `bench explorer-live`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
+import time
 
-from ragscale.engines.options import add_engine_args, engine_from_args
+from ragscale.engines.options import add_engine_args, engine_from_args, spec_from_args
 from ragscale.errors import UserError
-from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
+from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES
 from ragscale.explorer.state import DEFAULT, POLICIES
+from ragscale.commandline import csv_list, progress_bar
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
+
+
+def _shapes(text: str) -> list[tuple[int, int, int]]:
+    shapes = []
+    for part in csv_list(text, "--shapes"):
+        try:
+            k, m, n = (int(v) for v in part.split(":"))
+        except ValueError:
+            raise UserError(f"--shapes takes k:m:n triples like 2:1:2,5:1:2; got {part!r}") from None
+        if k < 1 or m < 0 or not 1 <= n <= 5:
+            raise UserError(f"--shapes: k >= 1, m >= 0 and 1 <= n <= 5 (tree depth n + 1); got {part!r}")
+        shapes.append((k, m, n))
+    return shapes
 
 
 def cmd_precompute(args) -> int:
-    import os
-
     # On a shared, busy CPU, OpenMP threads that spin at every barrier burn the time the other
-    # thread needs: here (load ~12 on 2 cores) the default ETS tree took 917 s, with the passive
-    # policy 264 s. Must be set before torch loads; a user's own setting wins.
+    # thread needs (measured: 917 s vs 264 s for one tree at load ~12). Must be set before torch
+    # loads; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ragscale.datasets.loaders import load_dataset
-    from ragscale.explorer.precompute import precompute
+    from ragscale.explorer.precompute import grid, library_size, pick_questions, precompute
+    from ragscale.search.builder import load_questions
 
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies = csv_list(args.policies, "--policies")
     bad = [p for p in policies if p not in POLICIES]
-    if bad or not policies:
+    if bad:
         raise UserError(f"--policies takes a comma-separated subset of {', '.join(POLICIES)}; got {args.policies!r}")
-    try:
-        state = DEFAULT.with_(dataset=args.dataset, width=args.width, n=args.n, k=args.k, m=args.m, pinned=True)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    dataset = load_dataset(args.dataset)  # bad input fails before a model loads
-    retriever_settings_from_args(args)
+    widths = csv_list(args.widths, "--widths", int, minimum=1)
+    if max(widths) > 64:
+        raise UserError("--widths: the Explorer's width slider stops at 64")
+    shapes = _shapes(args.shapes)
+    if args.questions < 1:
+        raise UserError(f"--questions must be >= 1; got {args.questions}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError("--minutes must be > 0")
+    dataset = load_questions("qa", args.dataset)  # bad input fails before a model loads
+    if args.question and args.question not in {q.qid for q in dataset.questions}:
+        raise UserError(f"no question {args.question!r} in {dataset.name}")
+    questions = [q.qid for q in pick_questions(dataset, args.questions, args.question or "")]
+    keys = list(grid(dataset.name, questions, policies, widths, shapes))
+    retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine = engine_from_args(args)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(policies), desc="explorer trees", file=sys.stderr)
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        bar.n = done
-        bar.set_postfix_str(message[:60], refresh=True)
-
+    bar, progress = progress_bar("tree library")
+    deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     try:
-        summaries = precompute(engine, dataset, state, policies, out=args.out, question=args.question or "",
-                               skip_existing=not args.force, progress=progress)
+        summary = precompute(engine, dataset, keys, out=args.out, skip_existing=not args.force, progress=progress,
+                             deadline=deadline)
     finally:
         bar.close()
-    if args.json:
-        print(json.dumps(summaries, indent=2))
-    else:
-        for s in summaries:
-            print(json.dumps(s))
+    out = {"dataset": dataset.name, "questions": questions, "policies": policies, "widths": widths,
+           "shapes_kmn": [list(s) for s in shapes], "grid_trees": len(keys), **summary.to_dict(),
+           "library": library_size(args.out), "load_1min": round(os.getloadavg()[0], 2),
+           "complete": summary.trees + summary.skipped == len(keys)}
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0
 
 
 def register(commands) -> None:
-    from ragscale.explorer.view import SHIPPED_TREES
-
     parser = commands.add_parser(
-        "explorer-precompute", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="search the Explorer's default question with every policy and store the trees it ships")
-    parser.add_argument("--dataset", default=DEFAULT.dataset)
-    parser.add_argument("--question", help="question id (default: the first multi-hop question)")
-    parser.add_argument("--policies", default=",".join(POLICIES))
-    parser.add_argument("--width", type=int, default=DEFAULT.width)
-    parser.add_argument("--n", type=int, default=DEFAULT.n, help="IterDRAG iterations (tree depth n + 1)")
-    parser.add_argument("--k", type=int, default=DEFAULT.k, help="documents retrieved per step")
-    parser.add_argument("--m", type=int, default=DEFAULT.m, help="demonstrations (part of the key)")
-    parser.add_argument("--out", default=str(SHIPPED_TREES))
-    parser.add_argument("--force", action="store_true", help="recompute trees that already exist")
+        "explorer-precompute",
+        help="fill the Explorer's tree library: every policy x width x (k, m, n) x question (resumable)")
+    parser.add_argument("--dataset", default=DEFAULT.dataset, help="QA dataset ('demo' or a file)")
+    parser.add_argument("--questions", type=int, default=3, help="how many questions (multi-hop first)")
+    parser.add_argument("--question", help="the question to put first (default: the first multi-hop question)")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies")
+    parser.add_argument("--widths", default=",".join(map(str, GRID_WIDTHS)), help="comma-separated search widths")
+    parser.add_argument("--shapes", default=",".join(f"{k}:{m}:{n}" for k, m, n in GRID_SHAPES),
+                        help="comma-separated k:m:n (documents per step, demonstrations, IterDRAG iterations)")
+    parser.add_argument("--out", default=str(SHIPPED_TREES), help="the library folder")
+    parser.add_argument("--minutes", type=float, help="stop after this long, between two trees (resume later)")
+    parser.add_argument("--force", action="store_true", help="search trees that already exist again")
     add_engine_args(parser)
     add_retrieval_args(parser)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.set_defaults(func=cmd_precompute)
 
 
 def cmd_bench(args) -> int:
-    """Uncached cost of what one slider move recomputes (the page caches most of it)."""
+    """Uncached cost of what one slider move recomputes (the page caches figures as well)."""
     import random
-    import time
 
     import numpy as np
 
-    from ragscale.explorer import state as S
-    from ragscale.explorer import view as V
-    from ragscale.plots.explorer import explorer_curve_figure, observed_traces
+    from ragscale.explorer import screen as S
+    from ragscale.explorer.state import STRATEGIES
+    from ragscale.plots.explorer import explorer_curve_figure
     from ragscale.plots.tree import tree_figure
 
-    model = V.paper_model()
-    table = V.observed_table(V.observed_rows(), args.dataset)  # cached per dataset on the page
-    points = observed_traces(table)  # the page builds these once per dataset
-    library = V.default_library()
+    library = S.default_library()
     rng = random.Random(0)
     budgets = [1_000 * 2 ** i for i in range(14)]
-    parts: dict[str, list[float]] = {name: [] for name in (
-        "allocation", "curve", "tree_lookup", "figures", "curve_figure", "tree_figure")}
+    parts: dict[str, list[float]] = {name: [] for name in ("screen", "curve_figure", "tree_figure")}
     totals = []
     for i in range(args.states + 1):  # the first is a warm-up (imports, first figure): not counted
-        state = S.DEFAULT.with_(budget=rng.choice(budgets), pinned=rng.random() < 0.5,
-                                strategy=rng.choice(S.STRATEGIES), policy=rng.choice(S.POLICIES),
-                                width=rng.choice([2, 4, 8, 16]), k=rng.randint(1, 20), n=rng.randint(1, 5))
-        clock = [time.perf_counter()]
-
-        def lap(name: str) -> None:
-            clock.append(time.perf_counter())
-            parts[name].append((clock[-1] - clock[-2]) * 1000)
-
-        allocation, _ = V.current_allocation(state, model)
-        state = V.apply_allocation(state, allocation)
-        lap("allocation")
-        curve = V.predicted_curve(model, state.strategy)  # the page caches this per profile and strategy
-        lap("curve")
-        shown, _ = library.nearest(V.tree_key(state, args.question))
-        record = library.load(shown) if shown else None
-        lap("tree_lookup")
-        V.figures(state, allocation, record, None, table)
-        lap("figures")
-        explorer_curve_figure(curve, state.budget, allocation.to_dict(), points)
-        lap("curve_figure")
-        if record:
-            tree_figure(record["tree"], focus=1)
-        lap("tree_figure")
-        totals.append((clock[-1] - clock[0]) * 1000)
-        if i == 0:
-            totals.clear()
-            for values in parts.values():
-                values.clear()
+        state = DEFAULT.with_(budget=rng.choice(budgets), pinned=rng.random() < 0.5, strategy=rng.choice(STRATEGIES),
+                              policy=rng.choice(POLICIES), width=rng.choice([1, 2, 4, 8, 16]),
+                              k=rng.randint(1, 20), n=rng.randint(1, 5))
+        start = time.perf_counter()
+        screen = S.explorer(state, library)
+        t1 = time.perf_counter()
+        c = screen.curves
+        explorer_curve_figure(c.predicted, screen.state.budget, screen.allocation.to_dict(),
+                              predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
+                              observed=c.observed, reference=c.reference, current_on_reference=c.current_on_reference)
+        t2 = time.perf_counter()
+        if screen.tree.record:
+            tree_figure(screen.tree.record["tree"], focus=1)
+        t3 = time.perf_counter()
+        if i:
+            for name, seconds in zip(parts, (t1 - start, t2 - t1, t3 - t2)):
+                parts[name].append(seconds * 1000)
+            totals.append((t3 - start) * 1000)
     median = lambda values: round(float(np.percentile(values, 50)), 1) if values else None  # noqa: E731
     out = {"states": len(totals), "cached": False, "trees_available": len(library.index()),
            "p50_ms": median(totals), "p95_ms": round(float(np.percentile(totals, 95)), 1),
-           "max_ms": round(max(totals), 1), "target_ms": 300,
+           "max_ms": round(max(totals), 1), "target_ms": 300, "load_1min": round(os.getloadavg()[0], 2),
            "p50_ms_by_part": {name: median(values) for name, values in parts.items()}}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))  # --json: one line
     return 0
 
 
+def cmd_bench_live(args) -> int:
+    """A live run of the Explorer's default view, with the engine and index warmed first."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ragscale.explorer import live
+    from ragscale.explorer import screen as S
+    from ragscale.explorer.library import TreeKey
+
+    spec = spec_from_args(args)
+    retriever_settings_from_args(args)
+    screen = S.explorer(DEFAULT)  # the default view: its question and configuration
+    state, question = screen.state, screen.question
+    key = TreeKey(state.dataset, question.qid, args.policy or state.policy, args.width or state.width,
+                  state.n, state.k, state.m)
+    started = time.perf_counter()
+    engine = live.shared_engine(spec)
+    dataset = S.load_dataset(state.dataset)
+    live.shared_retriever(dataset)
+    from ragscale.retrieval import embed_texts
+
+    embed_texts(["warm up"])
+    from ragscale.engines import SamplingParams
+
+    engine.generate(["Hello"], SamplingParams(max_new_tokens=2))
+    warmup = time.perf_counter() - started
+
+    runs = []
+    for _ in range(args.repeat):
+        first: list[float] = []
+        steps: list[float] = []
+        generate = engine.generate
+
+        def timed(*a, **kw):  # the engine returns whole generations: the first one is the first text
+            out = generate(*a, **kw)
+            if not first:
+                first.append(time.perf_counter())
+            return out
+
+        engine.generate = timed
+        begin = time.perf_counter()
+        try:
+            record = live.run_tree(engine, dataset, question, key,
+                                   on_step=lambda report: steps.append(time.perf_counter()))
+        finally:
+            del engine.generate  # back to the class's method
+        seconds = time.perf_counter() - begin
+        runs.append({"seconds": seconds, "first_token_s": (first[0] - begin) if first else None,
+                     "first_step_s": (steps[0] - begin) if steps else None,
+                     "tokens_generated": record["tokens_generated"], "nodes": record["nodes"],
+                     "correct": record["correct"]})
+    best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
+    out = {"seconds": round(best["seconds"], 3), "first_token_s": round(best["first_token_s"] or 0, 3),
+           "tokens_per_second": round(best["tokens_generated"] / best["seconds"], 1),
+           "first_step_s": round(best["first_step_s"] or 0, 3), "nodes": best["nodes"],
+           "tokens_generated": best["tokens_generated"], "correct": best["correct"], "runs": len(runs),
+           "all_seconds": [round(r["seconds"], 2) for r in runs], "warmup_s": round(warmup, 2),
+           "key": key.to_dict(), "model": engine.info.model, "engine": engine.info.kind,
+           "target_s": 10, "load_1min": round(os.getloadavg()[0], 2)}
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
+    return 0
+
+
 def register_bench(benches) -> None:
-    bench = benches.add_parser("explorer", help="uncached time of one Explorer update (no model call)",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    bench.add_argument("--states", type=int, default=40)
-    bench.add_argument("--dataset", default="demo")
-    bench.add_argument("--question", default="demo-test-2hop-000")
-    bench.add_argument("--json", action="store_true")
+    bench = benches.add_parser("explorer", help="uncached time of one Explorer update (no model call)")
+    bench.add_argument("--states", type=int, default=40, help="random views to time")
+    bench.add_argument("--json", action="store_true", help="print one JSON line")
     bench.set_defaults(func=cmd_bench)
+
+    live = benches.add_parser("explorer-live",
+                              help="one live run of the Explorer's default view, engine and index warmed first")
+    live.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
+    live.add_argument("--policy", choices=POLICIES, help="another policy than the default view's")
+    live.add_argument("--width", type=int, help="another width than the default view's")
+    add_engine_args(live)
+    add_retrieval_args(live)
+    live.add_argument("--json", action="store_true", help="print one JSON line")
+    live.set_defaults(func=cmd_bench_live)

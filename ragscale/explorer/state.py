@@ -8,14 +8,10 @@ its default and produces a notice the page shows, so a mangled link still opens.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-import yaml
-
-POLICIES = ("ets", "rebase", "beam", "dvts", "bon")
-POLICY_LABELS = {"ets": "ETS", "rebase": "REBASE", "beam": "Beam", "dvts": "DVTS", "bon": "Best-of-N"}
+from ragscale.search.config import POLICY_NAMES as POLICIES
 # "auto" lets the optimiser pick the strategy; the others are Yue et al.'s (ragscale.allocation).
 STRATEGIES = ("auto", "zero-shot", "many-shot", "rag", "drag", "iterdrag")
 PROFILES = ("paper", "fitted")
@@ -44,7 +40,7 @@ class ExplorerState:
     n: int = 2
     policy: str = "ets"
     width: int = 4  # beam width: the tree's total samples per depth (REBASE bookkeeping)
-    profile: str = "paper"  # allocation-model profile: the paper's or fitted to stored runs
+    profile: str = "fitted"  # allocation model: fitted to the stored runs (same model as the tree) or the paper's
     qpd: int = 1_000  # queries per day, for the monthly cost
     node: str = ""  # selected tree node, so a link can point at one
     present: bool = False  # presentation mode: large type, sidebar hidden
@@ -58,32 +54,42 @@ class ExplorerState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
     def with_(self, **changes: Any) -> "ExplorerState":
         return replace(self, **changes)
 
 
 def _check_int(value: int, bounds: tuple[int, int]) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be a whole number, got {value!r}"
+        return f"must be a whole number, got {shown(value)}"
     if not bounds[0] <= value <= bounds[1]:
         return f"must be between {bounds[0]:,} and {bounds[1]:,}, got {value:,}"
     return None
 
 
 def _check_choice(value: str, choices: tuple[str, ...]) -> str | None:
-    return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+    return None if value in choices else f"must be one of {', '.join(choices)}, got {shown(value)}"
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A value as a notice echoes it: quoted, and cut short (a link can carry 20,000 characters)."""
+    text = repr(value)
+    if len(text) > limit:
+        length = f"{len(value):,} characters" if isinstance(value, str) else "cut"
+        text = f"{text[:limit]}… ({length})"
+    return text
 
 
 def _check_text(value: str) -> str | None:
     # Ids and dataset names go into file names and the URL: keep them short and printable.
     if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
-        return f"must be a short printable text, got {value!r}"
+        return f"must be a short printable text, got {shown(value)}"
+    return None
+
+
+def _check_node(value: str) -> str | None:
+    # A node is a number in the tree on screen ("" = none); the page checks that it exists there.
+    if not isinstance(value, str) or (value and not (value.isdigit() and len(value) <= 6)):
+        return f"must be a node number, got {shown(value)}"
     return None
 
 
@@ -100,7 +106,7 @@ _CHECKS = {
     "width": lambda v: _check_int(v, WIDTH_RANGE),
     "profile": lambda v: _check_choice(v, PROFILES),
     "qpd": lambda v: _check_int(v, QPD_RANGE),
-    "node": _check_text,
+    "node": _check_node,
     "present": lambda v: None if isinstance(v, bool) else "must be true or false",
 }
 
@@ -135,18 +141,18 @@ def _parse_value(name: str, raw: str) -> Any:
             return True
         if low in _FALSE:
             return False
-        raise ValueError(f"expected 1/0 or true/false, got {raw!r}")
+        raise ValueError(f"expected 1/0 or true/false, got {shown(raw)}")
     if name == "budget":
         from ragscale.allocation import parse_budget  # '16k', '1M', '5_000_000'
 
         try:
             return int(parse_budget(raw))
-        except Exception as exc:  # parse_budget raises UserError; any failure means "invalid"
-            raise ValueError(str(exc)) from None
+        except Exception:  # parse_budget raises UserError; any failure means "invalid"
+            raise ValueError(f"expected a token count like 16k, 128000 or 1M, got {shown(raw)}") from None
     if kind is int:
         text = raw.strip().replace("_", "")
         if not text.lstrip("-").isdigit():
-            raise ValueError(f"expected a whole number, got {raw!r}")
+            raise ValueError(f"expected a whole number, got {shown(raw)}")
         return int(text)
     if name in ("policy", "strategy", "profile"):
         return raw.strip().lower()  # 'ETS' in a hand-typed link means ets
@@ -188,7 +194,7 @@ def decode(params: Mapping[str, Any], base: ExplorerState = DEFAULT) -> tuple[Ex
         except ValueError as exc:
             problem = str(exc)
         if problem:
-            notices.append(f"Link value {name}={raw!r} is not valid ({problem}); "
+            notices.append(f"Link value {name}={shown(raw)} is not valid ({problem}); "
                            f"using {encode(base)[name]!r} instead.")
         else:
             values[name] = value

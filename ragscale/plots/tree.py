@@ -6,7 +6,7 @@
   kept branches reuse that prefix; edges into pruned nodes are dotted grey.
 - ``kv_curve_figure``: retained KV tokens after each step, one line per run.
 - ``tradeoff_figure``: accuracy against mean retained KV per policy across widths, from
-  ``ragscale search-sweep`` records.
+  ``ragscale search-sweep`` records (``ragscale.search.results.tradeoff_table``).
 
 Every builder takes plain data (a ``Tree``, its dict or JSON; lists; records) so the Tree
 search page, the Explorer and tests share them.
@@ -20,6 +20,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from ragscale.plots.style import sized
+from ragscale.search.config import POLICY_LABELS
+from ragscale.search.results import PAPER_REFERENCE, tradeoff_table
 from ragscale.search.tree import Tree
 
 KEPT_EDGE = "#2563eb"
@@ -85,9 +88,22 @@ def _sharing(tree: Tree, retained: set[int]) -> dict[int, int]:
     return count
 
 
+def score_range(scores: Sequence[float]) -> tuple[float, float]:
+    """The colour scale's ends: the scores present, at least 0.2 apart, so that a tree whose
+    scores sit between 0.3 and 0.5 is not one pale colour."""
+    if not scores:
+        return 0.0, 1.0
+    low, high = min(scores), max(scores)
+    if high - low < 0.2:
+        middle = (low + high) / 2
+        low, high = max(0.0, middle - 0.1), min(1.0, middle + 0.1)
+    return low, high
+
+
 def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int | None = None,
-                height: int | None = None) -> go.Figure:
-    """The search tree. ``focus`` highlights one node's prefix path (the KV it reuses) in orange."""
+                height: int | None = None, large: bool = False) -> go.Figure:
+    """The search tree. ``focus`` highlights one node's prefix path (the KV it reuses) in orange;
+    finished leaves carry their answer as a label."""
     tree = as_tree(tree)
     fig = go.Figure()
     if not len(tree):
@@ -116,9 +132,9 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
             pruned_y += [y0, y1, None]
     if pruned_x:
         fig.add_trace(go.Scatter(x=pruned_x, y=pruned_y, mode="lines", hoverinfo="skip", name="pruned branch",
-                                 line=dict(color=PRUNED, width=1, dash="dot")))
+                                 legendgroup="pruned", showlegend=False, line=dict(color=PRUNED, width=1, dash="dot")))
     for i, (w, (xs, ys)) in enumerate(sorted(by_width.items())):
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name="retained KV (shared prefix)",
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name="kept KV",
                                  legendgroup="retained", showlegend=i == 0,
                                  line=dict(color=KEPT_EDGE, width=w), opacity=0.55))
     if focus_path:
@@ -129,17 +145,18 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
                 xs += [pos[parent][0], pos[nid][0], None]
                 ys += [pos[parent][1], pos[nid][1], None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=f"prefix reused by node {focus}",
-                                 line=dict(color=FOCUS_EDGE, width=5)))
+                                 showlegend=False, line=dict(color=FOCUS_EDGE, width=5)))
 
     # Nodes: three traces so the legend explains symbols; colour = score.
     max_tokens = max(int(frame["tokens"].max()), 1)
     groups = {
-        "kept / open": [n for n in tree if n.status in ("kept", "active") and n.parent is not None],
-        "finished (answer)": [n for n in tree if n.status == "finished"],
+        "kept": [n for n in tree if n.status in ("kept", "active") and n.parent is not None],
+        "answer": [n for n in tree if n.status == "finished"],
         "pruned": [n for n in tree if n.status == "pruned"],
-        "prompt (root)": [tree.root],
+        "prompt": [tree.root],
     }
-    symbols = {"kept / open": "circle", "finished (answer)": "diamond", "pruned": "x", "prompt (root)": "square"}
+    symbols = {"kept": "circle", "answer": "diamond", "pruned": "x", "prompt": "square"}
+    cmin, cmax = score_range([n.score for n in tree if n.score is not None and n.status != "pruned"])
     first_colour = True
     for name, nodes in groups.items():
         if not nodes:
@@ -169,32 +186,50 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
                 lines.append(_wrap(n.text))
             hover.append("<br>".join(lines))
         pruned = name == "pruned"
-        root = name == "prompt (root)"
-        colours = [n.score if n.score is not None else 0.5 for n in nodes]
+        root = name == "prompt"
+        colours = [n.score if n.score is not None else (cmin + cmax) / 2 for n in nodes]
         marker = dict(size=sizes, symbol=symbols[name], line=dict(width=1.5, color="#333"))
         if pruned:
             marker.update(color=PRUNED, line=dict(width=1.5, color="#777"))
         elif root:
             marker.update(color="#475569")
         else:
-            marker.update(color=colours, colorscale=SCORE_SCALE, cmin=0, cmax=1,
-                          showscale=first_colour, colorbar=dict(title="verifier<br>score", thickness=12))
+            marker.update(color=colours, colorscale=SCORE_SCALE, cmin=cmin, cmax=cmax,
+                          showscale=first_colour,
+                          # below the tree, so the answers written beside the leaves are never covered
+                          colorbar=dict(title=dict(text="verifier score", side="top"), orientation="h", thickness=10,
+                                        len=0.35, x=1, xanchor="right", y=-0.16, yanchor="top"))
             first_colour = False
         fig.add_trace(go.Scatter(
             x=[pos[n.id][0] for n in nodes], y=[pos[n.id][1] for n in nodes], mode="markers", name=name,
-            marker=marker, hovertext=hover, hoverinfo="text", customdata=[n.id for n in nodes],
+            legendgroup="pruned" if pruned else name, showlegend=not root,  # the root square needs no key
+            marker=marker, hovertext=hover, hoverinfo="text",
+            customdata=[n.id for n in nodes],
         ))
+        if name == "answer":  # the answers, written beside their leaves
+            fig.add_trace(go.Scatter(
+                x=[pos[n.id][0] + 0.08 for n in nodes], y=[pos[n.id][1] for n in nodes], mode="text",
+                text=[_short(n.answer) for n in nodes], textposition="middle right", name="answers",
+                showlegend=False, hoverinfo="skip"))
     leaves = max(len(tree.leaves()), 1)
+    depth = max(tree.max_depth, 1)
     fig.update_layout(
         title=title, height=height or int(min(1100, max(340, 34 * leaves + 130))),
-        xaxis=dict(title="depth (step)", dtick=1, zeroline=False, showgrid=False),
+        # Room on the right for the answers written beside the last column of leaves.
+        xaxis=dict(title="depth (step)", dtick=1, zeroline=False, showgrid=False, range=[-0.3, depth + 1.1]),
         yaxis=dict(visible=False), plot_bgcolor="white", hovermode="closest",
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=10, r=10, t=60, b=40),
+        margin=dict(l=10, r=10, t=40 if title is None else 70, b=90),
     )
-    return fig
+    return sized(fig, large)
 
 
-def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], title: str | None = None) -> go.Figure:
+def _short(answer: str | None, limit: int = 16) -> str:
+    text = (answer or "").strip() or "(none)"
+    return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], title: str | None = None,
+                    large: bool = False, height: int = 340, compact: bool = False) -> go.Figure:
     """Retained KV tokens after each step; ``series`` is {label: per-step values} or one list."""
     if not isinstance(series, Mapping):
         series = {"retained KV": list(series)}
@@ -204,46 +239,40 @@ def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], tit
         if not values:
             continue
         mean = sum(values) / len(values)
+        # compact: a short legend name (narrow charts keep one legend line); peak and mean on hover
         fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
-                                 name=f"{label} (peak {max(values):,.0f}, mean {mean:,.0f})"))
-    fig.update_layout(title=title, xaxis=dict(title="step (depth)", dtick=1), yaxis=dict(title="retained KV tokens"),
-                      hovermode="x unified", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-                      margin=dict(l=10, r=10, t=60, b=40), height=340)
-    return fig
+                                 name=label if compact else f"{label} (peak {max(values):,.0f}, mean {mean:,.0f})",
+                                 hovertemplate=f"{label}: %{{y:,}} tokens (peak {max(values):,.0f}, "
+                                               f"mean {mean:,.0f})<extra></extra>"))
+    # Whole tokens from zero: a single step must not get ticks at 270.5 and 271.5.
+    fig.update_layout(title=title, xaxis=dict(title="step (depth)", dtick=1),
+                      yaxis=dict(title="retained KV tokens", rangemode="tozero", tickformat=",d"),
+                      hovermode="x unified", margin=dict(l=10, r=10, t=40 if title is None else 70, b=40),
+                      height=height)
+    return sized(fig, large)
 
 
-def tradeoff_table(records: Iterable[Mapping[str, Any]]):
-    """Per (policy, width): accuracy, mean retained KV and the number of questions."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        kv = r.get("kv") or {}
-        rows.append({"policy": r.get("policy"), "width": r.get("width"), "correct": float(bool(r.get("correct"))),
-                     "kv_mean": kv.get("mean", r.get("kv_mean"))})
-    frame = pd.DataFrame(rows, columns=["policy", "width", "correct", "kv_mean"])
-    if frame.empty:
-        return pd.DataFrame(columns=["policy", "width", "accuracy", "kv_mean", "questions"])
-    grouped = frame.groupby(["policy", "width"], as_index=False).agg(
-        accuracy=("correct", "mean"), kv_mean=("kv_mean", "mean"), questions=("correct", "size"))
-    return grouped.sort_values(["policy", "width"]).reset_index(drop=True)
-
-
-def tradeoff_figure(records: Iterable[Mapping[str, Any]], title: str | None = None) -> go.Figure:
-    """Accuracy against mean retained KV per policy, one point per width (the paper's trade-off)."""
+def tradeoff_figure(records: Iterable[Mapping[str, Any]], title: str | None = None, large: bool = False,
+                    reference: bool = True) -> go.Figure:
+    """Accuracy against mean retained KV per policy, one point per width (the paper's trade-off),
+    with the paper's reference point written under the legend."""
     table = tradeoff_table(records)
     fig = go.Figure()
     for policy, part in table.groupby("policy", sort=True):
         part = part.sort_values("width")
         fig.add_trace(go.Scatter(
-            x=part["kv_mean"], y=part["accuracy"], mode="lines+markers+text", name=str(policy),
+            x=part["kv_mean"], y=part["accuracy"], mode="lines+markers+text",
+            name=POLICY_LABELS.get(str(policy), str(policy)),
             text=[f"w={w}" for w in part["width"]], textposition="top center",
             customdata=part[["width", "questions"]].to_numpy(),
             hovertemplate=f"<b>{policy}</b><br>width %{{customdata[0]}} · %{{customdata[1]}} questions"
                           "<br>mean retained KV %{x:,.0f} tokens<br>accuracy %{y:.2f}<extra></extra>",
         ))
-    fig.update_layout(title=title, xaxis=dict(title="mean retained KV (tokens)", type="log"),
+    fig.update_layout(title=title, xaxis=dict(title="mean retained KV (tokens, log; lower is cheaper)", type="log"),
                       yaxis=dict(title="accuracy", rangemode="tozero"),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-                      margin=dict(l=10, r=10, t=60, b=40), height=380)
-    return fig
+                      margin=dict(l=10, r=10, t=40 if title is None else 70, b=40), height=400)
+    if reference:
+        fig.add_annotation(text=f"Reference — {PAPER_REFERENCE}", showarrow=False, xref="paper", yref="paper",
+                           x=0, y=-0.22, xanchor="left", font=dict(color="#64748b"))
+        fig.update_layout(margin=dict(b=80))
+    return sized(fig, large)

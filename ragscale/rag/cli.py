@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ragscale.commandline import csv_list, progress_bar
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
@@ -31,21 +31,6 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         print(f"{key:>{width}}: {value}")
 
 
-def _tqdm_progress(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit="row", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message[:60], refresh=False)
-        bar.refresh()
-
-    return bar, progress
-
-
 def cmd_sweep(args) -> int:
     # Every check that needs no model comes first: flags, dataset, engine choice, results file.
     from ragscale.datasets import load_dataset
@@ -55,7 +40,7 @@ def cmd_sweep(args) -> int:
     from ragscale.store import ResultsStore
 
     spec = SweepSpec(
-        dataset=args.dataset, strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        dataset=args.dataset, strategies=tuple(csv_list(args.strategies, "--strategies")),
         ks=_ints(args.k, "k"), ms=_ints(args.m, "m"), ns=_ints(args.n, "n"), limit=args.limit,
         pool_size=args.pool_size, batch_size=args.batch_size, generate_chains=not args.no_chains,
     )
@@ -67,7 +52,7 @@ def cmd_sweep(args) -> int:
     bar = None
     try:
         engine = make_engine(engine_spec)
-        bar, progress = _tqdm_progress("sweep")
+        bar, progress = progress_bar("sweep", unit="row")
         result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
     except BaseException:
         store.discard_if_empty()  # a failed first run leaves no empty results file

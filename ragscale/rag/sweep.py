@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ragscale.commandline import csv_list
 from ragscale.datasets.types import Dataset
 from ragscale.engines.base import Engine
 from ragscale.errors import UserError
@@ -312,13 +313,7 @@ def open_results(path) -> ResultsStore:
 
 def parse_int_list(text: str, name: str) -> tuple[int, ...]:
     """``"0,1,2"`` -> (0, 1, 2); ``name`` is how the caller's user knows the value (a flag or a label)."""
-    try:
-        values = tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
-    except ValueError:
-        raise UserError(f"{name}: use comma-separated whole numbers, like 0,1,2,5 (got {str(text)[:40]!r})") from None
-    if not values:
-        raise UserError(f"{name}: give at least one value")
-    return values
+    return tuple(csv_list(text, name, int))
 
 
 def fit_or_note(table: pd.DataFrame, sigmoid: str = "paper"):

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ragscale.commandline import progress_bar
 from ragscale.errors import UserError
 from ragscale.retrieval.bench import register_bench  # noqa: F401  (ragscale.cli registers it from here)
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
@@ -52,7 +53,7 @@ def index_command(args) -> int:
     settings = _settings(args)
     if args.corpus is None and (args.out or args.embeddings):
         raise UserError("--out and --embeddings go with --corpus")
-    bar, progress = _tqdm_progress()
+    bar, progress = progress_bar("indexing", unit="passage", leave=False)  # rate and ETA from tqdm
 
     def notice(message: str) -> None:
         bar.write(f"ragscale: notice: {message}", file=sys.stderr)
@@ -149,21 +150,3 @@ class _LazyEmbedder:
 
             self._embedder = BulkEmbedder(self.device)
         return self._embedder.embed(texts)
-
-
-def _tqdm_progress():
-    """A bar with passages/s and an ETA (tqdm computes both from the updates)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="passage", desc="indexing", leave=False, dynamic_ncols=True)
-
-    def progress(done: int, total: int, message: str) -> None:
-        if done < bar.n or bar.total != total or message.startswith("resuming"):
-            # A new phase (storing after embedding) or a resumed build: rate and ETA count from here.
-            bar.reset(total=total)
-            bar.initial = bar.n = done
-        else:
-            bar.update(done - bar.n)
-        bar.set_postfix_str(message, refresh=True)
-
-    return bar, progress

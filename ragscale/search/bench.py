@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from ragscale.commandline import csv_list
 from ragscale.errors import UserError
 from ragscale.search.clustering import cluster_embeddings
 from ragscale.search.config import SearchConfig
@@ -149,12 +150,9 @@ def run_ets_select(sizes=(16, 64, 256), repeats: int = 7, seed: int = 0, kv_cost
 
 
 def _cmd_ets_select(args: argparse.Namespace) -> int:
-    try:
-        sizes = tuple(int(s) for s in args.candidates.split(","))
-    except ValueError:
-        raise UserError(f"--candidates must be comma-separated integers, got {args.candidates!r}") from None
-    if any(n < 1 for n in sizes) or args.repeats < 1:
-        raise UserError("--candidates values and --repeats must be >= 1")
+    sizes = tuple(csv_list(args.candidates, "--candidates", int, minimum=1))
+    if args.repeats < 1:
+        raise UserError("--repeats must be >= 1")
     result = run_ets_select(sizes, repeats=args.repeats, seed=args.seed, kv_cost=args.kv_cost)
     if args.json:
         print(json.dumps(result))

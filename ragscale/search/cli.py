@@ -1,115 +1,69 @@
-"""`ragscale search`, `ragscale search-sweep` and `ragscale bench kv`."""
+"""`ragscale search`, `ragscale search-sweep` and `ragscale bench kv`.
+
+Every flag of a search setting is generated from ``SearchConfig``'s fields (their help lives
+there); searches are assembled by ``ragscale.search.builder``. Each command checks all of its
+input before it loads a model or builds an index.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ragscale.commandline import csv_list, progress_bar
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.errors import UserError
-from ragscale.search.config import POLICY_NAMES
+from ragscale.search import builder
+from ragscale.search.config import POLICY_NAMES, SearchConfig, flag_name
 
 # bench kv: a fixed, small question set that runs in about 3 minutes on 2 CPU cores.
 KV_BENCH_QUESTIONS = 3
 KV_BENCH_WIDTH = 8
 KV_BENCH_DEPTH = 3
+TASK_DEFAULTS = "the task's: qa 3 steps of 48 tokens, reasoning 10 of 256"
 
 
-def _csv(text: str, name: str, cast=str) -> list:
-    try:
-        values = [cast(part.strip()) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--{name} takes a comma-separated list; got {text!r}") from None
-    if not values:
-        raise UserError(f"--{name} is empty")
+def add_config_args(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (), defaults: dict | None = None) -> None:
+    """One flag per ``SearchConfig`` field (not in ``exclude``); without a value the recipe decides."""
+    defaults = defaults or {}
+    for f in dataclasses.fields(SearchConfig):
+        if f.name in exclude:
+            continue
+        default = defaults.get(f.name)
+        if default is not None:
+            note = f"default: {default}"
+        elif f.name in ("max_depth", "step_max_tokens"):
+            note = f"default: {TASK_DEFAULTS}"
+        elif f.name == "policy":
+            note = "default: --recipe's policy, else ets"
+        else:
+            note = f"default: the recipe's; ets: {f.default}"
+        parser.add_argument(flag_name(f), dest=f.name, type=type(f.default), default=default,
+                            metavar=None if f.metadata.get("choices") else f.name.upper(),
+                            choices=f.metadata.get("choices"), help=f"{f.metadata['help']} ({note})")
+
+
+def config_overrides(args: argparse.Namespace, **fixed) -> dict:
+    """The ``SearchConfig`` values given on the command line (None: not given), ``fixed`` winning."""
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SearchConfig)}
+    values.update(fixed)
     return values
 
 
-def _tqdm(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message[:70], refresh=False)
-        bar.refresh()
-
-    return bar, progress
+def _check_k(args) -> None:
+    if args.task == "qa" and args.k < 1:
+        raise UserError(f"--k must be >= 1 (documents retrieved per step); got {args.k}")
 
 
-def load_questions(task: str, dataset: str):
-    """(dataset, questions) for a task: multi-hop QA files / demo, or GSM8K-style JSONL."""
-    if task == "reasoning":
-        if dataset == "demo":
-            raise UserError("the reasoning task reads GSM8K-style JSONL (question, answer ending '#### N'); "
-                            "give --dataset PATH")
-        from ragscale.datasets import load_gsm8k
-
-        return load_gsm8k(dataset)
-    from ragscale.datasets.loaders import load_dataset
-
-    return load_dataset(dataset)
-
-
-def pick_question(dataset, qid: str | None):
-    if qid is None:
-        return dataset.questions[0]
-    for q in dataset.questions:
-        if q.qid == qid:
-            return q
-    if qid.isdigit() and int(qid) < len(dataset.questions):  # an index is accepted too
-        return dataset.questions[int(qid)]
-    some = ", ".join(q.qid for q in dataset.questions[:5])
-    raise UserError(f"no question {qid!r} in {dataset.name} ({len(dataset.questions)} questions, e.g. {some})")
-
-
-def build_config(args, task):
-    from ragscale.search.config import load_recipe
-
-    overrides = {
-        "policy": args.policy if getattr(args, "policy", None) else None,
-        "width": getattr(args, "width", None), "lambda_b": args.lambda_b, "lambda_d": args.lambda_d,
-        "temperature": args.temperature, "sampling_temperature": args.sampling_temperature,
-        "max_depth": args.max_depth or task.default_max_depth,
-        "step_max_tokens": args.step_tokens or task.default_step_tokens,
-        "seed": getattr(args, "seed", None), "kv_cost": args.kv_cost,
-        "cluster_threshold": getattr(args, "cluster_threshold", None),
-    }
-    recipe = args.recipe or getattr(args, "policy", None) or "ets"
-    return load_recipe(recipe, **overrides)
-
-
-def embedder():
-    """MiniLM sentence embeddings (L2-normalised), shared with retrieval."""
-    from ragscale.retrieval import embed_texts
-
-    return embed_texts
-
-
-def build_task_and_verifier(args, dataset, engine):
-    """The task, the verifier and the embedding function (MiniLM) the policies cluster with."""
-    from ragscale.search.tasks import make_task
-    from ragscale.search.verifiers import make_verifier
-
-    embed = None
-    if args.task == "qa" or args.verifier == "grounding" or "ets" in _policies(args):
-        embed = embedder()
-    task = make_task(args.task, dataset=dataset, k=args.k)
-    verifier = make_verifier(args.verifier, engine=engine, embed=embed, prm_url=args.prm_url, prm_mode=args.prm_mode)
-    return task, verifier, embed
-
-
-def _policies(args) -> list[str]:
-    if getattr(args, "policies", None):
-        return _csv(args.policies, "policies")
-    return [getattr(args, "policy", None) or "ets"]
+def _build(args, dataset, engine, policies):
+    return builder.build_search(engine, dataset, args.task, k=args.k, verifier=args.verifier,
+                                use_embedding=builder.needs_embedding(args.task, args.verifier, policies),
+                                prm_url=args.prm_url, prm_mode=args.prm_mode)
 
 
 def compact_nodes(tree) -> list[dict]:
@@ -123,17 +77,17 @@ def compact_nodes(tree) -> list[dict]:
 
 
 def cmd_search(args) -> int:
-    from ragscale.search.runner import run_search
-
-    dataset = load_questions(args.task, args.dataset)  # bad input fails before a model loads
-    question = pick_question(dataset, args.question)
+    # Everything that can be wrong with the input fails here, before a model loads.
+    config = builder.search_config(args.recipe or args.policy or "ets", args.task, **config_overrides(args))
+    _check_k(args)
+    dataset = builder.load_questions(args.task, args.dataset)
+    question = builder.require_question(dataset, args.question)
     retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine = engine_from_args(args)
-    task, verifier, embed = build_task_and_verifier(args, dataset, engine)
-    config = build_config(args, task)
-    bar, progress = _tqdm(f"search {config.policy} w={config.width}")
+    search = _build(args, dataset, engine, [config.policy])
+    bar, progress = progress_bar(f"search {config.policy} w={config.width}")
     try:
-        result = run_search(engine, task, question, config, verifier, embed, progress=progress)
+        result = search.run(question, config, progress=progress)
     finally:
         bar.close()
     if args.save:
@@ -162,29 +116,36 @@ def cmd_search_sweep(args) -> int:
     from ragscale.search.runner import run_search_sweep
     from ragscale.store import ResultsStore
 
-    dataset = load_questions(args.task, args.dataset)
+    policies = csv_list(args.policies, "--policies")
+    unknown = [p for p in policies if p not in POLICY_NAMES]
+    if unknown:
+        raise UserError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICY_NAMES)}")
+    widths = csv_list(args.widths, "--widths", int, minimum=1)
+    seeds = csv_list(args.seeds, "--seeds", int, minimum=0)
+    if args.limit < 1:
+        raise UserError(f"--limit must be >= 1; got {args.limit}")
+    base = builder.search_config(args.recipe or policies[0], args.task, **config_overrides(args))
+    for policy in policies:  # every combination is valid before anything runs
+        base.replace(policy=policy, width=max(widths))
+    _check_k(args)
+    dataset = builder.load_questions(args.task, args.dataset)
     retriever_settings_from_args(args)
-    policies = _csv(args.policies, "policies")
-    for p in policies:
-        if p not in POLICY_NAMES:
-            raise UserError(f"unknown policy {p!r}; choose from {', '.join(POLICY_NAMES)}")
-    widths = _csv(args.widths, "widths", int)
-    seeds = _csv(args.seeds, "seeds", int)
-    if any(w < 1 for w in widths):
-        raise UserError("--widths must be >= 1")
     questions = dataset.questions[: args.limit]
-    store = ResultsStore(args.out)
-    engine = engine_from_args(args)
-    task, verifier, embed = build_task_and_verifier(args, dataset, engine)
-    args.policy = None
-    base = build_config(args, task)
-    bar, progress = _tqdm("search-sweep")
+    store = ResultsStore(args.out)  # not a store, damaged or read-only: refused before a model loads
+    bar = None
     try:
-        summary = run_search_sweep(engine, task, questions, base, policies, widths, seeds, verifier, store,
-                                   embed=embed, dataset=dataset.name, progress=progress)
+        engine = engine_from_args(args)
+        search = _build(args, dataset, engine, policies)
+        bar, progress = progress_bar("search-sweep")
+        summary = run_search_sweep(engine, search.task, questions, base, policies, widths, seeds, search.verifier,
+                                   store, embed=search.embed, dataset=dataset.name, progress=progress)
+    except BaseException:
+        store.discard_if_empty()  # a failed first run leaves no empty results file
+        raise
     finally:
-        bar.close()
-    out = {"out": str(args.out), "dataset": dataset.name, "task": task.name, "verifier": verifier.name,
+        if bar is not None:
+            bar.close()
+    out = {"out": str(args.out), "dataset": dataset.name, "task": search.task.name, "verifier": search.verifier.name,
            "policies": policies, "widths": widths, "seeds": seeds, "questions": len(questions),
            "runs_total": summary.runs_total, "runs_written": summary.runs_written,
            "runs_already_done": summary.runs_already_done, "seconds": round(summary.seconds, 1)}
@@ -194,32 +155,31 @@ def cmd_search_sweep(args) -> int:
 
 def cmd_bench_kv(args) -> int:
     """ETS against REBASE at one width on a fixed question set: accuracy and mean retained KV."""
-    from ragscale.plots.tree import tradeoff_table
+    from ragscale.search.results import tradeoff_table
     from ragscale.search.runner import run_search_sweep, sweep_key
     from ragscale.store import ResultsStore
 
-    args.task, args.policy, args.recipe = "qa", None, None
-    for name in ("temperature", "sampling_temperature"):
-        setattr(args, name, None)
-    args.prm_url, args.prm_mode, args.policies = None, "classify", "ets,rebase"
-    dataset = load_questions("qa", args.dataset)
+    base = builder.search_config("ets", "qa", **config_overrides(args, policy="ets"))
+    if args.questions < 1:
+        raise UserError(f"--questions must be >= 1; got {args.questions}")
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1; got {args.k}")
+    dataset = builder.load_questions("qa", args.dataset)
     questions = dataset.questions[: args.questions]
     engine = engine_from_args(args)
-    task, verifier, embed = build_task_and_verifier(args, dataset, engine)
-    base = build_config(args, task)
+    search = builder.build_search(engine, dataset, "qa", k=args.k, verifier=args.verifier)
     with tempfile.TemporaryDirectory() as tmp:
         # --out keeps the records (the search-sweep format), e.g. for the trade-off plot.
         store = ResultsStore(args.out or Path(tmp) / "bench.sqlite")
-        bar, progress = _tqdm("bench kv")
+        bar, progress = progress_bar("bench kv")
         started = time.perf_counter()
         try:
-            run_search_sweep(engine, task, questions, base, ["ets", "rebase"], [args.width], [args.seed], verifier,
-                             store, embed=embed, dataset=dataset.name, progress=progress)
+            run_search_sweep(engine, search.task, questions, base, ["ets", "rebase"], [base.width], [base.seed],
+                             search.verifier, store, embed=search.embed, dataset=dataset.name, progress=progress)
         finally:
             bar.close()
-        keys = {sweep_key(dataset.name, engine.info.model, task.name, verifier.name, q.qid,
-                          base.replace(policy=p, width=args.width, seed=args.seed))
-                for p in ("ets", "rebase") for q in questions}
+        keys = {sweep_key(dataset.name, engine.info.model, search.task.name, search.verifier.name, q.qid,
+                          base.replace(policy=p)) for p in ("ets", "rebase") for q in questions}
         records = [r for r in store.records("search") if r["key"] in keys]
     seconds = time.perf_counter() - started
     table = tradeoff_table(records).set_index("policy")
@@ -235,8 +195,8 @@ def cmd_bench_kv(args) -> int:
             "seconds": round(sum(r["wall_seconds"] for r in rows), 1),
         }
     out = {
-        "dataset": dataset.name, "questions": len(questions), "width": args.width, "max_depth": base.max_depth,
-        "k": args.k, "verifier": verifier.name, "model": engine.info.model, "seed": args.seed,
+        "dataset": dataset.name, "questions": len(questions), "width": base.width, "max_depth": base.max_depth,
+        "k": args.k, "verifier": search.verifier.name, "model": engine.info.model, "seed": base.seed,
         "ets_settings": {"lambda_b": base.lambda_b, "lambda_d": base.lambda_d,
                          "cluster_threshold": base.cluster_threshold, "kv_cost": base.kv_cost},
         "ets": per["ets"], "rebase": per["rebase"],
@@ -248,70 +208,54 @@ def cmd_bench_kv(args) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
+def _task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("qa", "reasoning"), default="qa",
                         help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
                         "or GSM8K-style JSONL for --task reasoning")
-    parser.add_argument("--recipe", help="a recipe name or YAML file; without it, the policy's own recipe")
-    parser.add_argument("--lambda-b", type=float, help="ETS weight of the retained-KV cost")
-    parser.add_argument("--lambda-d", type=float, help="ETS weight of semantic diversity")
-    parser.add_argument("--temperature", type=float, help="softmax temperature of the REBASE shares")
-    parser.add_argument("--sampling-temperature", type=float, help="sampling temperature of each step")
-    parser.add_argument("--max-depth", type=int, help="maximum steps; without it, qa 3 and reasoning 10")
-    parser.add_argument("--step-tokens", type=int, help="token cap per step; without it, qa 48 and reasoning 256")
-    parser.add_argument("--kv-cost", choices=("tokens", "nodes"), help="ETS KV cost of a node")
-    parser.add_argument("--cluster-threshold", type=float,
-                        help="ETS: cosine distance at which steps' embeddings are cut into clusters (paper: 0.05)")
+    parser.add_argument("--recipe", help="a recipe name or YAML file (without it, the policy's own recipe)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
     parser.add_argument("--verifier", choices=("judge", "grounding", "prm"), default="judge",
                         help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM")
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
-    parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify")
-    add_engine_args(parser)
+    parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify",
+                        help="how the PRM is read: a reward model's /classify, or step-tag logprobs")
     add_retrieval_args(parser)
-    parser.add_argument("--json", action="store_true")
 
 
 def register(commands) -> None:
-    search = commands.add_parser("search", help="tree search on one question (ETS, REBASE, beam, DVTS, best-of-N)",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    search.add_argument("--policy", choices=POLICY_NAMES, default="ets")
-    search.add_argument("--width", type=int, default=16)
-    search.add_argument("--question", help="question id (or index) in the dataset; without it, the first")
-    search.add_argument("--seed", type=int, default=0)
+    search = commands.add_parser("search", help="tree search on one question (ETS, REBASE, beam, DVTS, best-of-N)")
+    search.add_argument("--question", help="question id (or index) in the dataset (without it, the first)")
     search.add_argument("--save", help="also write the full result as JSON to this file (the tree with token ids, "
                         "which the Tree search page and ragscale.plots.tree read)")
-    _common(search)
+    _task_args(search)
+    add_config_args(search)
+    add_engine_args(search)
+    search.add_argument("--json", action="store_true", help="print the result as JSON")
     search.set_defaults(func=cmd_search)
 
-    sweep = commands.add_parser("search-sweep", help="policies x widths over a question set into the results store",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sweep.add_argument("--policies", default="ets,rebase,beam,dvts,bon")
-    sweep.add_argument("--widths", default="4,8,16")
-    sweep.add_argument("--seeds", default="0")
+    sweep = commands.add_parser("search-sweep", help="policies x widths over a question set into the results store")
+    sweep.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated policies")
+    sweep.add_argument("--widths", default="4,8,16", help="comma-separated search widths")
+    sweep.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
     sweep.add_argument("--limit", type=int, default=20, help="questions (the first N of the dataset)")
     sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
-    _common(sweep, sweep=True)
+    _task_args(sweep)
+    add_config_args(sweep, exclude=("policy", "width", "seed"))
+    add_engine_args(sweep)
+    sweep.add_argument("--json", action="store_true", help="print the summary as JSON")
     sweep.set_defaults(func=cmd_search_sweep)
 
 
 def register_bench(benches) -> None:
-    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean retained KV, KV ratio",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    kv.add_argument("--dataset", default="demo")
-    kv.add_argument("--questions", type=int, default=KV_BENCH_QUESTIONS)
-    kv.add_argument("--width", type=int, default=KV_BENCH_WIDTH)
-    kv.add_argument("--max-depth", type=int, default=KV_BENCH_DEPTH)
-    kv.add_argument("--step-tokens", type=int, default=None)
+    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean retained KV, KV ratio")
+    kv.add_argument("--dataset", default="demo", help="QA dataset ('demo' or a file)")
+    kv.add_argument("--questions", type=int, default=KV_BENCH_QUESTIONS, help="the first N questions")
     kv.add_argument("--k", type=int, default=1, help="documents retrieved per step")
-    kv.add_argument("--seed", type=int, default=0)
-    kv.add_argument("--verifier", choices=("judge", "grounding"), default="judge")
-    kv.add_argument("--lambda-b", type=float, help="ETS weight of the retained-KV cost; None: the ets recipe's")
-    kv.add_argument("--lambda-d", type=float, help="ETS weight of semantic diversity; None: the ets recipe's")
-    kv.add_argument("--cluster-threshold", type=float, help="ETS clustering cut (cosine distance); None: the ets recipe's")
-    kv.add_argument("--kv-cost", choices=("tokens", "nodes"), help="ETS KV cost of a node; None: the ets recipe's (tokens)")
+    kv.add_argument("--verifier", choices=("judge", "grounding"), default="judge", help="step verifier")
+    add_config_args(kv, exclude=("policy", "temperature", "sampling_temperature"),
+                    defaults={"width": KV_BENCH_WIDTH, "max_depth": KV_BENCH_DEPTH})
     add_engine_args(kv)
-    kv.add_argument("--out", help="keep the search records in this results store; without it, a temporary one")
-    kv.add_argument("--json", action="store_true")
+    kv.add_argument("--out", help="keep the search records in this results store (without it, a temporary one)")
+    kv.add_argument("--json", action="store_true", help="print one JSON line")
     kv.set_defaults(func=cmd_bench_kv)

@@ -1,7 +1,8 @@
 """One dataclass for every search setting, and YAML recipes with the papers' defaults.
 
-Recipes live in ``ragscale/recipes/<name>.yaml`` (ets, rebase, beam, dvts, bon). A recipe may
-carry an ``options`` mapping for task-level settings the search core does not interpret.
+Recipes live in ``ragscale/recipes/<name>.yaml`` (ets, rebase, beam, dvts, bon). Each field's
+``metadata["help"]`` is the one description of that setting: the command line builds its flags
+from it (``ragscale.search.cli``), so a new setting is declared here once.
 """
 
 from __future__ import annotations
@@ -17,24 +18,32 @@ import yaml
 from ragscale.errors import UserError
 
 POLICY_NAMES = ("ets", "rebase", "beam", "dvts", "bon")
+# How pages and charts name the policies (one place, so every legend agrees).
+POLICY_LABELS = {"ets": "ETS", "rebase": "REBASE", "beam": "Beam search", "dvts": "DVTS", "bon": "Best-of-N"}
 KV_COSTS = ("tokens", "nodes")
+
+
+def _setting(default: Any, help: str, flag: str | None = None, choices: tuple | None = None):
+    """A field with its command-line description (``flag`` when the flag is not the field's name)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    policy: str = "ets"
-    width: int = 16  # total trajectories: children sampled per depth = width - finished so far
+    policy: str = _setting("ets", "search policy", choices=POLICY_NAMES)
+    # total trajectories: children sampled per depth = width - finished so far
+    width: int = _setting(16, "search width: trajectories sampled per depth, shared among kept branches")
     # ETS (Hooper et al. 2025): cost weight, diversity weight; the paper's MATH500 defaults.
-    lambda_b: float = 1.0
-    lambda_d: float = 1.5
-    temperature: float = 0.2  # softmax temperature of the REBASE allocation
-    cluster_threshold: float = 0.05  # cosine distance at which the average-linkage tree is cut
-    kv_cost: str = "tokens"  # KV cost of a node in the ETS program: its tokens, or 1 ("nodes")
-    max_depth: int = 25
-    step_max_tokens: int = 256
-    sampling_temperature: float = 1.0
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    lambda_b: float = _setting(1.0, "ETS weight of the retained-KV cost")
+    lambda_d: float = _setting(1.5, "ETS weight of semantic diversity")
+    temperature: float = _setting(0.2, "softmax temperature of the REBASE shares")
+    cluster_threshold: float = _setting(
+        0.05, "ETS: cosine distance at which steps' embeddings are cut into clusters (paper: 0.05)")
+    kv_cost: str = _setting("tokens", "ETS KV cost of a node: its tokens, or 1 per node", choices=KV_COSTS)
+    max_depth: int = _setting(25, "maximum steps (tree depth)")
+    step_max_tokens: int = _setting(256, "token cap per step", flag="step-tokens")
+    sampling_temperature: float = _setting(1.0, "sampling temperature of each step")
+    seed: int = _setting(0, "sampling seed")
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_NAMES:
@@ -50,7 +59,6 @@ class SearchConfig:
             (isinstance(self.max_depth, int) and self.max_depth >= 1, "max_depth must be an integer >= 1"),
             (isinstance(self.step_max_tokens, int) and self.step_max_tokens >= 1, "step_max_tokens must be >= 1"),
             (self.sampling_temperature >= 0, "sampling_temperature must be >= 0"),
-            (isinstance(self.options, dict), "options must be a mapping"),
         ]
         for ok, message in checks:
             if not ok:
@@ -64,6 +72,11 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The command-line flag of a ``SearchConfig`` field (``--lambda-b``, ``--step-tokens``)."""
+    return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
 
 
 def recipe_names() -> list[str]:

@@ -202,8 +202,7 @@ def sweep_key(dataset: str, model: str, task: str, verifier: str, qid: str, conf
     rerun with different settings never mistakes old records for its own."""
     c = config
     extra = (f"d={c.max_depth}|L={c.step_max_tokens}|st={c.sampling_temperature}|T={c.temperature}"
-             f"|lb={c.lambda_b}|ld={c.lambda_d}|th={c.cluster_threshold}|kv={c.kv_cost}"
-             + "".join(f"|{k}={v}" for k, v in sorted(c.options.items())))
+             f"|lb={c.lambda_b}|ld={c.lambda_d}|th={c.cluster_threshold}|kv={c.kv_cost}")
     return f"{dataset}|{model}|{task}|{verifier}|{c.policy}|w={c.width}|seed={c.seed}|{extra}|{qid}"
 
 

@@ -12,8 +12,10 @@ import pytest
 
 from ragscale.allocation import PAPER_PROFILE, AllocationModel, CostModel, TokenSizes, cost_breakdown, optimise
 from ragscale.datasets.types import Dataset, Document, Question
-from ragscale.explorer import view as V
-from ragscale.explorer.precompute import precompute
+from ragscale.explorer import library as L
+from ragscale.explorer import screen as V
+from ragscale.explorer.live import run_tree
+from ragscale.explorer.precompute import grid, library_size, precompute
 from ragscale.explorer.state import DEFAULT, POLICIES
 from ragscale.plots.explorer import explorer_curve_figure
 from ragscale.search.tree import Tree
@@ -74,20 +76,20 @@ def records():
     """One small tree per policy, width 3, n = 2 (depth <= 3)."""
     out = {}
     for policy in POLICIES:
-        key = V.TreeKey("toy", "q-2hop", policy, 3, 2, 1, 0)
-        out[policy] = V.run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed)
+        key = L.TreeKey("toy", "q-2hop", policy, 3, 2, 1, 0)
+        out[policy] = run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed)
     return out
 
 
 # ---- allocation side ------------------------------------------------------------------------
 
 def test_unpinned_state_takes_the_optimisers_configuration():
-    state = DEFAULT.with_(pinned=False, strategy="auto", budget=128_000)
+    state = DEFAULT.with_(pinned=False, strategy="auto", budget=128_000, profile="paper")
     allocation, notices = V.current_allocation(state, MODEL)
     expected = optimise(MODEL, 128_000, "auto")
     assert (allocation.strategy, allocation.k, allocation.m, allocation.n) == (expected.strategy, expected.k, expected.m, expected.n)
     assert allocation.effective_tokens <= 128_000 and notices == []
-    shown = V.apply_allocation(state, allocation)
+    shown = V.explorer(state, L.TreeLibrary()).state  # the screen writes the optimiser's (k, m, n) in
     assert (shown.k, shown.m, shown.n) == (expected.k, expected.m, expected.n)
     # a bigger budget never predicts less
     bigger, _ = V.current_allocation(state.with_(budget=1_000_000), MODEL)
@@ -99,9 +101,9 @@ def test_pinned_state_keeps_the_users_configuration_and_flags_an_overrun():
     allocation, notices = V.current_allocation(state, MODEL)
     assert (allocation.strategy, allocation.k, allocation.m, allocation.n) == ("iterdrag", 2, 1, 2)
     assert notices == [] and allocation.effective_tokens <= 16_000
-    assert V.apply_allocation(state, allocation) == state
+    assert V.explorer(state, L.TreeLibrary()).state.with_(question="") == state
     over, notices = V.current_allocation(state.with_(k=500, budget=16_000), MODEL)
-    assert over.effective_tokens > 16_000 and "over the 16,000 budget" in notices[0]
+    assert over.effective_tokens > 16_000 and "over the budget of 16,000" in notices[0]
 
 
 def test_auto_strategy_when_pinned_is_named_by_what_the_configuration_holds():
@@ -119,11 +121,13 @@ def test_a_budget_nothing_fits_falls_back_to_the_pinned_configuration_with_a_not
 
 
 def test_question_picker_falls_back_to_the_first_multi_hop_question():
-    assert V.pick_question(QUESTIONS, "q-1hop") == (QUESTIONS[0], None)
-    chosen, notice = V.pick_question(QUESTIONS, "")
-    assert chosen.qid == "q-2hop" and notice is None
-    chosen, notice = V.pick_question(QUESTIONS, "nope")
-    assert chosen.qid == "q-2hop" and "nope" in notice
+    assert V.default_question(QUESTIONS, {}, "toy", DEFAULT).qid == "q-2hop"
+    # a question the model answers right in the library comes first, at the view's shape first
+    right = {L.TreeKey("toy", "q-1hop", "ets", 8, 1, 1, 0): True, L.TreeKey("toy", "q-2hop", "ets", 8, 1, 1, 0): False}
+    assert V.default_question(QUESTIONS, right, "toy", DEFAULT).qid == "q-1hop"
+    assert V.default_question(QUESTIONS, right, "other", DEFAULT).qid == "q-2hop"
+    screen = V.explorer(DEFAULT.with_(question="nope"), L.TreeLibrary())
+    assert screen.state.question == "demo-test-2hop-000" and any("'nope'" in w for w in screen.warnings)
 
 
 def observed_fixture() -> pd.DataFrame:
@@ -142,30 +146,43 @@ def observed_fixture() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_observed_table_filters_by_dataset_and_finds_the_exact_configuration():
-    table = V.observed_table(observed_fixture(), "toy")
+def observed_results(tmp_path) -> tuple[str, float]:
+    """The fixture's rows in a results store, as the screen reads them (path, modification time)."""
+    from ragscale.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "runs.sqlite")
+    for i, row in observed_fixture().iterrows():
+        store.add("rag", f"row-{i}", row.to_dict())
+    return V._stamp(tmp_path / "runs.sqlite")
+
+
+def test_observed_table_filters_by_dataset_and_finds_the_exact_configuration(tmp_path):
+    table = V.observed_table(observed_results(tmp_path), "toy", None)
     assert len(table) == 4 and set(table["dataset"]) == {"toy"}
     allocation, _ = V.current_allocation(DEFAULT.with_(pinned=True, strategy="iterdrag", k=2, m=1, n=2), MODEL)
     assert V.observed_score(table, allocation) == pytest.approx(0.75)
     other, _ = V.current_allocation(DEFAULT.with_(pinned=True, strategy="iterdrag", k=3, m=1, n=2), MODEL)
     assert V.observed_score(table, other) is None
-    assert V.observed_table(pd.DataFrame(), "toy").empty
+    assert V.observed_table(V._stamp(tmp_path / "none.sqlite"), "toy", None).empty
 
 
-def test_curve_figure_marks_the_current_configuration_and_overlays_observed_runs():
-    curve = V.predicted_curve(MODEL, "auto", budgets=[1_000, 16_000, 128_000])
+def test_curve_figure_marks_the_current_configuration_and_overlays_observed_runs(tmp_path):
+    curve = V.predicted_curve(MODEL, "auto")
     allocation, _ = V.current_allocation(DEFAULT, MODEL)
-    table = V.observed_table(observed_fixture(), "toy")
-    fig = explorer_curve_figure(curve, DEFAULT.budget, allocation.to_dict(), table,
-                                predicted_label="paper profile", observed_label="SmolLM2")
+    table = V.observed_table(observed_results(tmp_path), "toy", None)
+    fig = explorer_curve_figure(curve, DEFAULT.budget, allocation.to_dict(), observed=table,
+                                predicted_label="paper profile", predicted_percent=True)
     names = [t.name for t in fig.data]
-    current = next(t for t in fig.data if t.name == "current configuration")
+    current = next(t for t in fig.data if t.name == "current")
     assert list(current.x) == [allocation.effective_tokens]
     assert list(current.y) == pytest.approx([allocation.predicted_score])
-    assert any(n.startswith("SmolLM2: iterdrag") for n in names)
-    observed = next(t for t in fig.data if t.name == "SmolLM2: iterdrag runs")
+    assert "runs" in names and len(names) <= 5  # one legend line
+    observed = next(t for t in fig.data if t.name == "runs")
     assert max(observed.y) == pytest.approx(75.0)  # fractions shown in percent
     assert fig.layout.xaxis.type == "log"
+    # the star is inside the padded x range
+    low, high = fig.layout.xaxis.range
+    assert low < np.log10(allocation.effective_tokens) < high
 
 
 # ---- trees --------------------------------------------------------------------------------------
@@ -174,7 +191,7 @@ def test_run_tree_respects_depth_width_and_records_its_key(records):
     for policy, record in records.items():
         tree = Tree.from_dict(record["tree"])
         assert tree.max_depth <= 3  # n = 2 iterations + the forced final answer
-        assert record["key"] == V.TreeKey("toy", "q-2hop", policy, 3, 2, 1, 0).to_dict()
+        assert record["key"] == L.TreeKey("toy", "q-2hop", policy, 3, 2, 1, 0).to_dict()
         assert record["config"]["width"] == 3 and record["config"]["max_depth"] == 3
         assert len(tree.finished_leaves()) <= 3
         assert record["kv"]["peak"] >= record["kv"]["mean"] > 0
@@ -198,22 +215,22 @@ def test_node_details_show_sub_query_documents_and_answer(records):
 
 def test_library_finds_exact_then_nearest_with_a_label(tmp_path, records):
     shipped, live = tmp_path / "shipped", tmp_path / "live"
-    library = V.TreeLibrary(shipped, live)
-    assert library.nearest(V.TreeKey("toy", "q-2hop", "ets", 3, 2, 1, 0)) == (None, False)
+    library = L.TreeLibrary(shipped, live)
+    assert library.nearest(L.TreeKey("toy", "q-2hop", "ets", 3, 2, 1, 0)) == (None, False)
     for record in records.values():
         library.save(record, shipped)
-    want = V.TreeKey("toy", "q-2hop", "beam", 3, 2, 1, 0)
+    want = L.TreeKey("toy", "q-2hop", "beam", 3, 2, 1, 0)
     assert library.nearest(want) == (want, True)
-    assert V.tree_label(want, want, True) == ""
-    assert library.load(want)["key"] == want.to_dict()
+    assert L.nearness(want, want, True) == ""
+    assert L.load_record(library.path(want))["key"] == want.to_dict()
     # a different width: the same policy's tree is nearest, and the label says what differs
-    wider = V.TreeKey("toy", "q-2hop", "beam", 16, 2, 1, 0)
+    wider = L.TreeKey("toy", "q-2hop", "beam", 16, 2, 1, 0)
     shown, exact = library.nearest(wider)
     assert shown == want and not exact
-    label = V.tree_label(wider, shown, exact)
+    label = L.nearness(wider, shown, exact)
     assert "width 3 (asked 16)" in label and "Run live" in label
     # another question: nearest is a tree of the stored question, labelled as such
-    shown, exact = library.nearest(V.TreeKey("toy", "q-1hop", "ets", 3, 2, 1, 0))
+    shown, exact = library.nearest(L.TreeKey("toy", "q-1hop", "ets", 3, 2, 1, 0))
     assert shown.question == "q-2hop" and shown.policy == "ets" and not exact
     # a live run of the exact key is found afterwards (the later directory wins on equal keys)
     live_record = dict(records["ets"], key=wider.to_dict(), created="later")
@@ -225,17 +242,17 @@ def test_library_finds_exact_then_nearest_with_a_label(tmp_path, records):
 
 
 def test_key_filenames_are_safe():
-    key = V.TreeKey("my data/set", "q:1/../x", "ets", 4, 2, 2, 1)
+    key = L.TreeKey("my data/set", "q:1/../x", "ets", 4, 2, 2, 1)
     name = key.filename()
     assert "/" not in name and ":" not in name and name.endswith("ets-w4-n2-k2-m1.json")
 
 
-def test_figures_row(records):
+def test_figures_row(records, tmp_path):
     state = DEFAULT.with_(pinned=True, strategy="iterdrag", k=2, m=1, n=2, qpd=5_000)
     allocation, _ = V.current_allocation(state, MODEL)
-    table = V.observed_table(observed_fixture(), "toy")
-    figs = V.figures(state, allocation, records["ets"], records["rebase"], table)
-    assert figs.kv_ratio_rebase == pytest.approx(records["rebase"]["kv"]["mean"] / records["ets"]["kv"]["mean"])
+    table = V.observed_table(observed_results(tmp_path), "toy", None)
+    figs = V.figures(state, allocation, records["ets"], records["rebase"], table, percent=True)
+    assert figs.kv_vs_rebase == pytest.approx(records["ets"]["kv"]["mean"] / records["rebase"]["kv"]["mean"])
     assert figs.retained_kv_mean == records["ets"]["kv"]["mean"]
     assert figs.cache_hit_rate == pytest.approx(records["ets"]["cached_tokens"] / records["ets"]["prompt_tokens"])
     assert 0 < figs.cache_hit_upper_bound < 1
@@ -243,16 +260,19 @@ def test_figures_row(records):
     assert figs.cost_per_query_usd == pytest.approx(expected.cost_per_query_usd)
     assert figs.cost_per_month_usd == pytest.approx(expected.cost_per_query_usd * 5_000 * 30)
     assert figs.observed_score == pytest.approx(0.75) and figs.observed_tokens == 4000
-    assert figs.predicted_score == allocation.predicted_score
-    bare = V.figures(state, allocation, None, None, V.observed_table(pd.DataFrame(), "toy"))
-    assert bare.retained_kv_mean is None and bare.kv_ratio_rebase is None and bare.cache_hit_rate is None
+    assert figs.predicted_score == pytest.approx(allocation.predicted_score / 100)  # the paper predicts percent
+    bare = V.figures(state, allocation, None, None, V.observed_table(V._stamp(tmp_path / "none"), "toy", None))
+    assert bare.retained_kv_mean is None and bare.kv_vs_rebase is None and bare.cache_hit_rate is None
 
 
-def test_export_holds_state_configuration_and_tree():
-    allocation, _ = V.current_allocation(DEFAULT, MODEL)
-    key = V.tree_key(DEFAULT, "q-2hop")
-    out = V.export_config(DEFAULT, allocation, key, "http://x/explorer?k=2")
-    assert out["explorer_state"] == DEFAULT.to_dict()
+def test_export_holds_state_configuration_and_tree(tmp_path, records):
+    library = L.TreeLibrary(tmp_path)
+    key = L.TreeKey("demo", "q-2hop", "ets", DEFAULT.width, DEFAULT.n, DEFAULT.k, DEFAULT.m)
+    library.save({**records["ets"], "key": key.to_dict()})
+    state = DEFAULT.with_(dataset="demo", pinned=True)
+    screen = V.explorer(state, library)
+    out = screen.export("http://x/explorer?k=2")
+    assert out["explorer_state"] == screen.state.to_dict() and out["link"] == "http://x/explorer?k=2"
     assert out["configuration"]["k"] == DEFAULT.k and out["tree"]["question"] == "q-2hop"
     json.dumps(out)
 
@@ -260,8 +280,8 @@ def test_export_holds_state_configuration_and_tree():
 def test_m_puts_demonstrations_in_the_shared_prefix():
     roots = {}
     for m in (0, 1):
-        key = V.TreeKey("toy", "q-2hop", "bon", 2, 1, 1, m)
-        record = V.run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed)
+        key = L.TreeKey("toy", "q-2hop", "bon", 2, 1, 1, m)
+        record = run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed)
         roots[m] = Tree.from_dict(record["tree"]).root.text
     assert POOL[0].question not in roots[0] and POOL[0].question in roots[1]
     assert "Who founded it?" in roots[1]
@@ -269,24 +289,34 @@ def test_m_puts_demonstrations_in_the_shared_prefix():
 
 def test_run_tree_refuses_k_zero():
     with pytest.raises(Exception, match="k >= 1"):
-        V.run_tree(engine(), DATASET, QUESTIONS[1], V.TreeKey("toy", "q-2hop", "ets", 2, 1, 0, 0),
+        run_tree(engine(), DATASET, QUESTIONS[1], L.TreeKey("toy", "q-2hop", "ets", 2, 1, 0, 0),
                    retrieve=retrieve, embed=embed)
 
 
 def test_precompute_writes_one_tree_per_policy_and_resumes(tmp_path):
-    state = DEFAULT.with_(width=2, n=1, k=1, m=0)
-    done = precompute(engine(), DATASET, state, ("ets", "bon"), out=tmp_path, retrieve=retrieve, embed=embed)
-    assert [d["policy"] for d in done] == ["ets", "bon"] and not any(d["skipped"] for d in done)
-    keys = V.TreeLibrary(tmp_path).index()
-    assert {k.policy for k in keys} == {"ets", "bon"} and {k.question for k in keys} == {"q-2hop"}
-    again = precompute(engine(), DATASET, state, ("ets", "bon"), out=tmp_path, retrieve=retrieve, embed=embed)
-    assert all(d["skipped"] for d in again)
+    keys = list(grid("toy", ["q-2hop"], ("ets", "bon"), widths=(2,), shapes=((1, 0, 1),)))
+    done = precompute(engine(), DATASET, keys, out=tmp_path, retrieve=retrieve, embed=embed)
+    assert done.trees == 2 and done.skipped == 0 and done.bytes_written > 0
+    stored = L.TreeLibrary(tmp_path).index()
+    assert {k.policy for k in stored} == {"ets", "bon"} and {k.question for k in stored} == {"q-2hop"}
+    again = precompute(engine(), DATASET, keys, out=tmp_path, retrieve=retrieve, embed=embed)
+    assert again.trees == 0 and again.skipped == 2
+    # what the command reports about the library, read back from the records themselves
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    size = library_size(tmp_path)
+    seconds = sum(r["wall_seconds"] for r in records)
+    assert size["trees"] == 2 and size["mb_on_disk"] == round(done.bytes_written / 1e6, 2)
+    assert size["answered_right"] == done.right == sum(r["correct"] for r in records)
+    assert size["gave_an_answer"] == sum(bool(r["answer"].strip()) for r in records)
+    assert size["trees_per_minute"] == round(2 / (seconds / 60), 2)
+    assert size["mean_seconds_by_width"] == {2: round(seconds / 2, 1)}
+    assert library_size(tmp_path / "empty")["trees"] == 0
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--policies", "mcts"], "--policies"),
-    (["--width", "0"], "width"),
-    (["--n", "9"], "n:"),
+    (["--widths", "0"], "widths"),
+    (["--shapes", "2:1:9"], "n <= 5"),
     (["--dataset", "/no/such/file.json"], "no such dataset"),
 ])
 def test_precompute_cli_rejects_bad_input_before_loading_a_model(argv, message, capsys):
@@ -295,3 +325,72 @@ def test_precompute_cli_rejects_bad_input_before_loading_a_model(argv, message, 
     assert main(["explorer-precompute", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ragscale: error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_live_run_reports_every_step_so_the_tree_can_grow_on_screen():
+    reports = []
+    key = L.TreeKey("toy", "q-2hop", "rebase", 3, 2, 1, 0)
+    record = run_tree(engine(), DATASET, QUESTIONS[1], key, retrieve=retrieve, embed=embed,
+                      on_step=lambda report: reports.append((report.depth, len(report.tree), report.kv_tokens)))
+    assert [r[0] for r in reports] == list(range(len(reports))) and len(reports) == record["depth"]
+    sizes = [r[1] for r in reports]
+    assert sizes == sorted(sizes) and sizes[-1] == record["nodes"]  # nodes appear as they are generated
+
+
+def test_warm_up_loads_engine_index_and_embeddings_in_the_background(monkeypatch):
+    import threading
+
+    from ragscale.engines import EngineSpec
+    from ragscale.explorer import live
+
+    built, release = [], threading.Event()
+
+    def slow_engine(spec):
+        release.wait(10)  # the caller must not wait for this
+        built.append(spec)
+        return engine()
+
+    monkeypatch.setenv("RAGSCALE_WARMUP", "1")
+    monkeypatch.setattr(live, "make_engine", slow_engine)
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: retrieve)
+    monkeypatch.setattr("ragscale.retrieval.embed_texts", embed)
+    spec = EngineSpec(threads=1, dtype="float32")  # a spec no other test uses
+    assert live.warm_up(spec) is True and live.warm_status(spec).state == "warming"
+    assert live.warm_up(spec) is False  # once per spec
+    release.set()
+    for _ in range(200):
+        if live.warm_status(spec).state != "warming":
+            break
+        threading.Event().wait(0.05)
+    assert live.warm_status(spec).state == "ready", live.warm_status(spec)
+    assert built == [spec] and live.shared_engine(spec) is live.started_engine(spec)
+
+
+def test_bench_explorer_live_reports_seconds_first_token_and_tokens_per_second(monkeypatch, capsys, tmp_path):
+    from ragscale.cli import main
+    from ragscale.explorer import live
+
+    monkeypatch.setattr(live, "shared_engine", lambda spec: engine())
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: lambda q, k: dataset.corpus[:k])
+    monkeypatch.setattr("ragscale.retrieval.embed_texts", embed)
+    monkeypatch.setattr(V, "SHIPPED_TREES", tmp_path)
+    assert main(["bench", "explorer-live", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seconds"] > 0 and 0 < out["first_token_s"] <= out["seconds"]
+    assert out["tokens_per_second"] == pytest.approx(out["tokens_generated"] / out["seconds"], rel=0.05)
+    assert out["key"]["width"] == DEFAULT.width and out["key"]["k"] == DEFAULT.k and out["target_s"] == 10
+
+
+def test_live_retriever_follows_the_retrieval_setting(monkeypatch):
+    from ragscale.explorer import live
+    from ragscale.retrieval import options
+    from ragscale.search import tasks
+
+    built = []
+    monkeypatch.setattr(tasks, "retriever_for", lambda dataset: built.append(dataset.name) or (lambda q, k: []))
+    monkeypatch.setattr(live, "_retrievers", {})
+    monkeypatch.setattr(options, "_override", None)
+    first = live.shared_retriever(DATASET)
+    assert live.shared_retriever(DATASET) is first and built == ["toy"]  # built once
+    options.use_settings(options.RetrieverSettings(url="http://127.0.0.1:8000"))  # the Engine page's switch
+    assert live.shared_retriever(DATASET) is not first and built == ["toy", "toy"]

@@ -1,0 +1,68 @@
+"""What every command shares: help that shows real defaults, comma lists, a progress bar.
+
+Each concern's ``cli.py`` builds its commands from these, so a list flag is parsed and a bar is
+drawn the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ragscale.errors import UserError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's help shows its defaults, but never "(default: None)", "(default: False)" for
+    a switch, or a second default when the help text already says what happens without the flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower() or "without it" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """``HelpFormatter`` for ``parser`` and every subcommand under it (so no command sets its own)."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:  # argparse keeps subcommands here; there is no public walk
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_help_formatter(sub)
+
+
+def csv_list(text: str, label: str, cast=str, minimum: int | None = None) -> list:
+    """``"a,b,c"`` as a list, for a flag or a page field (``label`` is how its user knows it:
+    "--widths", "k"); one clear line for a bad value, an empty list or a value under ``minimum``."""
+    try:
+        values = [cast(part.strip()) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        kind = "whole numbers, like 0,1,2,5" if cast is int else "values"
+        raise UserError(f"{label}: use comma-separated {kind} (got {str(text)[:40]!r})") from None
+    if not values:
+        raise UserError(f"{label}: give at least one value")
+    if minimum is not None and any(v < minimum for v in values):
+        raise UserError(f"{label} values must be >= {minimum}; got {str(text)[:40]!r}")
+    return values
+
+
+def progress_bar(desc: str, unit: str = "it", leave: bool = True):
+    """A tqdm bar on stderr and the ``progress(done, total, message)`` callback that moves it.
+
+    A new phase (``done`` going back, a new ``total``) or a message starting "resuming" restarts
+    the bar's rate and ETA from that point, so a resumed job does not report a false speed.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit=unit, leave=leave, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        if done < bar.n or bar.total != total or message.startswith("resuming"):
+            bar.reset(total=total)
+            bar.initial = bar.n = done
+        else:
+            bar.update(done - bar.n)
+        bar.set_postfix_str(message[:70], refresh=True)
+
+    return bar, progress
