@@ -179,6 +179,7 @@ def ensure_copy(source: ModelSource, build=None) -> Path:
     _remove_stale_temps(target)
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    _quiet_progress_bars()  # the rebuild notice stays the only line on stderr
     try:
         tmp.mkdir()
         build(source, tmp)
@@ -191,6 +192,12 @@ def ensure_copy(source: ModelSource, build=None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _quiet_progress_bars() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def convert_gguf(source: ModelSource, folder: Path) -> None:
