@@ -116,6 +116,15 @@ def test_score_prefers_the_right_answer_and_matches_generation(on):
     assert scored == pytest.approx(generated.logprobs, abs=0.05)
 
 
+def test_zero_new_tokens_prefills_only(on):
+    """SGLang's max_new_tokens = 0 (used to warm a prefix): no decode step, the prompt is cached."""
+    prompt = on.chat_prompt("Warm this prefix. " * 20)
+    for n in (1, 3):
+        gens = on.generate([prompt], SamplingParams(max_new_tokens=0, n=n))
+        assert [(g.output_ids, g.text, g.finish_reason) for g in gens] == [([], "", "length")] * n
+    assert on.generate([prompt], SamplingParams(max_new_tokens=1))[0].usage.cached_tokens > 0
+
+
 def test_errors_are_clear(on):
     with pytest.raises(EngineError, match="context window"):
         on.generate([[1] * 8000], SamplingParams(max_new_tokens=500))

@@ -158,6 +158,9 @@ class EmbeddedEngine(Engine):
                         batch = logits[None].expand(len(prompt_rows), -1)
                         for row, token in zip(prompt_rows, self._sample(batch, prompt_rows, params)):
                             self._accept(row, token, params)
+                    else:  # prefill only (SGLang's max_new_tokens = 0): nothing to decode
+                        for row in prompt_rows:
+                            row.finish = "length"
                     rows += prompt_rows
             finally:
                 for node in pins:
