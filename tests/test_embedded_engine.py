@@ -9,6 +9,7 @@ import pytest
 
 from ragscale.engines import EngineSpec, make_engine
 from ragscale.engines.base import SamplingParams
+from ragscale.engines.forward import PAGE
 from ragscale.errors import EngineError
 
 pytestmark = pytest.mark.model
@@ -43,19 +44,23 @@ QUESTIONS = [
 
 
 def test_greedy_tokens_identical_with_cache_on_and_off(on, off):
+    """At the default dtype of this CPU (bf16 where native): pages make it exact by construction."""
     params = SamplingParams(max_new_tokens=16)
     shared = "You answer questions about geography and arithmetic briefly. " * 4
     prompts = [on.chat_prompt(q, system=shared) for q in QUESTIONS]
     first_on = on.generate(prompts, params)
     first_off = off.generate(prompts, params)
     assert [g.output_ids for g in first_on] == [g.output_ids for g in first_off]
-    # Continue every branch: with the cache on only the join token is new.
+    # Continue every branch: with the cache on, the prompt's whole pages are reused.
     branches = [g.prompt_ids + g.output_ids for g in first_on]
     again_on = on.generate(branches, params)
     again_off = off.generate(branches, params)
     assert [g.output_ids for g in again_on] == [g.output_ids for g in again_off]
-    assert all(g.usage.cached_tokens == g.usage.prompt_tokens - 1 for g in again_on)
+    assert [g.usage.cached_tokens for g in again_on] == [len(g.prompt_ids) // PAGE * PAGE for g in first_on]
     assert all(g.usage.cached_tokens == 0 for g in again_off)
+    # Sent alone, or again on a warm cache, a prompt gets the tokens it got in the batch.
+    alone = on.generate([prompts[2]], params)[0]
+    assert alone.output_ids == first_on[2].output_ids
 
 
 def test_shared_prefix_is_prefilled_once_and_cached_tokens_follow_sglang(on):
@@ -64,13 +69,13 @@ def test_shared_prefix_is_prefilled_once_and_cached_tokens_follow_sglang(on):
     ga, gb = on.generate([a, b], SamplingParams(max_new_tokens=4))
     assert ga.usage.cached_tokens == 0
     common = next(i for i, (x, y) in enumerate(zip(ga.prompt_ids, gb.prompt_ids)) if x != y)
-    assert gb.usage.cached_tokens == common  # the second prompt reused the first one's prefill
+    assert gb.usage.cached_tokens == common // PAGE * PAGE  # the second prompt reused the first one's pages
     assert 50 < common < len(ga.prompt_ids)
-    # Re-sending a prompt: everything but its last token is a hit, never more.
+    # Re-sending a prompt: every whole page but never its last token is a hit.
     again = on.generate([a], SamplingParams(max_new_tokens=1))[0]
-    assert again.usage.cached_tokens == again.usage.prompt_tokens - 1
+    assert again.usage.cached_tokens == (again.usage.prompt_tokens - 1) // PAGE * PAGE
     stats = on.stats()
-    assert stats.requests == 3 and stats.cached_tokens == common + again.usage.cached_tokens
+    assert stats.requests == 3 and stats.cached_tokens == gb.usage.cached_tokens + again.usage.cached_tokens
     assert 0 < stats.cache_tokens_held <= stats.cache_capacity_tokens
 
 
@@ -111,6 +116,15 @@ def test_score_prefers_the_right_answer_and_matches_generation(on):
     assert scored == pytest.approx(generated.logprobs, abs=0.05)
 
 
+def test_zero_new_tokens_prefills_only(on):
+    """SGLang's max_new_tokens = 0 (used to warm a prefix): no decode step, the prompt is cached."""
+    prompt = on.chat_prompt("Warm this prefix. " * 20)
+    for n in (1, 3):
+        gens = on.generate([prompt], SamplingParams(max_new_tokens=0, n=n))
+        assert [(g.output_ids, g.text, g.finish_reason) for g in gens] == [([], "", "length")] * n
+    assert on.generate([prompt], SamplingParams(max_new_tokens=1))[0].usage.cached_tokens > 0
+
+
 def test_errors_are_clear(on):
     with pytest.raises(EngineError, match="context window"):
         on.generate([[1] * 8000], SamplingParams(max_new_tokens=500))
@@ -141,20 +155,3 @@ def test_compute_dtype_follows_cpu_and_env(monkeypatch):
     monkeypatch.setenv("RAGSCALE_DTYPE", "float16")
     with pytest.raises(EngineError, match="RAGSCALE_DTYPE"):
         model_files.default_dtype()
-
-
-def test_reserved_layer_writes_in_place_grows_and_selects_rows_like_concatenation():
-    import torch
-    from ragscale.engines.embedded import _ReservedLayer
-
-    start = torch.randn(3, 2, 5, 4)
-    layer = _ReservedLayer(torch.cat([start, torch.zeros(3, 2, 2, 4)], dim=2), torch.cat([-start, torch.zeros(3, 2, 2, 4)], dim=2), 5)
-    expected = start
-    for step in (1, 1, 4, 9):  # the last two overflow the two spare slots: the buffer grows
-        new = torch.randn(3, 2, step, 4)
-        keys, values = layer.update(new, -new)
-        expected = torch.cat([expected, new], dim=2)
-        assert torch.equal(keys, expected) and torch.equal(values, -expected)
-        assert layer.get_seq_length() == expected.shape[2]
-    layer.batch_select_indices(torch.tensor([2, 0]))
-    assert torch.equal(layer.keys, expected[[2, 0]]) and torch.equal(layer.values, -expected[[2, 0]])

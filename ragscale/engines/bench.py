@@ -1,4 +1,4 @@
-"""Engine benchmarks: ``ragscale bench prefix-cache | engine | serve``.
+"""Engine benchmarks: ``ragscale bench prefix-cache | engine | llamacpp | serve``.
 
 prefix-cache (fixed workload): a shared 1,000-token prefix, 8 branches (each its own short
 instruction after the prefix), 4 steps of 32 new tokens, greedy. Every step continues each branch
@@ -7,8 +7,9 @@ with ``prompt_ids + output_ids`` and submits the 8 branches as one batch, as a t
 prompt_tokens - 1, requests in submission order) could reuse on the same requests; it is
 computed with a RadixCache holding no KV, so it is independent of the engine.
 
-engine: start-up in fresh processes and tokens/s per dtype. serve: the SGLang-compatible server
-under concurrent requests, merged vs one at a time.
+engine: start-up in fresh processes, prefill and decode tokens/s for one stream and for 8
+branches. llamacpp: the same workloads on llama.cpp, side by side. serve: the SGLang-compatible
+server under concurrent requests, merged vs one at a time.
 """
 
 from __future__ import annotations
@@ -110,18 +111,25 @@ import json, time
 started = time.perf_counter()
 import transformers.models.llama.modeling_llama, transformers.models.auto  # library import, paid once per process
 imported = time.perf_counter()
-from ragscale.engines.model_files import load_model
-load_model()
+from ragscale.engines.model_files import load
+load()
 print(json.dumps({"import_seconds": imported - started, "load_seconds": time.perf_counter() - imported}))
 """
+
+STREAM_NEW_TOKENS = 128  # single-stream decode length (as the README's llama.cpp comparison)
+
+
+def stream_prompt(engine) -> list[int]:
+    """The single-stream workload: the 1,000-token passage and a task that makes the model write."""
+    return workload_prompts(engine)[7]
 
 
 def engine_benchmark(progress: Progress | None = None) -> dict:
     """The embedded engine's start-up and throughput.
 
-    Start-up runs in fresh processes: a first start (no bf16 copy yet: the GGUF is dequantised
-    and the copy written) and a later start (from the copy), side by side. Throughput is 4 prompts
-    of ~300 tokens + 32 new tokens each, no prefix cache, in float32 and in bfloat16."""
+    Start-up runs in fresh processes: a first start (no model copy yet: the GGUF is converted and
+    the copy written) and a later start (from the verified copy), side by side. Throughput, at the
+    default dtype and in float32 (the dense path): see ``throughput``."""
     import json
     import os
     import subprocess
@@ -129,6 +137,8 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
     import tempfile
 
     import torch
+
+    from ragscale.engines.model_files import default_dtype
 
     def probe(cache_dir: str | None) -> dict:
         env = dict(os.environ, **({"RAGSCALE_CACHE_DIR": cache_dir} if cache_dir else {}))
@@ -141,13 +151,14 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
             progress(1, 5, "first start (from the GGUF)")
         later = probe(empty)  # the copy written by the first start
         if progress:
-            progress(2, 5, "later start (from the bf16 copy)")
+            progress(2, 5, "later start (from the copy)")
     usual = probe(None)  # the user's own cache directory, as the app starts
     if progress:
         progress(3, 5, "later start, user cache")
-    throughput = {}
-    for step, dtype in enumerate(("float32", "bfloat16"), start=4):
-        throughput[dtype] = decode_throughput(dtype)
+    dtypes = [default_dtype()] + (["float32"] if default_dtype() != "float32" else [])
+    results = {}
+    for step, dtype in enumerate(dtypes, start=4):
+        results[dtype] = throughput(dtype)
         if progress:
             progress(step, 5, f"throughput {dtype}")
     return {
@@ -156,21 +167,117 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
         "user_cache_load_seconds": round(usual["load_seconds"], 2),
         "library_import_seconds": round(later["import_seconds"], 2),
         "first_over_later": round(first["load_seconds"] / later["load_seconds"], 1),
-        "tokens_per_second": throughput,
+        "default_dtype": dtypes[0],
+        "throughput": results,
         "threads": torch.get_num_threads(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
-def decode_throughput(dtype: str, prompts: int = 4, new_tokens: int = 32) -> float:
-    """Generated tokens per second (prefill included), cache off, one batch of ~300-token prompts."""
+def throughput(dtype: str | None = None) -> dict:
+    """Prefill and decode tokens/s, cache off, greedy:
+
+    - single stream: one ~1,015-token prompt, then up to 128 new tokens;
+    - 8 branches: the 8 prompts of the tree workload (1,000 shared tokens each, prefilled in
+      full since the cache is off) and 32 new tokens each, decoded as one batch.
+
+    Prefill rate = prompt tokens / time to the first token; decode rate = the other generated
+    tokens / the rest of the time."""
     from ragscale.engines.embedded import EmbeddedEngine
 
     engine = EmbeddedEngine(prefix_cache=False, dtype=dtype)
-    batch = [engine.encode(f"Note {i}. " + _PASSAGE * 4 + "\nSummary:") for i in range(prompts)]
-    engine.generate([batch[0][:8]], SamplingParams(max_new_tokens=2))  # first-call overheads
-    started = time.perf_counter()
-    outs = engine.generate(batch, SamplingParams(max_new_tokens=new_tokens, temperature=0.0))
-    return round(sum(len(g.output_ids) for g in outs) / (time.perf_counter() - started), 1)
+    engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))  # first-call overheads
+    out = {"decode": "4-bit" if engine.decoder.quantized_decode else "dense"}
+    for name, prompts, new_tokens in (("single_stream", [stream_prompt(engine)], STREAM_NEW_TOKENS),
+                                      ("branches_8", workload_prompts(engine), NEW_TOKENS)):
+        started = time.perf_counter()
+        engine.generate(prompts, SamplingParams(max_new_tokens=1))
+        prefill_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        gens = engine.generate(prompts, SamplingParams(max_new_tokens=new_tokens))
+        total_seconds = time.perf_counter() - started
+        decoded = sum(len(g.output_ids) - 1 for g in gens)
+        out[name] = _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, total_seconds - prefill_seconds)
+    return out
+
+
+def _rates(prompt_tokens: int, prefill_seconds: float, decoded: int, decode_seconds: float) -> dict:
+    return {"prompt_tokens": prompt_tokens, "prefill_tok_s": round(prompt_tokens / prefill_seconds, 1),
+            "decoded_tokens": decoded, "decode_tok_s": round(decoded / max(decode_seconds, 1e-9), 1)}
+
+
+def llamacpp_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is None
+
+
+def llamacpp_benchmark(progress: Progress | None = None) -> dict:
+    """The ``throughput`` workloads on llama.cpp (llama-cpp-python, same GGUF, same threads) and on
+    the embedded engine, in one process run, so the ratio is measured side by side.
+
+    llama.cpp's 8 branches run one after another on one sequence (its prompt cache reuses the
+    shared 1,000 tokens from the second branch on); its prefill rate counts the tokens it actually
+    computed. Batching branches needs llama.cpp's low-level multi-sequence API, not used here."""
+    import llama_cpp
+    import torch
+
+    from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.model_files import resolve_model
+
+    threads = torch.get_num_threads()
+    engine = EmbeddedEngine(prefix_cache=False)
+    llm = llama_cpp.Llama(model_path=str(resolve_model(None).path), n_ctx=4096, n_batch=512, n_threads=threads,
+                          n_threads_batch=threads, verbose=False)
+    if progress:
+        progress(1, 4, "loaded")
+
+    def run(prompt: list[int], new_tokens: int, reset: bool) -> tuple[int, float, int, float]:
+        """(prompt tokens computed, prefill seconds, decoded tokens after the first, decode seconds)."""
+        computed = len(prompt) - (0 if reset else _common(llm._input_ids.tolist(), prompt[:-1]))
+        started = time.perf_counter()
+        produced, first_at = 0, None
+        for token in llm.generate(prompt, top_k=1, temp=0.0, reset=reset):
+            produced += 1
+            if first_at is None:
+                first_at = time.perf_counter()
+            if token == llm.token_eos() or produced >= new_tokens:
+                break
+        return computed, first_at - started, produced - 1, time.perf_counter() - first_at
+
+    stream = stream_prompt(engine)
+    run(engine.encode("Warm up."), 2, True)
+    computed, prefill_s, decoded, decode_s = run(stream, STREAM_NEW_TOKENS, True)
+    single = _rates(computed, prefill_s, decoded, decode_s)
+    if progress:
+        progress(2, 4, "llama.cpp single stream")
+    totals = [0, 0.0, 0, 0.0]
+    for i, prompt in enumerate(workload_prompts(engine)):
+        for j, value in enumerate(run(prompt, NEW_TOKENS, reset=(i == 0))):
+            totals[j] += value
+    branches = _rates(*totals)
+    if progress:
+        progress(3, 4, "llama.cpp 8 branches")
+    del llm
+    embedded = throughput()
+    if progress:
+        progress(4, 4, "embedded engine")
+    return {
+        "llamacpp_version": getattr(llama_cpp, "__version__", "?"),
+        "threads": threads,
+        "llamacpp": {"single_stream": single, "branches_8_sequential": branches},
+        "embedded": embedded,
+        "single_stream_decode_ratio": round(embedded["single_stream"]["decode_tok_s"] / single["decode_tok_s"], 2),
+    }
+
+
+def _common(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 CLIENTS = 8  # concurrent users of one embedded server, one single-prompt request each

@@ -19,10 +19,12 @@ def register(commands) -> None:
     serve = commands.add_parser("serve", help="serve an engine over SGLang's native HTTP API")
     kinds = serve.add_subparsers(dest="serve_kind", metavar="ENGINE", required=True)
 
-    embedded = kinds.add_parser("embedded", help="the embedded SmolLM2 engine, SGLang-compatible JSON")
+    embedded = kinds.add_parser("embedded", help="the embedded engine (SmolLM2 or --model), SGLang-compatible JSON")
     embedded.add_argument("--port", type=int, default=30000)
     embedded.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve a team (no authentication!)")
     embedded.add_argument("--disable-radix-cache", action="store_true", help="turn the prefix cache off (A/B runs)")
+    embedded.add_argument("--model", metavar="PATH",
+                          help="a local Hugging Face folder or .gguf file, Llama architecture (default: SmolLM2-135M-Instruct)")
     embedded.set_defaults(func=_serve_embedded)
 
     sglang = kinds.add_parser("sglang", help="run sglang.launch_server with the flags ragscale needs")
@@ -51,9 +53,13 @@ def register_bench(benches) -> None:
     bench = benches.add_parser("prefix-cache", help="tree workload with the radix cache on vs off")
     bench.add_argument("--json", action="store_true", help="print only the JSON result")
     bench.set_defaults(func=_bench_prefix_cache)
-    engine = benches.add_parser("engine", help="embedded engine: start-up (first vs later) and tokens/s per dtype")
+    engine = benches.add_parser("engine", help="embedded engine: start-up, prefill and decode tokens/s (1 stream, 8 branches)")
     engine.add_argument("--json", action="store_true", help="print only the JSON result")
     engine.set_defaults(func=_bench_engine)
+    llamacpp = benches.add_parser("llamacpp", help="the engine workloads on llama.cpp (llama-cpp-python, optional) "
+                                  "side by side with the embedded engine")
+    llamacpp.add_argument("--json", action="store_true", help="print only the JSON result")
+    llamacpp.set_defaults(func=_bench_llamacpp)
     serve = benches.add_parser("serve", help="embedded server, 8 concurrent requests: merged vs one at a time")
     serve.add_argument("--json", action="store_true", help="print only the JSON result")
     serve.set_defaults(func=_bench_serve)
@@ -71,10 +77,10 @@ def _serve_embedded(args) -> int:
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
-    prefix_cache = not args.disable_radix_cache
+    prefix_cache, model = not args.disable_radix_cache, args.model
     try:
         # The model loads in the background; /health answers 503 until it is ready, as SGLang's does.
-        server = make_server(lambda: EmbeddedEngine(prefix_cache=prefix_cache), args.host, args.port,
+        server = make_server(lambda: EmbeddedEngine(prefix_cache=prefix_cache, model=model), args.host, args.port,
                              launch_command=shlex.join(sys.argv))
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
@@ -173,6 +179,15 @@ def _bench_engine(args) -> int:
     from ragscale.engines.bench import engine_benchmark
 
     return _run_bench(engine_benchmark, 5, "engine", args.json)
+
+
+def _bench_llamacpp(args) -> int:
+    from ragscale.engines.bench import llamacpp_benchmark, llamacpp_missing
+
+    if llamacpp_missing():
+        print("skipped: llama-cpp-python is not installed (optional: pip install llama-cpp-python, ~6 min to compile)")
+        return 0
+    return _run_bench(llamacpp_benchmark, 4, "llamacpp", args.json)
 
 
 def _bench_serve(args) -> int:

