@@ -6,56 +6,21 @@ pages.common.set_engine_spec, so every page then runs on it.
 
 from __future__ import annotations
 
-import logging
-
 import streamlit as st
 
 from pages.common import engine_spec, get_engine, set_engine_spec
-from ragscale.deploy import check_engine_url, check_server_url, printable, shared, viewer_folder
+from ragscale.deploy import check_engine_url, check_server_url, printable, shared, viewer_folder, viewer_model
 from ragscale.engines import EngineSpec, describe_spec, live_engine
+from ragscale.engines.health import check_sglang_server, viewer_message
 from ragscale.errors import EngineError, UserError
 from ragscale.retrieval.options import RetrieverSettings
 from ragscale.retrieval.options import current_settings as current_retrieval
 from ragscale.retrieval.options import use_settings as use_retrieval
 from ragscale.retrieval.status import retrieval_status
 
-EMBEDDED, SGLANG = "Embedded CPU engine (SmolLM2-135M-Instruct)", "SGLang server or sglang-router"
+EMBEDDED, SGLANG = "Embedded CPU engine", "SGLang server or sglang-router"
 HEALTH_KEY = "engine_page.health"  # (url, ok, message) of the last health check
 RETRIEVAL_KEY = "engine_page.retrieval"  # (url or None, retrieval_status) of the last store check
-log = logging.getLogger(__name__)
-
-
-def check_server(url: str) -> tuple[bool, str]:
-    """(healthy, what to show): the URL must be allowed (ragscale.deploy) and answer as SGLang.
-
-    Only the model name and context window of a healthy server are shown; a failure shows the
-    client's one line in local mode and a fixed one in shared mode (the details go to the log),
-    so nothing a foreign server sends back reaches a viewer.
-    """
-    try:
-        clean = check_engine_url(url)
-    except UserError as exc:
-        return False, str(exc)
-    try:
-        from ragscale.engines.sglang_client import SGLangEngine
-
-        client = SGLangEngine(clean, retries=0, connect_timeout=3, timeout=10)
-        try:
-            client.health()
-            info = client.info
-        finally:
-            client.close()
-        return True, f"{printable(info.model)} · context window {info.context_window:,} tokens"
-    except Exception as exc:  # noqa: BLE001 - whatever the server did, the viewer gets one line
-        return False, engine_error(exc, f"{clean} did not answer as an SGLang server")
-
-
-def engine_error(exc: Exception, generic: str) -> str:
-    """One line for the viewer; the server's own words only in local mode, the rest in the log."""
-    log.warning("%s: %s", generic, exc, exc_info=not isinstance(exc, UserError))
-    if isinstance(exc, UserError) and not shared():
-        return str(exc).splitlines()[0][:300]
-    return f"{generic} (details are in the app's log)"
 
 
 st.title("Engine")
@@ -76,8 +41,16 @@ if kind == EMBEDDED:
         "Radix prefix cache", value=active.prefix_cache if active.kind == "embedded" else True, key="engine_prefix_cache",
         help="Off is SGLang's --disable-radix-cache: every prompt is prefilled from scratch (for A/B runs).",
     )
-    chosen = EngineSpec("embedded", prefix_cache=prefix_cache)
-    if st.button("Use the embedded engine", type="primary", disabled=chosen == active, key="engine_use_embedded"):
+    model_text = st.text_input(
+        "Model (optional)", value=active.model or "" if active.kind == "embedded" else "", key="engine_model",
+        placeholder="SmolLM2-135M-Instruct", help="A local Hugging Face folder (config.json + safetensors) or a "
+        ".gguf file, Llama architecture; empty for SmolLM2-135M-Instruct. The same as --model on the command line.")
+    try:
+        chosen = EngineSpec("embedded", prefix_cache=prefix_cache, model=viewer_model(model_text))
+    except UserError as exc:
+        chosen = None
+        st.error(f"Model: {exc}")
+    if st.button("Use the embedded engine", type="primary", disabled=chosen in (None, active), key="engine_use_embedded"):
         set_engine_spec(chosen)
         st.rerun()
 else:
@@ -96,9 +69,9 @@ else:
     )
     check, use = st.columns(2)
     if check.button("Check health", key="engine_check"):
-        st.session_state[HEALTH_KEY] = (url, *check_server(url))
+        st.session_state[HEALTH_KEY] = (url, *check_sglang_server(url))
     if use.button("Use this server", type="primary", key="engine_use"):
-        healthy, message = check_server(url)  # a server becomes active only once it answered
+        healthy, message = check_sglang_server(url)  # a server becomes active only once it answered
         st.session_state[HEALTH_KEY] = (url, healthy, message)
         if healthy:
             try:
@@ -121,13 +94,13 @@ if engine is None:
         try:
             engine = get_engine()
         except EngineError as exc:
-            st.error(engine_error(exc, "the engine could not start"))
+            st.error(viewer_message(exc, "the engine could not start"))
 if engine is not None:
     try:
         info = engine.info
         stats = engine.stats()
     except EngineError as exc:
-        st.error(f"The engine is not answering: {engine_error(exc, 'no answer')}")
+        st.error(f"The engine is not answering: {viewer_message(exc, 'no answer')}")
     else:
         cols = st.columns(4)
         cols[0].metric("Model", printable(info.model))
@@ -151,7 +124,7 @@ if engine is not None:
                 engine.flush_cache()
                 st.toast("Prefix cache flushed.")
             except EngineError as exc:
-                st.error(engine_error(exc, "the server did not flush its cache"))
+                st.error(viewer_message(exc, "the server did not flush its cache"))
         if reset.button("Reset the counters", key="engine_reset"):
             engine.reset_stats()
             st.rerun()

@@ -357,3 +357,15 @@ def check_server_url(url: str, what: str = "engine", example_url: str = "http://
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def viewer_model(text: str) -> str | None:
+    """The embedded engine's model a viewer named (``--model`` on the page): None for the default
+    SmolLM2, else a checked .gguf file or Hugging Face folder. Shared mode: only under the data
+    roots, like every other path a viewer types."""
+    if not text or not text.strip():
+        return None
+    from ragscale.engines.model_files import resolve_model
+
+    path = viewer_path(text, "dataset") if text.strip().lower().endswith(".gguf") else viewer_folder(text)
+    return str(resolve_model(path).path)

@@ -257,3 +257,46 @@ def test_a_live_chroma_server_is_checked_and_chosen(monkeypatch, tmp_path):
             assert any(f"Chroma server {url}" in m.value for m in at.markdown)
     finally:
         options.use_settings(None)
+
+
+def _folder_with_config(root: Path) -> Path:
+    model = root / "my-llama"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    return model
+
+
+def test_a_local_model_folder_becomes_the_embedded_spec(tmp_path):
+    model = _folder_with_config(tmp_path)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.text_input(key="engine_model").set_value(str(model)).run()
+    assert not at.error
+    at.button(key="engine_use_embedded").click().run()
+    assert at.session_state[SPEC_KEY] == EngineSpec("embedded", model=str(model.resolve()))
+    assert "my-llama" in at.info[0].value  # the active engine names the model, not SmolLM2
+
+
+@pytest.mark.parametrize("typed, says", [("/nonexistent/model", "no such folder"),
+                                         ("{tmp}", "config.json"),
+                                         ("{tmp}/weights.gguf", "no such dataset file")])
+def test_a_model_that_is_not_one_is_refused_and_the_button_disabled(tmp_path, typed, says):
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.text_input(key="engine_model").set_value(typed.format(tmp=tmp_path)).run()
+    assert says in at.error[0].value
+    assert at.button(key="engine_use_embedded").disabled
+    assert "SmolLM2-135M-Instruct" in at.info[0].value  # the active engine is unchanged
+
+
+def test_shared_mode_takes_models_only_under_the_data_roots(monkeypatch, tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    inside_model, outside_model = _folder_with_config(root), _folder_with_config(outside)
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(root))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.text_input(key="engine_model").set_value(str(outside_model)).run()
+    assert "not a folder this server offers" in at.error[0].value
+    at.text_input(key="engine_model").set_value("my-llama").run()  # relative: looked up under the roots
+    assert not at.error
+    at.button(key="engine_use_embedded").click().run()
+    assert at.session_state[SPEC_KEY].model == str(inside_model.resolve())
