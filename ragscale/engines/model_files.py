@@ -40,7 +40,7 @@ COPY_FORMAT = 2  # bump when the copy's layout changes: older copies are rebuilt
 
 DTYPES = ("float32", "bfloat16")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: building a copy may load a tokenizer (the tests' tiny models do)
 _loaded: dict[tuple, "LoadedModel"] = {}  # (source, dtype) -> model, shared by every engine in the process
 _tokenizers: dict = {}
 
