@@ -45,6 +45,10 @@ def _tqdm(desc: str):
 
 def load_questions(task: str, dataset: str):
     """(dataset, questions) for a task: multi-hop QA files / demo, or GSM8K-style JSONL."""
+    if task == "arithmetic" and dataset in ("demo", "arithmetic"):  # generated, seeded problems
+        from ragscale.search.tasks import arithmetic_dataset
+
+        return arithmetic_dataset()
     if task == "reasoning":
         if dataset == "demo":
             raise UserError("the reasoning task reads GSM8K-style JSONL (question, answer ending '#### N'); "
@@ -101,6 +105,10 @@ def build_task_and_verifier(args, dataset, engine):
     if args.task == "qa" or args.verifier == "grounding" or "ets" in _policies(args):
         embed = embedder()
     task = make_task(args.task, dataset=dataset, k=args.k)
+    if args.verifier == "rules":  # the arithmetic task's step checker (ragscale.search.rule_verifier)
+        from ragscale.search.rule_verifier import ArithmeticRules
+
+        return task, ArithmeticRules(), embed
     verifier = make_verifier(args.verifier, engine=engine, embed=embed, prm_url=args.prm_url, prm_mode=args.prm_mode)
     return task, verifier, embed
 
@@ -171,6 +179,7 @@ def cmd_search_sweep(args) -> int:
         raise UserError("--widths must be >= 1")
     questions = dataset.questions[: args.limit]
     store = ResultsStore(args.out)
+    load_before = _load()
     engine = engine_from_args(args)
     task, verifier, embed = build_task_and_verifier(args, dataset, engine)
     args.policy = None
@@ -185,8 +194,76 @@ def cmd_search_sweep(args) -> int:
            "policies": policies, "widths": widths, "seeds": seeds, "questions": len(questions),
            "runs_total": summary.runs_total, "runs_written": summary.runs_written,
            "runs_already_done": summary.runs_already_done, "seconds": round(summary.seconds, 1)}
+    if args.report:
+        out["report"] = write_sweep_report(args, store, dataset.name, engine, task, verifier, base, questions,
+                                           policies, widths, seeds,
+                                           summary.seconds if summary.runs_already_done == 0 else None, load_before)
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:>18}: {v}" for k, v in out.items()))
     return 0
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages, as `uptime` prints them."""
+    import os
+
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _commit() -> str:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def sweep_command(args) -> str:
+    """The search-sweep command that reproduces this sweep (the settings that change its rows)."""
+    import shlex
+
+    parts = ["python -m ragscale search-sweep", f"--task {args.task}", f"--verifier {args.verifier}",
+             f"--dataset {shlex.quote(args.dataset)}", f"--policies {args.policies}", f"--widths {args.widths}",
+             f"--seeds {args.seeds}", f"--limit {args.limit}"]
+    for flag in ("recipe", "lambda_b", "lambda_d", "temperature", "sampling_temperature", "max_depth",
+                 "step_tokens", "kv_cost", "cluster_threshold", "dtype"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            parts.append(f"--{flag.replace('_', '-')} {shlex.quote(str(value))}")
+    parts += [f"--out {shlex.quote(str(args.out))}", f"--report {shlex.quote(str(args.report))}"]
+    return " ".join(parts)
+
+
+def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, questions, policies, widths,
+                       seeds, seconds, load_before) -> str:
+    """Write the markdown report of exactly this sweep's records (other records in the store are
+    left out) and return its path. The store is checkpointed out of WAL mode so the bundled
+    .sqlite file is complete on its own."""
+    import sqlite3
+
+    from ragscale.search.runner import SEARCH_KIND, sweep_key
+    from ragscale.search.sweep_report import sweep_report
+
+    keys = {sweep_key(dataset_name, engine.info.model, task.name, verifier.name, q.qid,
+                      base.replace(policy=p, width=w, seed=s))
+            for p in policies for w in widths for s in seeds for q in questions}
+    records = [r for r in store.records(SEARCH_KIND) if r["key"] in keys]
+    # ``seconds`` is None for a resumed sweep: this invocation's time is not the sweep's.
+    text = sweep_report(records, sweep_command(args), _commit(), {"before": load_before, "after": _load()},
+                        seconds=seconds)
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(text, encoding="utf-8")
+    con = sqlite3.connect(store.path)
+    try:
+        con.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        con.close()
+    return str(args.report)
 
 
 def cmd_bench_kv(args) -> int:
@@ -246,8 +323,9 @@ def cmd_bench_kv(args) -> int:
 
 
 def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
-    parser.add_argument("--task", choices=("qa", "reasoning"), default="qa",
-                        help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math")
+    parser.add_argument("--task", choices=("qa", "reasoning", "arithmetic"), default="qa",
+                        help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
+                        "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
                         "or GSM8K-style JSONL for --task reasoning")
     parser.add_argument("--recipe", help="a recipe name or YAML file; without it, the policy's own recipe")
@@ -261,8 +339,9 @@ def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
     parser.add_argument("--cluster-threshold", type=float,
                         help="ETS: cosine distance at which steps' embeddings are cut into clusters (paper: 0.05)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
-    parser.add_argument("--verifier", choices=("judge", "grounding", "prm"), default="judge",
-                        help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM")
+    parser.add_argument("--verifier", choices=("judge", "grounding", "prm", "rules"), default="judge",
+                        help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM; "
+                        "rules: the arithmetic task's rule-based step checker")
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify")
     add_engine_args(parser)
@@ -288,6 +367,8 @@ def register(commands) -> None:
     sweep.add_argument("--seeds", default="0")
     sweep.add_argument("--limit", type=int, default=20, help="questions (the first N of the dataset)")
     sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
+    sweep.add_argument("--report", help="also write a markdown report of this sweep's rows to this file "
+                       "(accuracy and retained KV per width per policy, REBASE/ETS KV ratio at matched accuracy)")
     _common(sweep, sweep=True)
     sweep.set_defaults(func=cmd_search_sweep)
 
