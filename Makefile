@@ -11,7 +11,7 @@ PORT   ?= 8501
 # The shipped tree-search sweep (data/search_results.md states its numbers, command and time).
 # Resumable: rerunning skips every search already in data/search_results.sqlite.
 SEARCH_SWEEP_ARGS ?= --task arithmetic --verifier rules --dataset arithmetic --policies bon,beam,dvts,rebase,ets \
-	--widths 1,2,4,8,16,32 --seeds 0 --limit SEARCH_LIMIT_PLACEHOLDER --sampling-temperature 0.6 --dtype float32
+	--widths 1,2,4,8,16,32 --seeds 0 --limit 8 --sampling-temperature 0.6 --dtype float32
 DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --m 0,1 --n 1,2 --limit 16 --batch-size 16 --dtype float32
 
 .PHONY: install run test test-fast browser-deps demo-results search-results bench clean

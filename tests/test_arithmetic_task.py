@@ -244,6 +244,7 @@ def test_search_sweep_report_and_bundled_loader(scripted_cli, tmp_path, capsys):
     text = report.read_text()
     assert "--task arithmetic --verifier rules" in text and "--sampling-temperature 0.6" in text
     assert "| width | bon | rebase | ets |" in text and "REBASE/ETS" in text and "Machine load" in text
+    assert "resumed" not in text.splitlines()[2] and " min;" in text.splitlines()[2]
     assert not (tmp_path / "search.sqlite-wal").exists()  # the store stands on its own
     records = load_bundled_sweep(out)
     assert len(records) == 6 and {r["policy"] for r in records} == {"bon", "rebase", "ets"}
@@ -253,7 +254,7 @@ def test_search_sweep_report_and_bundled_loader(scripted_cli, tmp_path, capsys):
     # Rerun: nothing recomputed, the report says the time is not this run's.
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["runs_already_done"] == 6
-    assert " min." not in report.read_text().splitlines()[2]
+    assert "resumed" in report.read_text().splitlines()[2]
 
 
 def test_loader_errors_are_one_line(tmp_path):

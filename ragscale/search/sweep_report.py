@@ -116,11 +116,13 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
     config = first.get("config") or {}
     match = matched_accuracy_kv_ratio(table)
     per_width = _pivot(table, "kv_mean")
+    searching = sum(float(r.get("wall_seconds") or 0) for r in records)
     lines = [
         "# Bundled tree-search sweep (arithmetic task, rule-based process verifier)",
         "",
         f"Made by `{command}` at commit `{commit}`"
-        + (f" in {seconds / 60:.1f} min" if seconds is not None else "") + ".",
+        + (f" in {seconds / 60:.1f} min" if seconds is not None else " (resumed: some rows came from an earlier run)")
+        + f"; the searches themselves took {searching / 60:.1f} min (sum of the rows' wall times, model load excluded).",
         f"Machine load (`uptime`): before {load.get('before', '?')}; after {load.get('after', '?')}. "
         "A 2-core machine shared with other jobs: times are indicative only; accuracy and KV do not depend on them.",
         "",
