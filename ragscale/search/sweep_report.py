@@ -159,3 +159,23 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
                   + ", ".join(f"w={w}: {v:.2f}" for w, v in same.items() if pd.notna(v)) + "."]
     lines += ["", "Regenerate with `make search-results` (resumable: finished searches are kept in the store)."]
     return "\n".join(lines) + "\n"
+
+
+def sweep_note(records: Iterable[Mapping[str, Any]]) -> str:
+    """One paragraph for a page caption: accuracy from the narrowest to the widest width per
+    policy and the REBASE/ETS KV ratio at matched accuracy, all computed from ``records``."""
+    table = tradeoff_table(records)
+    if table.empty:
+        return "No search records."
+    questions = int(table["questions"].max())
+    parts = []
+    for policy in [p for p in POLICY_ORDER if p in set(table["policy"])]:
+        part = table[table["policy"] == policy].sort_values("width")
+        lo, hi = part.iloc[0], part.iloc[-1]
+        parts.append(f"{policy} {lo['accuracy']:.2f} at width {int(lo['width'])} -> {hi['accuracy']:.2f} at "
+                     f"{int(hi['width'])}")
+    match = matched_accuracy_kv_ratio(table)
+    ratio = (f"REBASE/ETS retained-KV ratio at matched accuracy {match['accuracy']:.2f}: {match['ratio']:.2f}"
+             if match["ratio"] is not None else f"no REBASE/ETS KV ratio ({match['reason']})")
+    return (f"Accuracy over {questions} problems: " + "; ".join(parts) + f". {ratio} "
+            f"(Hooper et al. 2025: {PAPER_KV_RATIO_REBASE_OVER_ETS}x less KV for ETS).")
