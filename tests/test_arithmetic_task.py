@@ -277,3 +277,14 @@ def test_sweep_note_states_the_rows():
     assert "rebase 0.00 at width 1 -> 1.00 at 8" in note and "ets 0.00 at width 1 -> 1.00 at 8" in note
     assert "matched accuracy 1.00: 1.50" in note and "1.8x" in note
     assert sweep_note([]) == "No search records."
+
+
+def test_cli_rejects_mismatched_task_and_verifier(monkeypatch, capsys):
+    from ragscale.cli import main
+    from ragscale.search import cli as search_cli
+
+    monkeypatch.setattr(search_cli, "engine_from_args", lambda args, **kw: ScriptedEngine(_reply()))
+    assert main(["search", "--task", "qa", "--verifier", "rules", "--dataset", "demo"]) == 2
+    assert "--task arithmetic" in capsys.readouterr().err
+    assert main(["search", "--task", "arithmetic", "--verifier", "rules", "--dataset", "hotpotqa"]) == 2
+    assert "--dataset arithmetic" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def _tqdm(desc: str):
 
 def load_questions(task: str, dataset: str):
     """(dataset, questions) for a task: multi-hop QA files / demo, or GSM8K-style JSONL."""
-    if task == "arithmetic" and dataset in ("demo", "arithmetic"):  # generated, seeded problems
+    if task == "arithmetic":  # generated, seeded problems (ragscale.search.tasks.arithmetic)
+        if dataset not in ("demo", "arithmetic"):
+            raise UserError("the arithmetic task generates its own problems; use --dataset arithmetic")
         from ragscale.search.tasks import arithmetic_dataset
 
         return arithmetic_dataset()
@@ -101,6 +103,8 @@ def build_task_and_verifier(args, dataset, engine):
     from ragscale.search.tasks import make_task
     from ragscale.search.verifiers import make_verifier
 
+    if args.verifier == "rules" and args.task != "arithmetic":
+        raise UserError("--verifier rules checks arithmetic steps only; use it with --task arithmetic")
     embed = None
     if args.task == "qa" or args.verifier == "grounding" or "ets" in _policies(args):
         embed = embedder()
@@ -327,7 +331,7 @@ def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
                         help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
                         "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
-                        "or GSM8K-style JSONL for --task reasoning")
+                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated) for --task arithmetic")
     parser.add_argument("--recipe", help="a recipe name or YAML file; without it, the policy's own recipe")
     parser.add_argument("--lambda-b", type=float, help="ETS weight of the retained-KV cost")
     parser.add_argument("--lambda-d", type=float, help="ETS weight of semantic diversity")
