@@ -235,7 +235,7 @@ def sweep_command(args) -> str:
              f"--dataset {shlex.quote(args.dataset)}", f"--policies {args.policies}", f"--widths {args.widths}",
              f"--seeds {args.seeds}", f"--limit {args.limit}"]
     for flag in ("recipe", "lambda_b", "lambda_d", "temperature", "sampling_temperature", "max_depth",
-                 "step_tokens", "kv_cost", "cluster_threshold", "dtype"):
+                 "step_tokens", "kv_cost", "cluster_threshold", "dtype", "threads"):
         value = getattr(args, flag, None)
         if value is not None:
             parts.append(f"--{flag.replace('_', '-')} {shlex.quote(str(value))}")
