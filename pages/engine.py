@@ -6,14 +6,57 @@ pages.common.set_engine_spec, so every page then runs on it.
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 from pages.common import engine_spec, get_engine, set_engine_spec
+from ragscale.deploy import check_engine_url, check_server_url, printable, shared, viewer_folder
 from ragscale.engines import EngineSpec, describe_spec, live_engine
-from ragscale.errors import EngineError
+from ragscale.errors import EngineError, UserError
+from ragscale.retrieval.options import RetrieverSettings
+from ragscale.retrieval.options import current_settings as current_retrieval
+from ragscale.retrieval.options import use_settings as use_retrieval
+from ragscale.retrieval.status import retrieval_status
 
 EMBEDDED, SGLANG = "Embedded CPU engine (SmolLM2-135M-Instruct)", "SGLang server or sglang-router"
 HEALTH_KEY = "engine_page.health"  # (url, ok, message) of the last health check
+RETRIEVAL_KEY = "engine_page.retrieval"  # (url or None, retrieval_status) of the last store check
+log = logging.getLogger(__name__)
+
+
+def check_server(url: str) -> tuple[bool, str]:
+    """(healthy, what to show): the URL must be allowed (ragscale.deploy) and answer as SGLang.
+
+    Only the model name and context window of a healthy server are shown; a failure shows the
+    client's one line in local mode and a fixed one in shared mode (the details go to the log),
+    so nothing a foreign server sends back reaches a viewer.
+    """
+    try:
+        clean = check_engine_url(url)
+    except UserError as exc:
+        return False, str(exc)
+    try:
+        from ragscale.engines.sglang_client import SGLangEngine
+
+        client = SGLangEngine(clean, retries=0, connect_timeout=3, timeout=10)
+        try:
+            client.health()
+            info = client.info
+        finally:
+            client.close()
+        return True, f"{printable(info.model)} · context window {info.context_window:,} tokens"
+    except Exception as exc:  # noqa: BLE001 - whatever the server did, the viewer gets one line
+        return False, engine_error(exc, f"{clean} did not answer as an SGLang server")
+
+
+def engine_error(exc: Exception, generic: str) -> str:
+    """One line for the viewer; the server's own words only in local mode, the rest in the log."""
+    log.warning("%s: %s", generic, exc, exc_info=not isinstance(exc, UserError))
+    if isinstance(exc, UserError) and not shared():
+        return str(exc).splitlines()[0][:300]
+    return f"{generic} (details are in the app's log)"
+
 
 st.title("Engine")
 st.caption(
@@ -26,41 +69,45 @@ active = engine_spec()
 st.info(f"Active engine: **{describe_spec(active)}**")
 
 # ---- choose ---------------------------------------------------------------------------------
-kind = st.radio("Engine", [EMBEDDED, SGLANG], index=0 if active.kind == "embedded" else 1, horizontal=True)
+kind = st.radio("Engine", [EMBEDDED, SGLANG], index=0 if active.kind == "embedded" else 1, horizontal=True,
+                key="engine_kind")
 if kind == EMBEDDED:
     prefix_cache = st.checkbox(
-        "Radix prefix cache", value=active.prefix_cache if active.kind == "embedded" else True,
+        "Radix prefix cache", value=active.prefix_cache if active.kind == "embedded" else True, key="engine_prefix_cache",
         help="Off is SGLang's --disable-radix-cache: every prompt is prefilled from scratch (for A/B runs).",
     )
     chosen = EngineSpec("embedded", prefix_cache=prefix_cache)
-    if st.button("Use the embedded engine", type="primary", disabled=chosen == active):
+    if st.button("Use the embedded engine", type="primary", disabled=chosen == active, key="engine_use_embedded"):
         set_engine_spec(chosen)
         st.rerun()
 else:
-    url = st.text_input("Server URL", value=active.url or "http://127.0.0.1:30000",
+    url = st.text_input("Server URL", value=active.url or "http://127.0.0.1:30000", key="engine_url",
                         help="One `python -m sglang.launch_server` (or `ragscale serve embedded`), or sglang-router.")
     tokenizer = st.text_input(
-        "Tokenizer folder (optional)", value=active.tokenizer or "",
+        "Tokenizer folder (optional)", value=active.tokenizer or "", key="engine_tokenizer",
         help="A local folder with the server model's tokenizer, so prompts go out as exact token ids. "
              "Not needed for SmolLM2 or when the server's tokenizer path exists on this machine.",
     )
+    timeout = st.number_input(
+        "Answer timeout (seconds)", min_value=1.0, max_value=86_400.0, step=30.0,
+        value=float(active.timeout or 600.0), key="engine_timeout",
+        help="How long to wait for one answer from the server (a long generation); the health check waits at "
+             "least 20 s, as SGLang's /health may take that long.",
+    )
     check, use = st.columns(2)
-    if check.button("Check health"):
-        try:
-            from ragscale.engines.sglang_client import SGLangEngine
-
-            client = SGLangEngine(url, retries=0, connect_timeout=3, timeout=10)
-            client.health()
-            info = client.info
-            st.session_state[HEALTH_KEY] = (url, True, f"{info.model} · context window {info.context_window:,} tokens")
-        except EngineError as exc:
-            st.session_state[HEALTH_KEY] = (url, False, str(exc))
-    if use.button("Use this server", type="primary"):
-        try:
-            set_engine_spec(EngineSpec("sglang", url=url.strip(), tokenizer=tokenizer.strip() or None))
-            st.rerun()
-        except ValueError as exc:
-            st.error(str(exc))
+    if check.button("Check health", key="engine_check"):
+        st.session_state[HEALTH_KEY] = (url, *check_server(url))
+    if use.button("Use this server", type="primary", key="engine_use"):
+        healthy, message = check_server(url)  # a server becomes active only once it answered
+        st.session_state[HEALTH_KEY] = (url, healthy, message)
+        if healthy:
+            try:
+                folder = str(viewer_folder(tokenizer)) if tokenizer.strip() else None
+                set_engine_spec(EngineSpec("sglang", url=check_engine_url(url), tokenizer=folder,
+                                           timeout=None if timeout == 600.0 else float(timeout)))
+                st.rerun()
+            except UserError as exc:
+                st.session_state[HEALTH_KEY] = (url, False, f"tokenizer folder: {exc}")
     health = st.session_state.get(HEALTH_KEY)
     if health and health[0] == url:
         (st.success if health[1] else st.error)(("Healthy: " if health[1] else "Health check failed: ") + health[2])
@@ -70,20 +117,20 @@ st.subheader("Active engine status")
 engine = live_engine(active)
 if engine is None:
     st.write("The active engine has not started yet; it starts on first use.")
-    if st.button("Start it now"):
+    if st.button("Start it now", key="engine_start"):
         try:
             engine = get_engine()
         except EngineError as exc:
-            st.error(str(exc))
+            st.error(engine_error(exc, "the engine could not start"))
 if engine is not None:
     try:
         info = engine.info
         stats = engine.stats()
     except EngineError as exc:
-        st.error(f"The engine is not answering: {exc}")
+        st.error(f"The engine is not answering: {engine_error(exc, 'no answer')}")
     else:
         cols = st.columns(4)
-        cols[0].metric("Model", info.model)
+        cols[0].metric("Model", printable(info.model))
         cols[1].metric("Context window", f"{info.context_window:,} tokens")
         cols[2].metric("Prefix-cache hit rate", f"{stats.hit_rate:.1%}",
                        help="Cached / prompt tokens over all requests since the last reset (SGLang's cached_tokens).")
@@ -99,12 +146,57 @@ if engine is not None:
             st.caption("Server-wide hit rate from /metrics counters since the last reset: "
                        + (f"{server_rate:.1%}" if server_rate is not None else "n/a (start SGLang with --enable-metrics)"))
         flush, reset = st.columns(2)
-        if flush.button("Flush the prefix cache"):
+        if flush.button("Flush the prefix cache", key="engine_flush"):
             try:
                 engine.flush_cache()
                 st.toast("Prefix cache flushed.")
             except EngineError as exc:
-                st.error(str(exc))
-        if reset.button("Reset the counters"):
+                st.error(engine_error(exc, "the server did not flush its cache"))
+        if reset.button("Reset the counters", key="engine_reset"):
             engine.reset_stats()
             st.rerun()
+
+# ---- retrieval --------------------------------------------------------------------------------
+st.subheader("Retrieval")
+retrieval = current_retrieval()
+st.write(f"Documents are retrieved from the **{retrieval.describe()}**.")
+STORE, SERVER = "Embedded Chroma store", "Chroma server"
+store_kind = st.radio("Document store", [STORE, SERVER], index=1 if retrieval.url else 0, horizontal=True,
+                      key="retrieval_kind")
+chroma_url = None
+if store_kind == SERVER:
+    chroma_url = st.text_input("Chroma server URL", value=retrieval.url or "http://127.0.0.1:8000",
+                               key="retrieval_url", help="A `chroma run` server; documents are embedded here "
+                               "with MiniLM and only vectors and text travel.")
+check_col, use_col = st.columns(2)
+if check_col.button("Check the store", key="retrieval_check"):
+    try:
+        target = check_server_url(chroma_url, "Chroma server", "http://127.0.0.1:8000") if chroma_url else None
+        with st.spinner("Asking the store ..."):
+            st.session_state[RETRIEVAL_KEY] = (chroma_url, retrieval_status(target))
+    except UserError as exc:
+        st.session_state[RETRIEVAL_KEY] = (chroma_url, {"ok": False, "error": str(exc), "collections": []})
+# On a shared server the store is the operator's choice (RAGSCALE_CHROMA_URL): one viewer must not
+# move every viewer's retrieval, so the page only checks it there.
+if use_col.button("Retrieve from this store", key="retrieval_use", disabled=shared(),
+                  help="Set by the operator (RAGSCALE_CHROMA_URL) on a shared server." if shared() else None):
+    try:
+        target = check_server_url(chroma_url, "Chroma server", "http://127.0.0.1:8000") if chroma_url else None
+        status = retrieval_status(target)
+        st.session_state[RETRIEVAL_KEY] = (chroma_url, status)
+        if status["ok"]:
+            use_retrieval(RetrieverSettings(url=status["url"] if target else None))
+            st.rerun()
+    except UserError as exc:
+        st.session_state[RETRIEVAL_KEY] = (chroma_url, {"ok": False, "error": str(exc), "collections": []})
+checked = st.session_state.get(RETRIEVAL_KEY)
+if checked and checked[0] == chroma_url:
+    status = checked[1]
+    if status["ok"]:
+        latency = f" in {status['latency_ms']:.0f} ms" if status.get("latency_ms") is not None else ""
+        st.success(f"The store answered{latency}: {len(status['collections'])} collection(s).")
+        if status["collections"]:
+            st.dataframe([{"collection": printable(c["name"]), "passages": c["passages"]}
+                          for c in status["collections"]], hide_index=True, width="stretch")
+    else:
+        st.error(f"The store did not answer: {status['error']}")

@@ -3,121 +3,91 @@
 Yue et al. 2025. A sweep runs in a background thread (ragscale.rag.jobs) and writes every
 question's result to a SQLite store as it finishes; this page reads the store, so any tab can
 watch a running sweep. Thin: widgets and plots; the logic is in ragscale.rag and ragscale.plots.
+Every path typed here goes through ragscale.deploy (confined to its roots in shared mode).
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from pages.common import engine_spec, get_engine
-from ragscale.config import DATA_DIR, SHARED_DATASETS_DIR, cache_dir
+from ragscale.config import DATA_DIR, SHARED_DATASETS_DIR
+from ragscale.datasets import load_dataset
+from ragscale.deploy import results_dir, save_upload, sweep_output_path, viewer_path
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 from ragscale.plots.scaling import observed_figure, predicted_figure
-from ragscale.rag.jobs import REGISTRY, JobRegistry
-from ragscale.rag.strategies import unpack_calls
-from ragscale.rag.sweep import (KIND, RUN_KIND, SweepSpec, best_per_budget, config_table, curve_strategies,
-                                fit_allocation)
-from ragscale.store import ResultsStore
+from ragscale.rag import sweep as sw
+from ragscale.rag.jobs import REGISTRY  # process-wide: every tab sees the same jobs
+from ragscale.rag.strategies import STRATEGIES, unpack_calls
 
 DEMO_RESULTS = DATA_DIR / "demo_results.sqlite"
-MY_RESULTS = cache_dir() / "scaling_runs.sqlite"
+MY_RESULTS = "scaling_runs.sqlite"  # under ragscale.deploy.results_dir()
 RESULTS_KEY = "scaling_runs.results_path"
 METRIC_LABELS = {"acc": "Acc", "em": "EM", "f1": "F1"}
 
 
-@st.cache_resource
-def registry() -> JobRegistry:
-    # The process-wide registry: every session (tab) sees the same jobs.
-    return REGISTRY
-
-
-def parse_ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise UserError(f"{name}: use comma-separated whole numbers, like 0,1,2,5") from None
-    if not values:
-        raise UserError(f"{name}: give at least one value")
-    return values
-
-
-def results_path() -> Path:
-    if RESULTS_KEY not in st.session_state:
-        st.session_state[RESULTS_KEY] = str(DEMO_RESULTS)
-    return Path(st.session_state[RESULTS_KEY])
-
-
 def choose_dataset() -> str | None:
-    shared = sorted(p.name for p in SHARED_DATASETS_DIR.glob("*.json*")) if SHARED_DATASETS_DIR.exists() else []
+    """The dataset to sweep: "demo" or a checked file path (None until there is one)."""
     kind = st.radio("Dataset", ["demo (generated)", "shared sample", "path", "upload"], horizontal=True,
                     key="sr_dataset_kind")
-    if kind.startswith("demo"):
-        return "demo"
-    if kind == "shared sample":
-        if not shared:
-            st.warning(f"no samples in {SHARED_DATASETS_DIR}")
-            return None
-        return str(SHARED_DATASETS_DIR / st.selectbox("Sample", shared, key="sr_shared"))
-    if kind == "path":
-        path = st.text_input("Dataset file (HotpotQA / MuSiQue / 2Wiki JSON or FlashRAG JSONL)", key="sr_path")
-        return path or None
-    upload = st.file_uploader("Dataset file", type=["json", "jsonl"], key="sr_upload")
-    if upload is None:
+    try:
+        if kind.startswith("demo"):
+            return "demo"
+        if kind == "shared sample":
+            shared = sorted(p.name for p in SHARED_DATASETS_DIR.glob("*.json*")) if SHARED_DATASETS_DIR.is_dir() else []
+            if not shared:
+                st.warning(f"no samples in {SHARED_DATASETS_DIR}")
+                return None
+            return str(viewer_path(str(SHARED_DATASETS_DIR / st.selectbox("Sample", shared, key="sr_shared")), "dataset"))
+        if kind == "path":
+            text = st.text_input("Dataset file (HotpotQA / MuSiQue / 2Wiki JSON or FlashRAG JSONL)", key="sr_path")
+            return str(viewer_path(text, "dataset")) if text.strip() else None
+        upload = st.file_uploader("Dataset file", type=["json", "jsonl"], key="sr_upload")
+        return None if upload is None else str(save_upload(upload.name, upload.getvalue()))
+    except UserError as exc:
+        st.error(str(exc))
         return None
-    target = cache_dir() / "uploads" / Path(upload.name).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(upload.getvalue())
-    return str(target)
 
 
 def sweep_form() -> None:
-    jobs = registry()
     with st.expander("Run a sweep", expanded=False):
         dataset = choose_dataset()
         left, mid, right = st.columns(3)
-        strategies = left.multiselect("Strategies", ["zero-shot", "many-shot", "rag", "drag", "iterdrag"],
-                                      default=["rag", "drag", "iterdrag"], key="sr_strategies")
+        strategies = left.multiselect("Strategies", list(STRATEGIES), default=["rag", "drag", "iterdrag"],
+                                      key="sr_strategies")
         k_text = mid.text_input("k (documents)", "0,1,2,5", key="sr_k")
         m_text = mid.text_input("m (demonstrations)", "0,1,2", key="sr_m")
         n_text = right.text_input("n (IterDRAG iterations)", "1,2", key="sr_n")
         limit = right.number_input("Questions", min_value=1, max_value=5000, value=20, key="sr_limit")
-        out = st.text_input("Results file (resumed if it exists)", str(MY_RESULTS), key="sr_out")
-        st.caption(f"Engine: {describe_spec(engine_spec())} (change it on the Engine page). "
-                   "Finished rows are never repeated: rerunning the same grid resumes it.")
+        out = st.text_input("Results file (resumed if it exists)", MY_RESULTS, key="sr_out")
+        st.caption(f"Engine: {describe_spec(engine_spec())} (change it on the Engine page). A bare file name "
+                   f"goes to {results_dir()}. Finished rows are never repeated: rerunning the same grid resumes it.")
         if st.button("Start sweep", type="primary", disabled=dataset is None, key="sr_start"):
             try:
-                if Path(out).resolve() == DEMO_RESULTS.resolve():
-                    raise UserError("the shipped demo results are read-only here; choose another results file")
-                spec = SweepSpec(dataset=dataset, strategies=tuple(strategies), ks=parse_ints(k_text, "k"),
-                                 ms=parse_ints(m_text, "m"), ns=parse_ints(n_text, "n"), limit=int(limit))
-                from ragscale.datasets import load_dataset
-
-                data = load_dataset(dataset)
-                job = jobs.start(spec, get_engine(), out, engine_label=describe_spec(engine_spec()), dataset=data)
+                spec = sw.SweepSpec(dataset=dataset, strategies=tuple(strategies), ks=sw.parse_int_list(k_text, "k"),
+                                    ms=sw.parse_int_list(m_text, "m"), ns=sw.parse_int_list(n_text, "n"), limit=int(limit))
+                path, data = sweep_output_path(out), load_dataset(dataset)
+                # the store is opened and found writable before the engine (and its model) is made
+                job = REGISTRY.start(spec, get_engine, path, engine_label=describe_spec(engine_spec()), dataset=data)
                 st.session_state[RESULTS_KEY] = str(job.out)
                 st.rerun()
             except UserError as exc:
                 st.error(str(exc))
 
 
-def job_panel() -> bool:
+def job_panel(path) -> bool:
     """Progress of the sweep writing to the file on view (if any); True while one runs."""
-    jobs = registry()
-    job = jobs.running_for(results_path()) or next((j for j in jobs.jobs() if j.out == results_path()), None)
+    job = REGISTRY.job_for(path) if path is not None else None
     if job is None:
-        other = next((j for j in jobs.jobs() if j.running), None)
+        other = next((j for j in REGISTRY.jobs() if j.running), None)
         if other is not None:  # started in another tab: offer to watch it here
-            st.info(f"A sweep is running into {other.out} ({other.done}/{other.total} rows).")
+            st.info(f"A sweep is running into {other.out.name} ({other.done}/{other.total} rows).")
             st.button("Watch it", key="sr_watch", on_click=lambda: st.session_state.update({RESULTS_KEY: str(other.out)}))
         return False
     doing = "" if job.message == job.status else f": {job.message}"
-    label = f"{job.status}{doing} — {job.done}/{job.total} rows, {job.elapsed:.0f} s"
-    st.progress(min(job.fraction, 1.0), text=label)
+    st.progress(min(job.fraction, 1.0), text=f"{job.status}{doing} — {job.done}/{job.total} rows, {job.elapsed:.0f} s")
     if job.error:
         st.error(f"The sweep stopped: {job.error}. Rows finished before the error are kept; start it again to resume.")
     if job.running and st.button("Cancel sweep", key=f"sr_cancel_{job.id}"):
@@ -125,57 +95,28 @@ def job_panel() -> bool:
     return job.running
 
 
-def load_table(path: Path, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    store = ResultsStore(path)
-    rows = store.frame(KIND)
-    return rows, config_table(rows, metric)
-
-
 def plots(table: pd.DataFrame, metric: str, show_paper: bool) -> None:
-    label = METRIC_LABELS[metric]
-    model, note, paper = None, "", None
-    try:
-        model = fit_allocation(table)
-    except UserError as exc:
-        note = str(exc)
-    except Exception as exc:  # a degenerate fit must not take the page down
-        note = f"fit failed: {exc}"
-    if show_paper and model is not None:
-        from ragscale.allocation import AllocationModel, paper_profile
-
-        paper = AllocationModel.from_profile(paper_profile("hotpotqa", "em", model.i_doc_, model.i_shot_))
+    model, note = sw.fit_or_note(table)
+    paper = sw.paper_model_like(model) if show_paper and model is not None else None
     left, right = st.columns(2)
-    left.plotly_chart(observed_figure(table, label), width="stretch", key="sr_observed")
-    right.plotly_chart(predicted_figure(table, model, paper, label, note), width="stretch", key="sr_predicted")
+    left.plotly_chart(observed_figure(table, METRIC_LABELS[metric]), width="stretch", key="sr_observed")
+    right.plotly_chart(predicted_figure(table, model, paper, METRIC_LABELS[metric], note), width="stretch",
+                       key="sr_predicted")
     if model is not None:
-        st.caption(
-            f"Allocation model (Yue et al. 2025, σ⁻¹(P) = (a + b·i)ᵀ log(θ + 0.01) + c) fitted to "
-            f"{model.n_rows_} configurations: a = {[round(float(x), 3) for x in model.a_]}, "
-            f"b = {[round(float(x), 3) for x in model.b_]}, c = {model.c_:.3f}, i_doc = {model.i_doc_:.3f}, "
-            f"i_shot = {model.i_shot_:.3f}, R² = {model.r2_:.3f}, MSE = {model.mse_:.3f}."
-        )
+        st.caption(sw.describe_fit(model))
 
 
 def drill_down(rows: pd.DataFrame, table: pd.DataFrame) -> None:
     st.subheader("Per question")
-    configs = table.apply(lambda r: f"{r.strategy} k={r.k} m={r.m} n={r.n} · {r.dataset}", axis=1).tolist()
-    choice = st.selectbox("Configuration", range(len(configs)), format_func=lambda i: configs[i], key="sr_cfg")
-    cfg = table.iloc[choice]
-    part = rows[(rows["strategy"] == cfg.strategy) & (rows["k"] == cfg.k) & (rows["m"] == cfg.m)
-                & (rows["n"] == cfg.n) & (rows["dataset"] == cfg.dataset)]
+    choice = st.selectbox("Configuration", range(len(table)), key="sr_cfg",
+                          format_func=lambda i: sw.config_label(table.iloc[i]))
+    part = sw.config_rows(rows, table.iloc[choice])
     if part.empty:
         return
-    mark = {1.0: "right ·", 0.0: "wrong ·"}
-    labels = [f"{mark.get(r.acc, 'skipped ·')} {r.question}" for r in part.itertuples()]
-    pick = st.selectbox("Question", range(len(labels)), format_func=lambda i: labels[i], key="sr_q")
+    pick = st.selectbox("Question", range(len(part)), format_func=lambda i: sw.question_label(part.iloc[i]), key="sr_q")
     row = part.iloc[pick]
-    a, b, c, d = st.columns(4)
-    a.metric("Prediction", row["prediction"] or "—")
-    b.metric("Gold", " / ".join(row["golds"][:3]))
-    c.metric("EM · F1 · Acc", "skipped" if row["status"] != "ok" else f"{row['em']:.0f} · {row['f1']:.2f} · {row['acc']:.0f}")
-    d.metric("Effective length", f"{row['effective_length']:,} tokens",
-             f"{row['cached_tokens']:,} cached · {row['calls']} call{'s' if row['calls'] != 1 else ''}",
-             delta_color="off", delta_arrow="off")
+    for column, (label, value, note) in zip(st.columns(4), sw.question_figures(row)):
+        column.metric(label, value, note, delta_color="off", delta_arrow="off")
     if row["status"] != "ok":
         st.warning(f"Skipped: {row['skip_reason']}")
     if row["steps"]:
@@ -185,39 +126,31 @@ def drill_down(rows: pd.DataFrame, table: pd.DataFrame) -> None:
         with st.expander(f"Retrieved documents ({len(row['documents'])}, in retrieval order)"):
             st.dataframe(pd.DataFrame(row["documents"]), hide_index=True, width="stretch")
     for i, call in enumerate(unpack_calls(row.get("calls_z")), start=1):
-        with st.expander(f"Call {i} · {call['role']} · {call['prompt_tokens']:,} prompt tokens "
-                         f"({call['cached_tokens']:,} cached) → {call['completion_tokens']} new"):
+        with st.expander(f"Call {i} · {sw.call_label(call)}"):
             st.code(call["prompt"] + call["output"], language=None, wrap_lines=True)
     if row.get("demo_sources"):
         st.caption(f"Demonstrations: {', '.join(row['demo_sources'])}")
 
 
-def results_view(show_paper: bool, metric: str) -> None:
-    path = results_path()
-    if not path.exists():
-        st.info(f"No results at {path} yet. Start a sweep above, or make the shipped ones with `make demo-results`.")
-        return
-    rows, table = load_table(path, metric)
+def results_view(store, show_paper: bool, metric: str) -> None:
+    rows = store.frame(sw.KIND)
     if rows.empty:
         st.info("No finished rows yet.")
         return
+    table = sw.config_table(rows, metric)
     datasets = sorted(table["dataset"].unique())
     if len(datasets) > 1:
         chosen = st.selectbox("Dataset in this file", datasets, key="sr_ds_filter")
         table, rows = table[table["dataset"] == chosen], rows[rows["dataset"] == chosen]
-    st.caption(f"{len(table)} configurations · {len(rows)} question rows · "
-               f"{int((rows['status'] != 'ok').sum())} skipped over the context window · "
-               f"models: {', '.join(sorted(rows['model'].unique()))}")
+    st.caption(sw.describe_rows(rows, table))
     plots(table, metric, show_paper)
     with st.expander("Best configuration per budget"):
-        st.dataframe(best_per_budget(table, strategies=curve_strategies(table)), hide_index=True, width="stretch")
+        st.dataframe(sw.best_per_budget(table, strategies=sw.curve_strategies(table)), hide_index=True, width="stretch")
     st.subheader("Configurations")
     st.dataframe(table, hide_index=True, width="stretch", key="sr_table")
-    flat = rows.drop(columns=["calls_z"], errors="ignore")
-    flat = flat.assign(**{c: flat[c].map(json.dumps) for c in ("golds", "steps", "documents", "demo_sources") if c in flat})
     one, two = st.columns(2)
     one.download_button("Configurations (CSV)", table.to_csv(index=False), "configurations.csv", "text/csv")
-    two.download_button("Per-question rows (CSV)", flat.to_csv(index=False), "questions.csv", "text/csv")
+    two.download_button("Per-question rows (CSV)", sw.rows_for_csv(rows).to_csv(index=False), "questions.csv", "text/csv")
     drill_down(rows, table)
 
 
@@ -229,23 +162,32 @@ st.markdown(
     "model call for a question, as the engine counts them."
 )
 sweep_form()
+st.session_state.setdefault(RESULTS_KEY, str(DEMO_RESULTS))
 top = st.columns([3, 1, 1])
-top[0].text_input("Results on view", key=RESULTS_KEY, value=None if RESULTS_KEY in st.session_state else str(DEMO_RESULTS),
-                  help=f"Shipped demo sweep: {DEMO_RESULTS}. Your sweeps go to {MY_RESULTS} by default.")
+top[0].text_input("Results on view", key=RESULTS_KEY,
+                  help=f"Shipped demo sweep: {DEMO_RESULTS}. Your sweeps go to {results_dir()}.")
 metric = top[1].selectbox("Score", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="sr_metric")
 show_paper = top[2].toggle("Paper's fit", value=False, key="sr_paper",
                            help="Yue et al. 2025 Table 8 coefficients, on this run's score scale")
-if RESULTS_KEY in st.session_state and Path(st.session_state[RESULTS_KEY]).exists():
-    runs = ResultsStore(st.session_state[RESULTS_KEY]).records(RUN_KIND)
-    if runs:
-        st.caption(f"Last sweep in this file: {runs[-1]['result']['rows_written']} rows written in "
-                   f"{runs[-1]['result']['seconds']:.0f} s; demonstrations: {runs[-1]['result']['chain_note'] or '—'}")
 
 
-@st.fragment(run_every=2.0 if any(j.running for j in registry().jobs()) else None)
+@st.fragment(run_every=2.0 if any(j.running for j in REGISTRY.jobs()) else None)
 def live() -> None:
-    running = job_panel()
-    results_view(show_paper, metric)
+    running = False
+    try:
+        store = sw.open_for_viewing(st.session_state[RESULTS_KEY])
+        note = sw.last_run_note(store)
+    except UserError as exc:
+        job_panel(None)
+        st.info(f"{exc}. Start a sweep above, or make the shipped ones with `make demo-results`.")
+    else:
+        if note:
+            st.caption(note)
+        running = job_panel(store.path)
+        try:
+            results_view(store, show_paper, metric)
+        except UserError as exc:  # a damaged store, say
+            st.error(str(exc))
     if not running and st.session_state.get("sr_was_running"):
         st.session_state["sr_was_running"] = False
         st.rerun()  # the sweep ended: one full rerun stops the timer

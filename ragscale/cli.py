@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from ragscale import __version__
 from ragscale.errors import UserError
 
 # Modules with ``register(commands)`` and/or ``register_bench(benches)``.
@@ -21,7 +22,27 @@ COMMAND_MODULES = (
     "ragscale.search.cli",
     "ragscale.search.bench",
     "ragscale.explorer.cli",
+    "ragscale.plots.cli",
 )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's help shows its defaults, but never "(default: None)", "(default: False)"
+    for a switch, or a second default when the help text already names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:  # argparse keeps subcommands here; there is no public walk
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _use_formatter(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,20 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ragscale",
         description="Inference-time scaling lab: DRAG/IterDRAG allocation and ETS tree search.",
     )
+    parser.add_argument("--version", action="version", version=f"ragscale {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a concern not built yet must not break the others
-            if not exc.name or not name.startswith(exc.name):
-                raise
-            continue
+        module = importlib.import_module(name)
         if hasattr(module, "register"):
             module.register(commands)
         if hasattr(module, "register_bench"):
             module.register_bench(benches)
+    _use_formatter(parser)
     return parser
 
 

@@ -14,6 +14,9 @@ from ragscale.engines.base import CacheStats, Engine, EngineInfo, Generation, Pr
 
 
 class ByteTokenizer:
+    def __len__(self) -> int:  # vocabulary size: one token per byte value
+        return 256
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return list(text.encode("utf-8"))
 

@@ -59,3 +59,37 @@ def test_entry_point_subprocess():
     data = json.loads(bench.stdout)
     assert data["configs"] >= 100_000 and data["seconds"] > 0
     assert data["configs_per_second"] == pytest.approx(data["configs"] / data["seconds"], rel=1e-3)
+
+
+@pytest.mark.parametrize("budget", ["1e12", "1000000000000"])
+def test_huge_budgets_get_the_same_error_however_typed(capsys, budget):
+    code, out, err = run(capsys, "allocate", "--budget", budget, "--json")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "use 1 to 1,000,000,000 tokens" in err
+
+
+def test_allocate_human_table_shows_the_window_and_a_readable_cost(capsys):
+    code, out, _ = run(capsys, "allocate", "--budget", "1k")
+    assert code == 0 and "of a 1M window" in out
+    cost_line = next(line for line in out.splitlines() if line.startswith("cost per query"))
+    assert any(ch in "123456789" for ch in cost_line.split("$")[1])
+
+
+def test_allocation_cli_imports_no_plotting():
+    code = ("import sys, ragscale.allocation.cli, ragscale.allocation; "
+            "bad = [m for m in sys.modules if m.startswith(('ragscale.plots', 'plotly', 'streamlit'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_bench_fidelity_json(capsys):
+    code, out, _ = run(capsys, "bench", "fidelity", "--json")
+    data = json.loads(out)
+    assert code == 0 and out.count("\n") == 1
+    assert data["cells"] == 20 == len(data["table"]) and data["context_window"] == 1_000_000
+    assert 0 <= data["same_winner"] <= 20
+    assert data["same_winner"] == sum(row["same_winner"] for row in data["table"])
+    assert {row["budget"] for row in data["table"]} == {16_000, 32_000, 128_000, 1_000_000, 5_000_000}
+    assert all(row["largest_call"] <= 1_000_000 for row in data["table"])
+    assert data["without_window"]["model_picks"]  # the comparison the window makes

@@ -15,6 +15,7 @@ from ragscale.allocation import (
     TokenSizes,
     effective_length,
     frontier,
+    largest_call,
     optimise,
     paper_profile,
     parse_budget,
@@ -75,6 +76,8 @@ def test_agrees_with_brute_force_on_the_papers_grid():
             if (strategy in ("zero-shot", "many-shot") and k) or (strategy in ("zero-shot", "rag") and m) \
                     or (strategy != "iterdrag" and n != 1):
                 continue
+            if float(largest_call(strategy, k, m, n, sizes)) > PAPER_PROFILE.context_window:
+                continue  # a call Gemini 1.5 Flash could not take
             configs.append((float(MODEL.predict(k, m, n)), float(effective_length(strategy, k, m, n, sizes)), strategy))
     for budget in (500, 16_000, 32_000, 128_000, 1_000_000, 5_000_000):
         expected = max(score for score, length, _ in configs if length <= budget)
@@ -140,3 +143,25 @@ def test_frontier_agrees_with_optimise_at_every_budget(sizes, picks, strategy):
             assert rows.empty
             continue
         assert rows["predicted_score"].iloc[0] == pytest.approx(best.predicted_score, abs=1e-9)
+
+
+@pytest.mark.parametrize("text, value", [("1e6", 1_000_000), ("2.5E5", 250_000), ("1e3k", 1_000_000),
+                                         (1e6, 1_000_000), ("1G", 1_000_000_000), (10**9, 10**9)])
+def test_parse_budget_reads_exponents(text, value):
+    assert parse_budget(text) == value
+
+
+@pytest.mark.parametrize("text", ["1e12", "1000000000000", 10**12, 1e12, "1_000_000_000_001", "2G", 10**40,
+                                  "9" * 60, "1e999999999", float("inf")])
+def test_parse_budget_out_of_range_is_one_clear_error_whatever_the_spelling(text):
+    with pytest.raises(UserError, match=r"use 1 to 1,000,000,000 tokens \(1G\) per question"):
+        parse_budget(text)
+
+
+def test_huge_values_never_crash_the_slider_snap():
+    from ragscale.allocation import BUDGET_OPTIONS, nearest_budget_option
+
+    # Was a TypeError: np.log on a Python int too large for int64.
+    assert nearest_budget_option(10**20) == max(BUDGET_OPTIONS)
+    assert nearest_budget_option(1) == min(BUDGET_OPTIONS)
+    assert nearest_budget_option(130_000) == 128_000

@@ -163,3 +163,38 @@ def test_split_pool_is_deterministic_and_disjoint(hotpotqa_path):
     assert [q.qid for q in a.pool] == [q.qid for q in b.pool] and len(a.pool) == 20 and len(a.questions) == 50
     assert not {q.qid for q in a.pool} & {q.qid for q in a.questions}
     assert split_pool(a, 5) is a  # a dataset with a pool keeps it
+
+
+def test_fifos_and_devices_are_refused_before_reading_and_never_hang(tmp_path):
+    import os
+    import threading
+
+    from ragscale.datasets import load_gsm8k
+
+    os.mkfifo(tmp_path / "pipe.json")
+    outcomes = []
+
+    def load_all():
+        for loader in (load_dataset, load_gsm8k):
+            for path in ("/dev/zero", tmp_path / "pipe.json"):
+                try:
+                    loader(path)
+                except DatasetError as exc:
+                    outcomes.append(str(exc))
+
+    worker = threading.Thread(target=load_all, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "a loader hung on a FIFO"
+    assert len(outcomes) == 4 and all("not a regular file" in o for o in outcomes), outcomes
+
+
+def test_files_over_the_size_cap_are_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"id": "a", "question": "q?", "golden_answers": ["x"], "pad": "y" * 1000}) + "\n"
+    path.write_text(line * 1200)  # ~1.2 MB
+    monkeypatch.setenv("RAGSCALE_MAX_FILE_MB", "1")
+    with pytest.raises(DatasetError, match="RAGSCALE_MAX_FILE_MB"):
+        load_dataset(path)
+    monkeypatch.setenv("RAGSCALE_MAX_FILE_MB", "2")
+    assert len(load_dataset(path).questions) == 1200

@@ -25,7 +25,7 @@ def test_renders_with_headline_metrics_and_plots(app):
     shown = metrics(app)
     assert shown["Strategy"] == "drag"  # the paper model's choice at the 128k default
     assert shown["Tokens per question"] == "127k"
-    assert len(app.get("plotly_chart")) == 3
+    assert len(app.get("plotly_chart")) == 4  # frontier, heatmap, cost, fidelity
     assert len(app.get("download_button")) == 2
 
 
@@ -85,6 +85,58 @@ def test_a_fitted_profile_can_be_chosen(tmp_path, monkeypatch):
     assert "Predicted score" in shown and 20 < float(shown["Predicted score"]) < 42
 
 
+@pytest.mark.parametrize("typed", ["1e12", "1000000000000", "99999999999999999999999"])
+def test_huge_typed_budgets_get_one_clear_error(app, typed):
+    before = metrics(app)
+    app.text_input(key="alloc_budget_text").set_value(typed).run()
+    assert not app.exception, app.exception  # was a TypeError from np.log in the slider snap
+    assert any("use 1 to 1,000,000,000 tokens" in e.value for e in app.error)
+    assert metrics(app) == before
+
+
+def test_exponent_budget_is_read_like_the_cli(app):
+    app.text_input(key="alloc_budget_text").set_value("1e6").run()
+    assert not app.exception
+    assert app.select_slider(key="alloc_budget_slider").value == 1_000_000
+
+
+def test_a_tiny_cost_per_query_is_not_shown_as_zero(app):
+    app.text_input(key="alloc_budget_text").set_value("1k").run()
+    cost = metrics(app)["Cost per query"]
+    assert cost.startswith("$0.0000") and any(ch in "123456789" for ch in cost), cost
+
+
+def test_5m_is_spent_by_iterdrag_within_the_window(app):
+    app.text_input(key="alloc_budget_text").set_value("5M").run()
+    shown = metrics(app)
+    assert shown["Strategy"] == "iterdrag"
+    assert any("largest call" in c.value and "1M context window" in c.value for c in app.caption)
+
+
+def test_manual_call_over_the_window_is_flagged(app):
+    app.radio(key="alloc_mode").set_value("Manual k, m, n").run()
+    app.selectbox(key="alloc_strategy").set_value("drag").run()
+    app.text_input(key="alloc_budget_text").set_value("5M").run()
+    app.slider(key="alloc_k").set_value(1000).run()
+    app.slider(key="alloc_m").set_value(64).run()
+    assert not app.exception
+    assert any("context window" in w.value and "cannot run" in w.value for w in app.warning)
+
+
+def test_iterdrag_with_one_iteration_is_called_what_it_is(app):
+    app.selectbox(key="alloc_strategy").set_value("iterdrag").run()  # the best IterDRAG at 128k has n = 1
+    assert metrics(app)["k · m · n"].endswith("· 1")
+    assert any("self-ask clothes" in w.value for w in app.warning)
+
+
+def test_fidelity_section(app):
+    assert any(h.value == "How well does the model reproduce the paper?" for h in app.subheader)
+    frame = app.dataframe[0].value
+    assert len(frame) == 20 and {"dataset", "budget", "same winner", "gap"} <= set(frame.columns)
+    text = " ".join(m.value for m in app.markdown)
+    assert "of 20 cells" in text and "Why they disagree" in text
+
+
 @pytest.mark.browser
 def test_browser_budget_change(app_url, page, artifacts_dir):
     from tests.browser_helpers import wait_for_app
@@ -115,6 +167,16 @@ def test_browser_budget_change(app_url, page, artifacts_dir):
     assert after != before and after.endswith("k")
     page.wait_for_selector(".js-plotly-plot")
     page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot
-    page.set_viewport_size({"width": 1400, "height": 2300})  # Streamlit scrolls inside; show the whole page
+    page.set_viewport_size({"width": 1400, "height": 3400})  # Streamlit scrolls inside; show the whole page
     page.wait_for_timeout(1000)
     page.screenshot(path=str(artifacts_dir / "allocation_calculator.png"), full_page=True)
+    # The fidelity section: its chart has one panel per Table 1 dataset, its table 20 rows.
+    heading = page.get_by_text("How well does the model reproduce the paper?").first
+    heading.scroll_into_view_if_needed()
+    charts = page.locator(".js-plotly-plot")
+    assert charts.count() == 4
+    titles = charts.nth(3).locator("text.annotation-text").all_text_contents()
+    assert {"bamboogle", "hotpotqa", "musique", "2wikimultihopqa"} <= set(titles)
+    box = heading.bounding_box()
+    page.screenshot(path=str(artifacts_dir / "allocation_fidelity.png"),
+                    clip={"x": 0, "y": max(box["y"] - 20, 0), "width": 1400, "height": 1250})

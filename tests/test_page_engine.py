@@ -25,34 +25,113 @@ def test_page_renders_with_the_embedded_engine_by_default():
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert "embedded CPU" in at.info[0].value
-    assert at.radio[0].value.startswith("Embedded")
+    assert at.radio(key="engine_kind").value.startswith("Embedded")
     assert any("not started yet" in m.value for m in at.markdown)
+
+
+def _sglang_section(url: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.radio(key="engine_kind").set_value("SGLang server or sglang-router").run()
+    at.text_input(key="engine_url").set_value(url).run()
+    return at
 
 
 def test_health_check_of_an_unreachable_server_shows_a_clear_error():
     url = _closed_port_url()
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
-    at.radio[0].set_value("SGLang server or sglang-router").run()
-    at.text_input[0].set_value(url).run()
-    at.button[0].click().run()  # Check health
+    at = _sglang_section(url)
+    at.button(key="engine_check").click().run()
     assert not at.exception
     assert at.error and "cannot reach the SGLang server" in at.error[0].value and url in at.error[0].value
 
 
-def test_choosing_a_server_stores_the_spec():
+def test_a_dead_server_is_not_made_active():
     url = _closed_port_url()
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
-    at.radio[0].set_value("SGLang server or sglang-router").run()
-    at.text_input[0].set_value(url).run()
-    at.button[1].click().run()  # Use this server
-    assert at.session_state[SPEC_KEY] == EngineSpec("sglang", url=url)
-    assert f"SGLang at {url}" in at.info[0].value
+    at = _sglang_section(url)
+    at.button(key="engine_use").click().run()
+    assert not at.exception
+    assert at.session_state[SPEC_KEY] == EngineSpec()  # still the embedded engine
+    assert "embedded CPU" in at.info[0].value
+    assert at.error and "cannot reach the SGLang server" in at.error[0].value
+
+
+@pytest.mark.parametrize("typed, says", [
+    ("not a url", "is not a URL"),
+    ("http://169.254.169.254/", "link-local"),
+    ("http://127.0.0.1:30000/get_model_info#", "no user name, query or fragment"),
+])
+def test_urls_a_viewer_may_not_use_are_refused_before_any_request(typed, says, monkeypatch):
+    import requests
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a refused URL must never be requested")
+
+    monkeypatch.setattr(requests.Session, "request", no_network)
+    at = _sglang_section(typed)
+    for button in ("engine_check", "engine_use"):
+        at.button(key=button).click().run()
+        assert not at.exception, at.exception
+        assert at.error and says in at.error[0].value, [e.value for e in at.error]
+    assert at.session_state[SPEC_KEY] == EngineSpec()
+
+
+def test_shared_mode_allows_only_loopback_and_listed_urls(monkeypatch):
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.setenv("RAGSCALE_ALLOWED_URLS", "http://gpu-box.internal:30000")
+    at = _sglang_section("http://10.1.2.3:30000")
+    at.button(key="engine_check").click().run()
+    assert not at.exception
+    assert "not an engine this server may call" in at.error[0].value
+
+
+def _foreign_server(secret: str, json_404: bool):
+    """A loopback web server that is not SGLang: healthy, then HTML (or a JSON 404) with a secret."""
+    import http.server
+    import json
+    import threading
+
+    class Foreign(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = 200, f"<html>{secret}</html>"
+            if json_404 and self.path != "/health":
+                status, body = 404, json.dumps({"model_path": secret, "error": secret})
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("mode, json_404", [("shared", True), ("shared", False), ("local", False)])
+def test_nothing_a_foreign_server_sends_reaches_the_page(mode, json_404, monkeypatch):
+    secret = "SECRET-BODY-4242"
+    server, url = _foreign_server(secret, json_404)
+    monkeypatch.setenv("RAGSCALE_MODE", mode)
+    try:
+        at = _sglang_section(url)
+        at.button(key="engine_check").click().run()
+        assert not at.exception, at.exception  # an HTML 200 used to end in a traceback
+        shown = " ".join(e.value for e in at.error) + " ".join(s.value for s in at.success)
+        assert at.error and not at.success and secret not in shown
+        if mode == "shared":  # a fixed line; the client's own words only in local mode
+            assert "did not answer as an SGLang server (details are in the app's log)" in shown
+        at.button(key="engine_use").click().run()
+        assert at.session_state[SPEC_KEY] == EngineSpec()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_turning_the_prefix_cache_off_is_a_different_spec():
     at = AppTest.from_file(PAGE, default_timeout=60).run()
-    at.checkbox[0].uncheck().run()
-    at.button[0].click().run()  # Use the embedded engine
+    at.checkbox(key="engine_prefix_cache").uncheck().run()
+    at.button(key="engine_use_embedded").click().run()
     assert at.session_state[SPEC_KEY] == EngineSpec("embedded", prefix_cache=False)
     assert "prefix cache off" in at.info[0].value
 
@@ -65,15 +144,14 @@ def test_a_live_server_is_healthy_and_once_chosen_shows_its_model_and_cache_coun
 
     server, url = serve(ScriptedEngine(reply))
     try:
-        at = AppTest.from_file(PAGE, default_timeout=60).run()
-        at.radio[0].set_value("SGLang server or sglang-router").run()
-        at.text_input[0].set_value(url).run()
-        at.button[0].click().run()  # Check health
+        at = _sglang_section(url)
+        at.button(key="engine_check").click().run()
         assert not at.exception, at.exception
         assert at.success and at.success[0].value == "Healthy: scripted-bytes · context window 8,192 tokens"
-        at.button[1].click().run()  # Use this server
+        at.button(key="engine_use").click().run()  # checked again, healthy: it becomes the active engine
         assert at.session_state[SPEC_KEY] == EngineSpec("sglang", url=url)
-        next(b for b in at.button if b.label == "Start it now").click().run()
+        assert f"SGLang at {url}" in at.info[0].value
+        at.button(key="engine_start").click().run()
         assert not at.exception, at.exception
         for _ in range(2):  # a teammate's requests; the second reuses the server's cached prefix
             requests.post(f"{url}/generate", json={"text": "a question", "sampling_params": {"max_new_tokens": 8}},
@@ -112,3 +190,70 @@ def test_browser_health_check_error(app_url, page, artifacts_dir):
     sidebar = page.locator("[data-testid='stSidebar']")
     assert sidebar.get_by_text("Not started yet").count() == 1  # the engine status; no model was loaded
     page.screenshot(path=str(artifacts_dir / "engine_health_error.png"), full_page=True)
+
+
+# ---- Retrieval section ------------------------------------------------------------------------
+
+def _retrieval_section(monkeypatch, tmp_path, url: str | None = None, mode: str = "local") -> AppTest:
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAGSCALE_MODE", mode)
+    monkeypatch.delenv("RAGSCALE_CHROMA_URL", raising=False)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    if url is not None:
+        at.radio(key="retrieval_kind").set_value("Chroma server").run()
+        at.text_input(key="retrieval_url").set_value(url).run()
+    return at
+
+
+def test_retrieval_section_checks_the_embedded_store(monkeypatch, tmp_path):
+    at = _retrieval_section(monkeypatch, tmp_path)
+    assert any("embedded Chroma store" in m.value for m in at.markdown)
+    at.button(key="retrieval_check").click().run()
+    assert not at.exception
+    assert at.success and "The store answered" in at.success[-1].value
+
+
+@pytest.mark.parametrize("typed, says", [
+    ("not a url", "is not a URL"),
+    ("http://169.254.169.254:8000", "never a Chroma server"),
+])
+def test_retrieval_urls_a_viewer_may_not_use_are_refused(monkeypatch, tmp_path, typed, says):
+    at = _retrieval_section(monkeypatch, tmp_path, typed)
+    at.button(key="retrieval_check").click().run()
+    assert not at.exception
+    assert at.error and says in at.error[-1].value
+
+
+def test_an_unreachable_chroma_server_is_not_made_the_store(monkeypatch, tmp_path):
+    from ragscale.retrieval import options
+
+    at = _retrieval_section(monkeypatch, tmp_path, _closed_port_url())
+    at.button(key="retrieval_use").click().run()
+    assert not at.exception
+    assert at.error and "did not answer" in at.error[-1].value
+    assert options.current_settings().url is None
+
+
+def test_shared_mode_only_checks_the_operators_store(monkeypatch, tmp_path):
+    at = _retrieval_section(monkeypatch, tmp_path, mode="shared")
+    assert at.button(key="retrieval_use").disabled
+    at = _retrieval_section(monkeypatch, tmp_path, "http://10.1.2.3:8000", mode="shared")
+    at.button(key="retrieval_check").click().run()
+    assert at.error and "not a Chroma server this server may call" in at.error[-1].value
+
+
+def test_a_live_chroma_server_is_checked_and_chosen(monkeypatch, tmp_path):
+    from ragscale.retrieval import options
+    from ragscale.retrieval.server import chroma_executable, chroma_server
+
+    if chroma_executable() is None:
+        pytest.skip("the chroma CLI is not installed")
+    try:
+        with chroma_server(tmp_path / "chroma") as url:
+            at = _retrieval_section(monkeypatch, tmp_path, url)
+            at.button(key="retrieval_use").click().run()
+            assert not at.exception
+            assert options.current_settings().url == url
+            assert any(f"Chroma server {url}" in m.value for m in at.markdown)
+    finally:
+        options.use_settings(None)

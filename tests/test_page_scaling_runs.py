@@ -49,7 +49,7 @@ def test_page_without_results_explains_what_to_do(tmp_path):
     at.session_state["scaling_runs.results_path"] = str(tmp_path / "none.sqlite")
     at.run()
     assert not at.exception, at.exception
-    assert any("No results at" in i.value for i in at.info)
+    assert any("no results file at" in i.value for i in at.info)
 
 
 def test_page_rejects_a_bad_grid(tmp_path):
@@ -162,3 +162,107 @@ def test_two_tabs_watch_one_sweep_and_a_cancel_in_one_shows_in_the_other(tmp_pat
         job.cancel.set()
         engine.gate.set()
         job.thread.join(30)
+
+
+# ---- hostile paths and k = 0 grids (ragscale.deploy, ragscale.store) -------------------------
+
+def _page_on(results: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["scaling_runs.results_path"] = results
+    return at.run()
+
+
+def test_results_box_opens_stores_read_only_and_gives_one_line_for_anything_else(tmp_path):
+    import os
+    import sqlite3
+
+    plain = tmp_path / "plain.sqlite"  # a copied store in rollback-journal mode
+    con = sqlite3.connect(plain)
+    con.execute("CREATE TABLE records (kind TEXT, key TEXT, record TEXT, added REAL, PRIMARY KEY (kind, key))")
+    con.commit()
+    con.close()
+    before = plain.read_bytes()
+    at = _page_on(str(plain))
+    assert not at.exception, at.exception
+    assert any("No finished rows yet" in i.value for i in at.info)
+    assert plain.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["plain.sqlite"]
+    os.mkfifo(tmp_path / "pipe.sqlite")
+    for typed, says in (("/etc/passwd", "not a ragscale results store"), ("/dev/zero", "not a regular file"),
+                        (str(tmp_path / "pipe.sqlite"), "not a regular file"),
+                        (str(tmp_path / "new" / "r.sqlite"), "no results file at")):
+        at = _page_on(typed)
+        assert not at.exception, (typed, at.exception)
+        assert any(says in i.value for i in at.info), (typed, [i.value for i in at.info])
+    assert not (tmp_path / "new").exists()
+
+
+def test_shared_mode_confines_every_path_box(tmp_path, monkeypatch):
+    results, data = tmp_path / "results", tmp_path / "data"
+    results.mkdir()
+    data.mkdir()
+    (data / "link.json").symlink_to("/etc/passwd")
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.setenv("RAGSCALE_RESULTS_DIR", str(results))
+    monkeypatch.setenv("RAGSCALE_DATA_ROOTS", str(data))
+    for typed in ("/etc/passwd", "../../../../etc/passwd", str(tmp_path / "nothing.sqlite")):
+        at = _page_on(typed)
+        assert not at.exception, at.exception
+        assert any("is not a results file this server offers" in i.value for i in at.info), [i.value for i in at.info]
+    at = _page_on(str(ROOT / "data" / "demo_results.sqlite"))  # the shipped demo sweep stays viewable
+    assert not at.exception and not any("this server offers" in i.value for i in at.info)
+    at.radio(key="sr_dataset_kind").set_value("path").run()
+    for typed in ("/dev/zero", "/etc/passwd", "link.json", "../link.json"):
+        at.text_input(key="sr_path").set_value(typed).run()
+        assert not at.exception, at.exception
+        assert any("is not a dataset file this server offers" in e.value for e in at.error), [e.value for e in at.error]
+        assert at.button(key="sr_start").disabled
+    at.radio(key="sr_dataset_kind").set_value("demo (generated)").run()
+    for typed in ("/etc/passwd", "../escape.sqlite", "sub/x.sqlite"):
+        at.text_input(key="sr_out").set_value(typed).run()
+        at.button(key="sr_start").click().run()
+        assert not at.exception, at.exception
+        assert any("sweeps here write a .sqlite file directly in" in e.value for e in at.error)
+    assert sorted(p.name for p in results.iterdir()) == []
+
+
+def test_a_k_0_sweep_started_on_the_page_finishes(tmp_path, monkeypatch):
+    from ragscale.rag.jobs import REGISTRY
+
+    monkeypatch.setattr("pages.common.get_engine", lambda: ScriptedEngine(lambda *args: "Paris"))
+    out = tmp_path / "k0.sqlite"
+    at = _page_on(str(tmp_path / "none.sqlite"))
+    at.multiselect(key="sr_strategies").set_value(["zero-shot", "many-shot"])
+    at.text_input(key="sr_k").set_value("0")
+    at.text_input(key="sr_m").set_value("0,1")
+    at.text_input(key="sr_n").set_value("1")
+    at.number_input(key="sr_limit").set_value(2)
+    at.text_input(key="sr_out").set_value(str(out))
+    at.button(key="sr_start").click().run()
+    assert not at.exception, at.exception
+    job = REGISTRY.job_for(out)
+    assert job is not None, [e.value for e in at.error]
+    job.thread.join(60)
+    assert job.status == "finished", job.error
+    at.run()
+    assert not at.exception, at.exception
+    assert ResultsStore(out, read_only=True).count(KIND) == job.total == 4  # 2 configurations x 2 questions
+    assert not at.error
+
+
+def test_a_sweep_into_a_file_that_is_no_store_never_makes_an_engine(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr("pages.common.get_engine", lambda: made.append(1) or ScriptedEngine(lambda *a: "x"))
+    at = _page_on(str(tmp_path / "none.sqlite"))
+    (tmp_path / "notes.sqlite").write_text("my notes, not a database " * 50)
+    at.text_input(key="sr_out").set_value(str(tmp_path / "notes.sqlite")).run()
+    at.button(key="sr_start").click().run()
+    assert not at.exception, at.exception
+    assert any("not a ragscale results store" in e.value for e in at.error) and not made
+
+
+def test_a_store_of_other_rows_is_one_line_not_a_crash(tmp_path):
+    store = ResultsStore(tmp_path / "odd.sqlite")
+    store.add(KIND, "a", {"x": 1})  # a ragscale store, but not rows a sweep wrote
+    at = _page_on(str(tmp_path / "odd.sqlite"))
+    assert not at.exception, at.exception
+    assert any("not ragscale sweep rows" in e.value for e in at.error)

@@ -183,14 +183,6 @@ def test_clean_answer(text, expected):
     assert prompts.clean_answer(text) == expected
 
 
-def test_parse_self_ask_chain():
-    chain = ("Follow up: Who wrote X?\nIntermediate answer: Bob.\nfollow up: Where was Bob born?\n"
-             "Intermediate answer: Rome\ncontinued\nSo the final answer is: Rome.")
-    steps = prompts.parse_self_ask(chain)
-    assert [s.kind for s in steps] == ["follow_up", "intermediate", "follow_up", "intermediate", "final"]
-    assert steps[1].text == "Bob" and steps[3].text == "Rome continued" and steps[4].text == "Rome"
-
-
 def test_grid_labels_each_configuration_once():
     grid = expand_grid(["rag", "drag", "iterdrag"], [0, 2], [0, 1], [1, 2])
     names = [c.name for c in grid]

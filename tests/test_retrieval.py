@@ -61,6 +61,7 @@ def test_embed_texts_shape_dtype_and_norm():
     assert a @ b > a @ c
 
 
+@pytest.mark.slow  # ~30-45 s on 2 cores when the cache is cold: it embeds the 694 sample paragraphs
 def test_gold_hotpotqa_paragraphs_rank_in_top_10(hotpotqa_path):
     # Reuses the index in the normal cache dir: built once per machine, never re-embedded.
     data = load_dataset(hotpotqa_path)
@@ -88,22 +89,23 @@ def test_second_build_reuses_the_index(fresh_cache, counted_embeddings):
 
 
 def test_interrupted_build_resumes_without_re_embedding(fresh_cache, counted_embeddings, monkeypatch):
-    monkeypatch.setattr(index_module, "ADD_BATCH", 4)
+    monkeypatch.setattr(index_module, "CHUNK", 4)
     data = _tiny()
 
-    def crash_after_first_batch(done, total, message):
+    def crash_after_first_chunk(done, total, message):
         if done >= 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_retriever(data, progress=crash_after_first_batch)
+        build_retriever(data, progress=crash_after_first_chunk)
     assert sum(counted_embeddings) == 4
     counted_embeddings.clear()
     seen = []
-    retriever = build_retriever(data, progress=lambda d, t, m: seen.append((d, t)))
+    retriever = build_retriever(data, progress=lambda d, t, m: seen.append((d, t, m)))
     assert retriever.stats.embedded == len(data.corpus) - 4 and sum(counted_embeddings) == len(data.corpus) - 4
-    assert seen[0] == (4, 10) and seen[-1] == (10, 10)
+    assert (4, 10) in [(d, t) for d, t, m in seen if m.startswith("resuming")] and seen[-1][:2] == (10, 10)
     assert retriever.collection.count() == len(data.corpus)
+    assert not (fresh_cache / "index-work").exists()  # saved vectors are removed once the index is finished
 
 
 def test_k_zero_and_k_beyond_corpus(fresh_cache):
@@ -137,16 +139,25 @@ def test_unreachable_chroma_server_is_a_user_error():
 
 
 def test_bench_retrieval_prints_json(capsys):
-    assert main(["bench", "retrieval", "--json", "--passages", "12", "--queries", "5"]) == 0
+    assert main(["bench", "retrieval", "--json", "--passages", "12", "--queries", "5", "--no-server"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) >= {"passages", "build_seconds", "embed_seconds", "query_p50_ms", "query_p95_ms", "queries"}
-    assert result["passages"] == 12 and result["queries"] == 5
-    assert 0 < result["embed_seconds"] <= result["build_seconds"] and result["query_p50_ms"] <= result["query_p95_ms"]
+    assert set(result) >= {"passages", "embedded_build_seconds", "embed_seconds", "embedded_query_p50_ms",
+                           "embedded_query_p95_ms", "embedded_size_mb", "queries"}
+    assert result["passages"] == 12 and result["queries"] == 5 and result["corpus"] == "samples"
+    assert result["embed_seconds"] > 0 and result["embedded_query_p50_ms"] <= result["embedded_query_p95_ms"]
 
 
-def test_bench_rejects_more_passages_than_available(capsys):
-    assert main(["bench", "retrieval", "--json", "--dataset", "demo", "--passages", "999999"]) == 2
-    assert "hold only" in capsys.readouterr().err
+def test_bench_retrieval_generates_a_corpus_beyond_the_samples(tmp_path, capsys):
+    record = {"_id": "q1", "question": "Who founded the Amber Loom Ensemble?", "answer": "Dorava Kest",
+              "context": [[t, [x]] for t, x in FACTS], "supporting_facts": [["Amber Loom Ensemble", 0]]}
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps([record]))
+    assert main(["bench", "retrieval", "--json", "--dataset", str(path), "--passages", "300", "--queries", "1",
+                 "--no-server"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["passages"] == 300 and result["corpus"] == "generated" and result["embedded_size_mb"] > 0
+    assert main(["bench", "retrieval", "--json", "--dataset", "demo", "--passages", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
 
 
 def test_index_command_builds_then_reuses(fresh_cache, tmp_path, capsys):

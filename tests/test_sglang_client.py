@@ -94,7 +94,7 @@ def test_metrics_counters_give_a_run_level_hit_rate(scripted):
 
 def test_unknown_sampling_parameter_is_http_400(scripted):
     _, client = scripted
-    with pytest.raises(EngineError, match="HTTP 400.*unknown sampling parameters: bogus"):
+    with pytest.raises(EngineError, match="HTTP 400: unknown field `bogus`, expected one of `max_new_tokens`"):
         client.post_generate({"input_ids": [[1, 2, 3]], "sampling_params": {"bogus": 1}})
     with pytest.raises(EngineError, match="HTTP 400"):
         client.post_generate({"text": "hi", "input_ids": [1]})
@@ -123,7 +123,7 @@ def test_timeout_gives_a_clear_error():
     sock.listen(8)
     try:
         client = SGLangEngine(f"http://127.0.0.1:{sock.getsockname()[1]}", tokenizer=ByteTokenizer(), timeout=0.5)
-        with pytest.raises(EngineError, match="did not answer /get_model_info within"):
+        with pytest.raises(EngineError, match="did not answer /model_info within 0 s"):
             client.info
     finally:
         sock.close()
@@ -146,8 +146,9 @@ def test_server_errors_are_retried_then_reported():
         assert len(calls) == 2
         broken = SGLangEngine(url, tokenizer=ByteTokenizer(), retries=0)
         calls.clear()
-        with pytest.raises(EngineError, match="HTTP 500 RuntimeError: transient"):
+        with pytest.raises(EngineError, match="HTTP 500: internal error") as failure:
             broken.generate(["x"], SamplingParams(max_new_tokens=3))
+        assert "transient" not in str(failure.value)  # no exception text leaves the server
     finally:
         server.shutdown()
         server.server_close()
@@ -169,16 +170,30 @@ def test_prometheus_parser_sums_label_sets():
     assert parse_prometheus(text) == {"sglang:prompt_tokens_total": 15.0, "plain": 3.0}
 
 
-def test_serve_sglang_command_and_missing_sglang():
-    cmd = sglang_command("Qwen/Qwen2.5-7B-Instruct", port=31000, dp_size=2, python="python")
+def test_serve_sglang_command_context_length_router_plan_and_missing_sglang():
+    cmd = sglang_command("Qwen/Qwen2.5-7B-Instruct", port=31000, dp_size=2, python="python", context_length=32768)
     assert cmd[:3] == ["python", "-m", "sglang.launch_server"]
     assert "--enable-metrics" in cmd and cmd[cmd.index("--schedule-policy") + 1] == "lpm"
     assert cmd[cmd.index("--dp-size") + 1] == "2" and cmd[cmd.index("--port") + 1] == "31000"
-    proc = subprocess.run([sys.executable, "-m", "ragscale", "serve", "sglang", "--model-path", "m"],
-                          capture_output=True, text=True, timeout=120)
+    assert cmd[cmd.index("--context-length") + 1] == "32768"
+    assert "--context-length" not in sglang_command("m")
+    proc = subprocess.run([sys.executable, "-m", "ragscale", "serve", "sglang", "--model-path", "m",
+                           "--context-length", "4096"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "sglang.launch_server --model-path m" in proc.stdout
-    assert "sglang is not installed" in proc.stderr
+    assert "sglang.launch_server --model-path m" in proc.stdout and "--context-length 4096" in proc.stdout
+    assert "cannot run in this environment" in proc.stderr  # the contract-test install has no GPU stack
+    # Several GPU workers: one launch command per GPU, then the prefix-aware router in front.
+    plan = subprocess.run([sys.executable, "-m", "ragscale", "serve", "sglang", "--model-path", "m", "--workers", "2",
+                           "--port", "32000"], capture_output=True, text=True, timeout=120)
+    lines = [line for line in plan.stdout.splitlines() if not line.startswith("#")]
+    assert plan.returncode == 0 and len(lines) == 3
+    assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and "--port 32001" in lines[0]
+    assert lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ") and "--port 32002" in lines[1]
+    assert "sglang_router launch" in lines[2] and "--policy cache_aware" in lines[2] and "--port 32000" in lines[2]
+    assert "http://127.0.0.1:32001 http://127.0.0.1:32002" in lines[2]
+    helptext = subprocess.run([sys.executable, "-m", "ragscale", "serve", "sglang", "--help"], capture_output=True,
+                              text=True, timeout=120).stdout
+    assert "ignores prefixes" in " ".join(helptext.split())  # --dp-size is SGLang's own balancer
 
 
 def test_make_engine_builds_the_client_without_network():
@@ -239,7 +254,7 @@ def _submit_while_busy(queue, prompt_ids) -> dict:
 
     def submit(ids):
         try:
-            outcomes[ids] = queue.submit(_Job([[ids]], [None], [False], [-1]))
+            outcomes[ids] = queue.submit(_Job([[ids]]))
         except EngineError as exc:
             outcomes[ids] = str(exc)
 

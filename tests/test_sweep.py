@@ -169,10 +169,10 @@ def test_background_job_runs_and_reports_progress(tmp_path):
             raise UserError("already writing (job finished too fast to test the guard)")
     job.thread.join(30)
     assert job.status == "finished" and job.done == job.total == job.result.rows_total
-    assert registry.latest() is job and ResultsStore(out).count(KIND) == job.total
+    assert registry.jobs() == [job] and ResultsStore(out).count(KIND) == job.total
 
 
-def test_background_job_captures_errors(tmp_path):
+def test_background_job_captures_errors(tmp_path, caplog):
     data = tiny_dataset()
     registry = JobRegistry()
 
@@ -180,10 +180,14 @@ def test_background_job_captures_errors(tmp_path):
         def generate(self, prompts, params):
             raise RuntimeError("the server went away")
 
-    job = registry.start(SPEC, Broken(reader), tmp_path / "r.sqlite", dataset=data, retriever=WordRetriever(data.corpus))
+    out = tmp_path / "r.sqlite"
+    job = registry.start(SPEC, Broken(reader), out, dataset=data, retriever=WordRetriever(data.corpus))
     job.thread.join(30)
     assert job.status == "failed" and job.error == "RuntimeError: the server went away"
-    assert "Traceback" in job.error_detail
+    # the page shows one line; the traceback is in the server log
+    logged = [r for r in caplog.records if r.name == "ragscale.rag.jobs"]
+    assert logged and logged[0].exc_info and "the server went away" in str(logged[0].exc_info[1])
+    assert not out.exists()  # the failed first run left no empty store behind
 
 
 class SlowScriptedEngine(ScriptedEngine):
@@ -228,3 +232,152 @@ def test_sweep_through_the_sglang_client_is_batched_by_the_server_and_matches_di
 
     assert comparable(tmp_path / "http.sqlite") == comparable(tmp_path / "direct.sqlite")
     assert any(r["em"] for r in ResultsStore(tmp_path / "http.sqlite").records(KIND))
+
+
+# ---- k = 0 grids, and the command line's checks before anything heavy loads -----------------
+
+@pytest.mark.parametrize("strategies, ks, ms", [
+    (("zero-shot",), (0, 1), (0,)),
+    (("many-shot",), (0,), (0, 1)),
+    (("rag",), (0,), (0,)),
+    (("drag",), (0,), (0, 1)),
+])
+def test_grids_whose_every_configuration_has_k_0_run_without_a_retriever(tmp_path, strategies, ks, ms):
+    data = tiny_dataset()
+    spec = SweepSpec(dataset="tiny", strategies=strategies, ks=ks, ms=ms, ns=(1,), limit=2, pool_size=2)
+    result = run_sweep(spec, ScriptedEngine(reader), ResultsStore(tmp_path / "r.sqlite"), dataset=data)
+    assert result.rows_written == result.rows_total > 0
+    assert all(r["k"] == 0 for r in ResultsStore(tmp_path / "r.sqlite").records(KIND))
+
+
+def test_a_resumed_sweep_whose_remaining_configurations_have_k_0(tmp_path):
+    data = tiny_dataset()
+    small = SweepSpec(dataset="tiny", strategies=("rag",), ks=(0, 1), ms=(0,), ns=(1,), limit=2, pool_size=2)
+    store = ResultsStore(tmp_path / "r.sqlite")
+    only_k1 = SweepSpec(dataset="tiny", strategies=("rag",), ks=(1,), ms=(0,), ns=(1,), limit=2, pool_size=2)
+    run_sweep(only_k1, ScriptedEngine(reader), store, dataset=data, retriever=WordRetriever(data.corpus))
+    result = run_sweep(small, ScriptedEngine(reader), store, dataset=data)  # k = 1 done; k = 0 left
+    assert result.rows_already_done == 2 and result.rows_written == 2
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a command makes an engine; returns the list of engines it was asked for."""
+    asked = []
+
+    def make_engine(spec):
+        asked.append(spec)
+        raise AssertionError("an engine was made")
+
+    monkeypatch.setattr("ragscale.engines.make_engine", make_engine)
+    return asked
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--strategies", "evil"], "--strategies: unknown strategy 'evil'"),
+    (["--strategies", ","], "--strategies: give at least one"),
+    (["--k", "-1"], "--k values must be non-negative"),
+    (["--n", "0"], "--n values must be >= 1"),
+    (["--n", "1000000000"], "--n values must be <= 64"),
+    (["--k", "99999999999"], "--k values must be <= 10,000"),
+    (["--k", "1,x"], "--k: use comma-separated whole numbers"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--m", "0,9"], "--m up to 9 needs a demonstration pool"),
+    (["--engine", "sglang"], "the sglang engine needs a URL"),
+])
+def test_sweep_flags_are_checked_before_any_dataset_model_or_store(tmp_path, capsys, monkeypatch, no_model, flags, says):
+    monkeypatch.setattr("ragscale.datasets.load_dataset", lambda *a: pytest.fail("the dataset was loaded")
+                        if "--engine" not in flags else tiny_dataset())
+    out = tmp_path / "r.sqlite"
+    assert main(["sweep", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not no_model and not out.exists()
+
+
+def test_a_failed_first_sweep_leaves_no_empty_results_file(tmp_path, capsys, monkeypatch):
+    from ragscale.errors import EngineError
+
+    def make_engine(spec):
+        raise EngineError("cannot reach the SGLang server at http://127.0.0.1:9 (is it running?)")
+
+    monkeypatch.setattr("ragscale.engines.make_engine", make_engine)
+    out = tmp_path / "r.sqlite"
+    assert main(["sweep", "--dataset", "demo", "--engine", "sglang", "--url", "http://127.0.0.1:9",
+                 "--out", str(out)]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_store_that_cannot_be_written_or_is_damaged_is_refused_before_the_model(tmp_path, capsys, no_model):
+    from tests.test_store import _make_immutable, _store_with_rows, _undo_immutable
+
+    damaged = tmp_path / "damaged.sqlite"
+    _store_with_rows(damaged)
+    with open(damaged, "r+b") as handle:
+        handle.seek(damaged.stat().st_size - 4096)
+        handle.write(bytes(range(256)) * 16)
+    assert main(["sweep", "--dataset", "demo", "--strategies", "zero-shot", "--out", str(damaged)]) == 2
+    assert "is damaged" in capsys.readouterr().err
+    # report and fit: one clear line, no sqlite3 traceback
+    for command in (["report"], ["fit"]):
+        assert main([*command, "--results", str(damaged)]) == 2
+        err = capsys.readouterr().err
+        assert "is damaged" in err and err.count("\n") == 1
+    frozen = tmp_path / "frozen.sqlite"
+    _store_with_rows(frozen, 2)
+    if not _make_immutable(frozen):
+        pytest.skip("cannot make a file read-only here")
+    try:
+        assert main(["sweep", "--dataset", "demo", "--strategies", "zero-shot", "--out", str(frozen)]) == 2
+        assert "cannot write the results store" in capsys.readouterr().err
+    finally:
+        _undo_immutable(frozen)
+    assert not no_model
+
+
+def test_report_and_fit_never_change_the_file(tmp_path):
+    _sweep_rows(tmp_path)
+    path = tmp_path / "r.sqlite"
+    import sqlite3
+
+    con = sqlite3.connect(path)  # make it a plain rollback-journal file, as a copied store might be
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    before = path.read_bytes()
+    assert main(["report", "--results", str(path)]) == 0
+    assert main(["fit", "--results", str(path)]) == 0
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]
+
+
+def test_version_and_help_texts(capsys):
+    import argparse
+
+    from ragscale import __version__
+    from ragscale.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"ragscale {__version__}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("sweep", "fit", "report"):
+        described = [a for a in commands[name]._actions if a.help and a.help != argparse.SUPPRESS]
+        assert len(described) == len(commands[name]._actions), f"{name}: an option has no description"
+        text = " ".join(commands[name].format_help().split())
+        assert "(default: None)" not in text and ") (default:" not in text, text
+
+
+@pytest.mark.parametrize("flags", [
+    ["--strategies", "zero-shot"],
+    ["--strategies", "many-shot", "--m", "0,1"],
+    ["--strategies", "rag,drag", "--k", "0", "--m", "0,1"],
+])
+def test_k_0_sweeps_from_the_command_line(tmp_path, capsys, monkeypatch, flags):
+    monkeypatch.setattr("ragscale.engines.make_engine", lambda spec: ScriptedEngine(lambda *args: "Paris"))
+    monkeypatch.setattr("ragscale.retrieval.build_retriever", lambda *a, **k: pytest.fail("no index for k = 0"))
+    out = tmp_path / "k0.sqlite"
+    assert main(["sweep", "--dataset", "demo", "--limit", "2", "--n", "1", *flags, "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows_written"] == summary["rows_total"] > 0
+    assert {r["k"] for r in ResultsStore(out, read_only=True).records(KIND)} == {0}

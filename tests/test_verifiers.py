@@ -154,7 +154,7 @@ def test_prm_errors_are_engine_errors(fake_server):
     FakeSGLang.fail = True
     with pytest.raises(EngineError, match="500"):
         SGLangPRM(fake_server).score([traj(["x"])])
-    with pytest.raises(EngineError, match="unreachable"):
+    with pytest.raises(EngineError, match="cannot reach the PRM server"):
         SGLangPRM("http://127.0.0.1:9", timeout=2).score([traj(["x"])])
     with pytest.raises(UserError, match="mode"):
         SGLangPRM(fake_server, mode="bogus")

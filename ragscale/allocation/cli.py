@@ -1,4 +1,6 @@
-"""``ragscale allocate`` (the best (k, m, n) for a budget) and ``ragscale bench allocation``."""
+"""``ragscale allocate`` (the best (k, m, n) for a budget), ``ragscale bench allocation`` and
+``ragscale bench fidelity`` (the paper's model against its Table 1). No plotting here: the page
+benchmark (``bench allocation-page``) lives with the figures, in ``ragscale.plots.cli``."""
 
 from __future__ import annotations
 
@@ -10,8 +12,24 @@ import numpy as np
 
 from ragscale.allocation.context_length import STRATEGIES, TokenSizes
 from ragscale.allocation.cost import CostModel, cost_breakdown
+from ragscale.allocation.fidelity import (
+    fidelity_findings,
+    fidelity_markdown,
+    fidelity_report,
+    fidelity_rows,
+    fidelity_summary,
+    fidelity_table,
+)
 from ragscale.allocation.optimizer import DEFAULT_GRID, optimise, parse_budget
-from ragscale.allocation.profiles import METRICS, PAPER_NAME, TABLE1_DATASETS, get_profile, paper_profile
+from ragscale.allocation.profiles import (
+    GEMINI_15_FLASH_WINDOW,
+    METRICS,
+    PAPER_NAME,
+    TABLE1_DATASETS,
+    get_profile,
+    paper_profile,
+)
+from ragscale.formatting import fmt_tokens, fmt_usd
 from ragscale.errors import UserError
 
 
@@ -28,6 +46,11 @@ def _sizes(pairs: list[str]) -> TokenSizes:
     return TokenSizes.from_dict(values)
 
 
+COST_FLAGS = {"price_input_per_m": "--price-input", "price_cached_per_m": "--price-cached",
+              "price_output_per_m": "--price-output", "queries_per_day": "--queries-per-day",
+              "cache_hit_fraction": "--cache-hit"}
+
+
 def resolve_profile(name: str, dataset: str, metric: str, i_doc=None, i_shot=None):
     """``paper`` is read back on the chosen dataset/metric; other names come from available_profiles."""
     if name in ("paper", PAPER_NAME):
@@ -39,9 +62,15 @@ def allocate(args) -> int:
     budget = parse_budget(args.budget)
     profile = resolve_profile(args.profile, args.dataset, args.metric, args.i_doc, args.i_shot)
     sizes = _sizes(args.size)
-    cost = CostModel(price_input_per_m=args.price_input, price_cached_per_m=args.price_cached,
-                     price_output_per_m=args.price_output, queries_per_day=args.queries_per_day,
-                     cache_hit_fraction=args.cache_hit)
+    try:
+        cost = CostModel(price_input_per_m=args.price_input, price_cached_per_m=args.price_cached,
+                         price_output_per_m=args.price_output, queries_per_day=args.queries_per_day,
+                         cache_hit_fraction=args.cache_hit)
+    except UserError as exc:  # CostModel names its fields; a CLI user typed flags
+        message = str(exc)
+        for field, flag in COST_FLAGS.items():
+            message = message.replace(field, flag)
+        raise UserError(message) from None
     allocation = optimise(profile, budget, args.strategy, sizes)
     costs = cost_breakdown(allocation, sizes, cost)
     result = allocation.to_dict() | {
@@ -58,8 +87,11 @@ def allocate(args) -> int:
         ("profile", profile.name), ("budget", f"{budget:,} tokens"),
         ("strategy", allocation.strategy), ("k documents", allocation.k), ("m demonstrations", allocation.m),
         ("n iterations", allocation.n), ("effective tokens", f"{allocation.effective_tokens:,}"),
+        ("largest call", f"{allocation.largest_call_tokens:,} tokens of a "
+                         + (f"{fmt_tokens(allocation.context_window)} window" if allocation.context_window
+                            else "window the profile does not know (calls not bounded)")),
         ("predicted score", f"{allocation.predicted_score:.1f} ({unit})"),
-        ("cost per query", f"${costs.cost_per_query_usd:.5f}"),
+        ("cost per query", fmt_usd(costs.cost_per_query_usd)),
         ("cost per month", f"${costs.cost_per_month_usd:,.2f} at {cost.queries_per_day:,.0f} queries/day"),
         ("latency", f"{costs.latency_s:.1f} s"),
     ]
@@ -88,49 +120,40 @@ def bench(args) -> int:
     return 0
 
 
-def bench_page(args) -> int:
-    """Time what one calculator interaction computes when nothing is cached (worst case): all six
-    optima and cost breakdowns, the frontier over 80 budgets, and the three figures."""
-    from ragscale.allocation.optimizer import frontier
-    from ragscale.allocation.profiles import load_table1
-    from ragscale.plots.allocation import cost_figure, frontier_figure, heatmap_figure
-    from ragscale.allocation.model import AllocationModel
-
-    sizes, cost = TokenSizes(), CostModel()
-    budgets = np.unique(np.geomspace(1_000, 10_000_000, 80).astype(int))
-    k_axis = np.unique(np.concatenate([[0], np.round(np.geomspace(1, 1000, 60))]))
-    m_axis = np.unique(np.concatenate([np.arange(9), np.round(np.geomspace(8, 256, 25))]))
-
-    def interaction(budget: int) -> None:
-        profile = paper_profile()
-        model = AllocationModel.from_profile(profile)
-        best = optimise(profile, budget, "auto", sizes)
-        bars = [("chosen", cost_breakdown(best, sizes, cost))]
-        for name in STRATEGIES:
-            bars.append((name, cost_breakdown(optimise(profile, budget, name, sizes), sizes, cost)))
-        table = frontier(model, budgets, list(STRATEGIES) + ["auto"], sizes)
-        frontier_figure(table, budget, load_table1(), "em", "hotpotqa", best.to_dict())
-        heatmap_figure(model, "drag", 1, sizes, budget, k_axis, m_axis, best.to_dict())
-        cost_figure(bars)
-
-    interaction(128_000)  # warm-up
-    times = []
-    for budget in np.geomspace(16_000, 5_000_000, args.repeats).astype(int):
-        start = time.perf_counter()
-        interaction(int(budget))
-        times.append(time.perf_counter() - start)
-    result = {"seconds_median": round(float(np.median(times)), 4), "seconds_max": round(max(times), 4),
-              "repeats": args.repeats}
-    print(json.dumps(result) if args.json else
-          f"one uncached calculator interaction: {result['seconds_median'] * 1000:.0f} ms median, "
-          f"{result['seconds_max'] * 1000:.0f} ms max")
+def bench_fidelity(args) -> int:
+    """The paper profile against the paper's Table 1: 4 datasets x 5 budgets (see allocation.fidelity)."""
+    report = fidelity_report(args.metric)
+    cells, summary = report["cells"], report["summary"]
+    no_window = fidelity_summary(fidelity_table(fidelity_rows(args.metric, context_window=None)))
+    compact = [{
+        "dataset": c.dataset, "budget": c.budget, "model": c.model_strategy, "k": c.k, "m": c.m, "n": c.n,
+        "largest_call": c.largest_call_tokens, "predicted": round(c.model_score, 1),
+        "table": c.table_strategy, "table_best": c.table_best, "same_winner": bool(c.same_winner),
+        "gap_points": round(c.gap_points, 1), "winner_share": round(c.winner_share, 3),
+    } for c in cells.itertuples()]
+    result = {
+        "metric": args.metric, "profile": PAPER_NAME, "context_window": GEMINI_15_FLASH_WINDOW,
+        **{key: value for key, value in summary.items()},
+        "without_window": {key: no_window[key] for key in ("same_winner", "mean_gap_points", "mean_winner_share",
+                                                            "model_picks")},
+        "table": compact,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"Paper profile vs Yue et al. 2025 Table 1 ({args.metric.upper()}; context window "
+          f"{GEMINI_15_FLASH_WINDOW:,} tokens per call)")
+    print(fidelity_markdown(cells))
+    for line in fidelity_findings(cells, report["rows"]):
+        print(f"- {line}")
     return 0
 
 
 def register(commands) -> None:
     parser = commands.add_parser("allocate", help="the best (k, m, n) for a token budget, and its cost",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--budget", required=True, help="effective-context budget per question: 16k, 128000, 1M")
+    parser.add_argument("--budget", required=True,
+                        help="effective-context budget per question: 16k, 128000, 1M, 1e6 (up to 1G tokens)")
     parser.add_argument("--profile", default="paper", help="'paper', a fitted profile's name, or a profile .json")
     parser.add_argument("--strategy", default="auto", choices=("auto",) + STRATEGIES)
     parser.add_argument("--dataset", default="hotpotqa", choices=TABLE1_DATASETS,
@@ -157,7 +180,8 @@ def register_bench(benches) -> None:
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=bench)
-    page = benches.add_parser("allocation-page", help="seconds one uncached allocation-calculator interaction computes")
-    page.add_argument("--repeats", type=int, default=10)
-    page.add_argument("--json", action="store_true")
-    page.set_defaults(func=bench_page)
+    fidelity = benches.add_parser("fidelity", help="the paper's allocation model against its own Table 1 "
+                                                   "(4 datasets x 5 budgets)")
+    fidelity.add_argument("--metric", default="em", choices=METRICS, help="Table 1 metric to compare")
+    fidelity.add_argument("--json", action="store_true", help="print one JSON object")
+    fidelity.set_defaults(func=bench_fidelity)

@@ -18,6 +18,13 @@ retrieval are not counted). The prompt layouts follow the paper:
               So l = sum_j (2 P_j + s + k d) + P_{n+1} = (2n+1) P_1 + n (s + k d) + n^2 g,
               with g = s + k d + r.
 
+The context window bounds each *call*, not the sum: ``largest_call`` is the biggest single call
+(its prompt, counted as the paper counts effective length, plus the tokens it generates, which
+share the window). For the one-call strategies that is the whole prompt; for IterDRAG it is the
+final call on P_{n+1} = P_1 + n g, because every call re-sends the whole prompt so far. This is why
+Yue et al. report DRAG only up to 1M tokens (Gemini 1.5 Flash's window) while IterDRAG spends 5M:
+its budget is spread over 2n + 1 calls that each fit.
+
 Approximations (the paper gives no token counts, so these are parameters with defaults):
 - every document has the same length ``doc`` (the paper truncates documents to 1,024 whitespace
   tokens; KILT Wikipedia passages are ~100 words, so the default is 150 tokens);
@@ -37,6 +44,14 @@ import numpy as np
 from ragscale.errors import UserError
 
 STRATEGIES = ("zero-shot", "many-shot", "rag", "drag", "iterdrag")
+STRATEGY_DESCRIPTIONS = {
+    "auto": "the best of all five strategies",
+    "zero-shot": "question only",
+    "many-shot": "m worked examples, no documents",
+    "rag": "k retrieved documents",
+    "drag": "k documents and m demonstrations, each with its own k documents (one call)",
+    "iterdrag": "DRAG plus up to n rounds of follow-up question + retrieval (2 calls per round, 1 to answer)",
+}
 
 
 @dataclass(frozen=True)
@@ -106,20 +121,38 @@ def _demo_tokens(strategy: str, k, sizes: TokenSizes):
     return 0.0 * k
 
 
+def _first_prompt(strategy: str, k, m, sizes: TokenSizes):
+    """P_1: instruction, m demonstrations, the test question's k documents and the question."""
+    return sizes.instruction + m * _demo_tokens(strategy, k, sizes) + k * sizes.doc + sizes.question
+
+
 def effective_length(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> np.ndarray:
     """Input tokens over every call for one question; broadcasts over k, m and n."""
     sizes = sizes or TokenSizes()
     k, m, n = canonical_theta(strategy, k, m, n)
     docs = k * sizes.doc
-    first_prompt = sizes.instruction + m * _demo_tokens(strategy, k, sizes) + docs + sizes.question
+    first_prompt = _first_prompt(strategy, k, m, sizes)
     if strategy != "iterdrag":
         return first_prompt
     growth = sizes.subquery + docs + sizes.intermediate
     return (2 * n + 1) * first_prompt + n * (sizes.subquery + docs) + n * n * growth
 
 
+def largest_call(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> np.ndarray:
+    """Tokens of the biggest single model call for one question (prompt + its output); broadcasts."""
+    sizes = sizes or TokenSizes()
+    k, m, n = canonical_theta(strategy, k, m, n)
+    first_prompt = _first_prompt(strategy, k, m, sizes)
+    if strategy != "iterdrag":
+        return first_prompt + sizes.answer
+    # The forced final call reads P_{n+1} = P_1 + n (s + k d + r) and writes the answer; no earlier
+    # call is larger (call B of iteration n reads P_{n+1} - r and writes r).
+    return first_prompt + n * (sizes.subquery + k * sizes.doc + sizes.intermediate) + sizes.answer
+
+
 def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict:
-    """Per question: input tokens, the part a prefix cache can serve, output tokens, model calls.
+    """Per question: input tokens, the part a prefix cache can serve, output tokens, model calls,
+    and the biggest single call (``largest_call``: what must fit the model's context window).
 
     ``cacheable`` is an upper bound on prefix-cache hits: the instruction and demonstrations are the
     same for every question, and each IterDRAG call re-sends the previous call's whole prompt.
@@ -128,11 +161,11 @@ def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict
     k, m, n = canonical_theta(strategy, k, m, n)
     total = effective_length(strategy, k, m, n, sizes)
     shared = sizes.instruction + m * _demo_tokens(strategy, k, sizes)
+    biggest = largest_call(strategy, k, m, n, sizes)
     if strategy == "iterdrag":
-        first_prompt = shared + k * sizes.doc + sizes.question
-        last_prompt = first_prompt + n * (sizes.subquery + k * sizes.doc + sizes.intermediate)
-        # Call t's prompt starts with call t-1's prompt, so every prompt but the last is reused.
-        cacheable = shared + total - last_prompt
+        # Call t's prompt starts with call t-1's prompt, so every prompt but the last is reused;
+        # the last prompt is the largest call less the answer it writes.
+        cacheable = shared + total - (biggest - sizes.answer)
         output = n * (sizes.subquery + sizes.intermediate) + sizes.answer
         calls = 2 * n + 1
     else:
@@ -144,4 +177,5 @@ def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict
         "cacheable": np.minimum(cacheable, total),
         "output": output + 0.0 * total,
         "calls": calls + 0.0 * total,
+        "largest_call": biggest + 0.0 * total,
     }

@@ -5,6 +5,10 @@ lower price and skips prefill. The defaults are illustrative list prices for Gem
 (prompts up to 128k tokens, 2024: $0.075 input, $0.01875 cached input, $0.30 output per 1M) and
 illustrative throughputs; replace them with your provider's prices and your measured speeds.
 
+The cost of a configuration whose call exceeds the context window is still computed (the
+calculator shows what a manual choice would cost) but ``largest_call_tokens`` is reported beside it
+and the calculator flags it; the optimiser never proposes one.
+
 Latency is sequential: all of one question's calls run one after another (IterDRAG's calls depend
 on each other), so latency = uncached input / prefill speed + output / decode speed. Queueing,
 retrieval and network time are not modelled.
@@ -60,6 +64,7 @@ class CostBreakdown:
     cost_per_day_usd: float
     cost_per_month_usd: float
     latency_s: float
+    largest_call_tokens: float = 0.0  # the biggest single call: what must fit the context window
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,4 +97,5 @@ def cost_breakdown(config, sizes: TokenSizes | None = None, cost: CostModel | No
         cost_uncached_input_usd=cost_uncached, cost_cached_input_usd=cost_cached, cost_output_usd=cost_output,
         cost_per_query_usd=per_query, cost_per_day_usd=per_day, cost_per_month_usd=per_day * cost.days_per_month,
         latency_s=uncached / cost.prefill_tokens_per_s + usage["output"] / cost.decode_tokens_per_s,
+        largest_call_tokens=usage["largest_call"],
     )

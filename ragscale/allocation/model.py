@@ -16,6 +16,10 @@ is what R^2 and MSE are reported on (as in the paper). When every row has the sa
 b cannot be told apart from a: b is then fixed at 0 and a absorbs b*i, which predicts the same.
 A knob the rows never vary (say n, when only DRAG was run) cannot be learned: its a is fixed at 0,
 so the model predicts no gain from it. ``fixed_`` lists the parameters fixed this way.
+
+``context_window_`` is the window of the model the rows were measured on (``fit(context_window=)``
+or the smallest value of a ``context_window`` column); it travels into the profile so that the
+optimiser never proposes a call the measured model could not take. None: unknown.
 """
 
 from __future__ import annotations
@@ -60,6 +64,17 @@ def _group_keys(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     dataset = rows["dataset"].astype(str) if "dataset" in rows else pd.Series("all", index=rows.index)
     metric = rows["metric"].astype(str) if "metric" in rows else pd.Series("score", index=rows.index)
     return dataset, metric
+
+
+def _window(given, rows: pd.DataFrame) -> int | None:
+    """The context window the rows were measured under: given, else the smallest recorded one."""
+    if given is not None:
+        return int(given)
+    if "context_window" in rows:
+        recorded = pd.to_numeric(rows["context_window"], errors="coerce").dropna()
+        if len(recorded):
+            return int(recorded.min())  # several engines: only the smallest window is safe for all
+    return None
 
 
 def _theta(rows: pd.DataFrame):
@@ -134,8 +149,8 @@ class AllocationModel:
         return i_rows[:, 0], i_rows[:, 1]
 
     # ---- fit / predict ----------------------------------------------------------------------
-    def fit(self, rows: pd.DataFrame, i_doc=None, i_shot=None) -> "AllocationModel":
-        """Least-squares fit on rows with columns strategy, k, m, n, score [, dataset, metric]."""
+    def fit(self, rows: pd.DataFrame, i_doc=None, i_shot=None, context_window: int | None = None) -> "AllocationModel":
+        """Least-squares fit on rows with columns strategy, k, m, n, score [, dataset, metric, context_window]."""
         missing = {"strategy", "k", "m", "n", "score"} - set(rows.columns)
         if missing:
             raise UserError(f"fit needs columns {', '.join(sorted(missing))}")
@@ -170,6 +185,7 @@ class AllocationModel:
         total = float(np.sum((target - target.mean()) ** 2))
         self.r2_ = 1.0 - float(np.sum((fitted - target) ** 2)) / total if total > 0 else float("nan")
         self.n_rows_ = len(rows)
+        self.context_window_ = _window(context_window, rows)
         return self
 
     def _check_fitted(self):
@@ -238,6 +254,7 @@ class AllocationModel:
         model.scales_ = {(profile.dataset, profile.metric): (model.mean_, model.std_)}
         model.r2_, model.mse_, model.n_rows_ = profile.r2, profile.mse, profile.n_rows
         model.name_, model.dataset_, model.metric_ = profile.name, profile.dataset, profile.metric
+        model.context_window_ = profile.context_window
         return model
 
     def to_profile(self, name: str, source: str = "", notes: str = "") -> Profile:
@@ -250,6 +267,7 @@ class AllocationModel:
             r2=None if self.r2_ is None else float(self.r2_), mse=None if self.mse_ is None else float(self.mse_),
             n_rows=getattr(self, "n_rows_", None), source=source, notes=notes,
             i_by_dataset={k: list(v) for k, v in self.i_by_dataset_.items()},
+            context_window=getattr(self, "context_window_", None),
         )
 
     def to_dict(self) -> dict:

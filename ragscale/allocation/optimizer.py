@@ -1,4 +1,12 @@
-"""P*(L_max): the best configuration theta = (k, m, n) whose effective length fits a token budget.
+"""P*(L_max): the best configuration theta = (k, m, n) whose effective length fits a token budget
+and whose every model call fits the profile's context window.
+
+Bounds, as in Yue et al. 2025: the grid is the paper's range (k <= 1000 documents, m <= 256
+demonstrations, n <= 5 iterations; sections 4-5); the budget L_max bounds the effective length, the
+input tokens summed over all calls of one question; and the model's context window bounds each
+call on its own (``largest_call``). The paper states the window ("Gemini 1.5 Flash with context
+length window up to 1M tokens") and its Table 1 follows from it: DRAG (one call) stops at 1M, only
+IterDRAG, whose 2n + 1 calls each fit, is reported at 5M.
 
 A dense grid per strategy is evaluated at once with numpy broadcasting. Two facts keep it fast
 and exact on the grid:
@@ -6,40 +14,33 @@ and exact on the grid:
   maximises the linear predictor and applies the sigmoid only to the winners;
 - for many budgets at once (the frontier) each configuration is binned to the smallest budget it
   fits, and a running maximum over the bins gives P*(L), which therefore never decreases.
-Ties go to the shorter (cheaper) configuration.
+Configurations with a call over the window are dropped before either step. Ties go to the shorter
+(cheaper) configuration; so "auto" never picks IterDRAG with n = 1, which the model scores exactly
+like DRAG with the same k and m (it has no term for the strategy) at about three times the tokens.
 """
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from ragscale.allocation.context_length import STRATEGIES, TokenSizes, check_strategy, effective_length
+from ragscale.allocation.budget import parse_budget
+from ragscale.allocation.context_length import (
+    STRATEGIES,
+    TokenSizes,
+    canonical_theta,
+    check_strategy,
+    effective_length,
+    largest_call,
+)
 from ragscale.allocation.model import AllocationModel, sigmoid
 from ragscale.allocation.profiles import Profile
 from ragscale.errors import UserError
-
-_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_budget(text) -> int:
-    """'16k', '1M', '5_000_000', '1.5m', 128000 -> tokens; zero, negative or text -> UserError."""
-    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
-        value = float(text)
-    elif isinstance(text, float):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*([+-]?[0-9][0-9_,]*(?:\.[0-9_]*)?)\s*([kKmMgG]?)\s*(?:tokens?)?\s*", str(text))
-        if not match:
-            raise UserError(f"invalid budget {text!r}: use a token count like 16k, 128000, 1M or 5_000_000")
-        value = float(match.group(1).replace("_", "").replace(",", "")) * _SUFFIX[match.group(2).lower()]
-    if not np.isfinite(value) or value < 1:
-        raise UserError(f"invalid budget {text!r}: it must be a positive number of tokens")
-    return int(round(value))
+from ragscale.formatting import fmt_tokens
 
 
 def _dense_axis(low_ints: int, high: int, log_points: int) -> np.ndarray:
@@ -91,6 +92,8 @@ class Allocation:
     predicted_score: float
     profile: str = ""
     metric: str = ""
+    largest_call_tokens: int = 0          # the biggest single call (prompt + output)
+    context_window: int | None = None     # the profile's window; None: unknown
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,24 +101,46 @@ class Allocation:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    @property
+    def fits_window(self) -> bool:
+        return self.context_window is None or self.largest_call_tokens <= self.context_window
+
+    @property
+    def same_as_drag(self) -> bool:
+        """IterDRAG with n = 1: the model predicts what DRAG with the same k, m predicts, for more tokens."""
+        return self.strategy == "iterdrag" and self.n == 1
+
 
 def as_model(model) -> AllocationModel:
     return AllocationModel.from_profile(model) if isinstance(model, Profile) else model
 
 
+def context_window_of(model) -> int | None:
+    """The window a model (or profile) was measured under; None when unknown."""
+    window = model.context_window if isinstance(model, Profile) else getattr(model, "context_window_", None)
+    return None if window is None else int(window)
+
+
 def evaluate(model, strategy: str, sizes: TokenSizes | None = None, grid: Grid | None = None):
-    """Lengths and linear predictors of every grid configuration of one strategy (flat arrays)."""
+    """Lengths and linear predictors of every grid configuration of one strategy whose every call
+    fits the model's context window (flat arrays; all of the grid when the window is unknown)."""
     model = as_model(model)
     check_strategy(strategy)
+    sizes = sizes or TokenSizes()
     k, m, n = _axes(strategy, grid or DEFAULT_GRID)
     kk, mm, nn = k[:, None, None], m[None, :, None], n[None, None, :]
-    length = effective_length(strategy, kk, mm, nn, sizes or TokenSizes())
+    length = effective_length(strategy, kk, mm, nn, sizes)
     slope = model.coefficients()
     linear = (slope[0] * np.log(kk + model.eps) + slope[1] * np.log(mm + model.eps)
               + slope[2] * np.log(nn + model.eps) + model.c_)
     shape = np.broadcast_shapes(length.shape, linear.shape)
     grids = [np.broadcast_to(x, shape).ravel() for x in (kk, mm, nn)]
-    return np.broadcast_to(length, shape).ravel(), np.broadcast_to(linear, shape).ravel(), grids
+    length, linear = np.broadcast_to(length, shape).ravel(), np.broadcast_to(linear, shape).ravel()
+    window = context_window_of(model)
+    if window is not None:
+        keep = np.broadcast_to(largest_call(strategy, kk, mm, nn, sizes), shape).ravel() <= window
+        length, linear, grids = length[keep], linear[keep], [g[keep] for g in grids]
+    return length, linear, grids
 
 
 def best_per_budget(length: np.ndarray, linear: np.ndarray, budgets) -> np.ndarray:
@@ -156,8 +181,27 @@ def _strategies(strategy) -> tuple[str, ...]:
     return tuple(check_strategy(s) for s in strategy)
 
 
+def _allocation(model, strategy, k, m, n, length, budget, linear, sizes) -> Allocation:
+    score = float(model.to_raw(model_sigmoid(model, linear)))
+    call = float(largest_call(strategy, k, m, n, sizes))
+    return Allocation(strategy, int(k), int(m), int(n), int(np.ceil(length)), budget, score,
+                      getattr(model, "name_", "fitted"), getattr(model, "metric_", ""),
+                      int(math.ceil(call)), context_window_of(model))
+
+
+def _nothing_fits(model, budget: int, strategies, sizes: TokenSizes) -> UserError:
+    cheapest = min(float(effective_length(s, 0, 0, 1, sizes)) for s in strategies)
+    window = context_window_of(model)
+    smallest_call = min(float(largest_call(s, 0, 0, 1, sizes)) for s in strategies)
+    if window is not None and smallest_call > window:
+        return UserError(f"no call fits the profile's context window of {window:,} tokens: the smallest "
+                         f"call needs {smallest_call:,.0f}")
+    return UserError(f"nothing fits a budget of {budget:,} tokens: the cheapest configuration needs {cheapest:,.0f}")
+
+
 def optimise(model, budget, strategy="auto", sizes: TokenSizes | None = None, grid: Grid | None = None) -> Allocation:
-    """The best grid configuration with effective length <= budget; UserError when nothing fits.
+    """The best grid configuration with effective length <= budget and every call within the
+    model's context window; UserError when nothing fits.
 
     ``model`` is an AllocationModel or a Profile. It predicts with its default informativeness
     (i_doc_, i_shot_; for a model fitted on several datasets, their average).
@@ -178,18 +222,52 @@ def optimise(model, budget, strategy="auto", sizes: TokenSizes | None = None, gr
         if best is None or top > best[0] + 1e-12 or (abs(top - best[0]) <= 1e-12 and length[i] < best[1]):
             best = (top, length[i], name, k[i], m[i], n[i])
     if best is None:
-        cheapest = min(float(effective_length(s, 0, 0, 1, sizes)) for s in _strategies(strategy))
-        raise UserError(f"nothing fits a budget of {budget:,} tokens: the cheapest configuration needs {cheapest:,.0f}")
+        raise _nothing_fits(model, budget, _strategies(strategy), sizes)
     top, length, name, k, m, n = best
-    score = float(model.to_raw(model_sigmoid(model, top)))
-    return Allocation(name, int(k), int(m), int(n), int(np.ceil(length)), budget, score,
-                      getattr(model, "name_", "fitted"), getattr(model, "metric_", ""))
+    return _allocation(model, name, k, m, n, length, budget, top, sizes)
+
+
+def manual_allocation(model, strategy: str, k, m, n, budget, sizes: TokenSizes | None = None
+                      ) -> tuple[Allocation, list[str]]:
+    """A configuration the user chose, with what the model predicts and what is wrong with it.
+
+    Knobs the strategy lacks are zeroed (rag has no demonstrations ...). The notices say, in one
+    line each, when it is over the budget, when a call is over the profile's context window (it
+    cannot run as configured), and when it is IterDRAG with n = 1.
+    """
+    model = as_model(model)
+    budget = parse_budget(budget)
+    sizes = sizes or TokenSizes()
+    k, m, n = (float(x) for x in canonical_theta(strategy, k, m, n))
+    length = float(effective_length(strategy, k, m, n, sizes))
+    linear = float(model.linear_predictor(k, m, n))
+    allocation = _allocation(model, strategy, k, m, n, length, budget, linear, sizes)
+    notices = []
+    if length > budget:
+        notices.append(f"This configuration needs {length:,.0f} tokens, {length - budget:,.0f} over the budget "
+                       f"of {budget:,}.")
+    if not allocation.fits_window:
+        notices.append(f"Its largest call holds {allocation.largest_call_tokens:,} tokens, more than the "
+                       f"profile's context window of {fmt_tokens(allocation.context_window)}: it cannot run "
+                       "as configured.")
+    if allocation.same_as_drag:
+        notices.append(SAME_AS_DRAG)
+    return allocation, notices
+
+
+SAME_AS_DRAG = ("IterDRAG with n = 1 is DRAG in self-ask clothes for this model: it has no term for the "
+                "strategy, so it predicts exactly what DRAG with the same k and m predicts, for about three "
+                "times the tokens (three calls re-sending the prompt).")
 
 
 def frontier(model, budgets, strategies=STRATEGIES, sizes: TokenSizes | None = None,
              grid: Grid | None = None) -> pd.DataFrame:
-    """P*(L) per strategy (and "auto" = best of all) at each budget; budgets nothing fits are left out."""
+    """P*(L) per strategy (and "auto" = best of all) at each budget; budgets nothing fits are left out.
+
+    Every row's calls fit the model's context window; ``largest_call_tokens`` says how close they come.
+    """
     model = as_model(model)
+    sizes = sizes or TokenSizes()
     budgets = [parse_budget(b) for b in np.atleast_1d(budgets)]
     names = [s for s in (strategies if not isinstance(strategies, str) else [strategies])]
     plain = [s for s in names if s != "auto"]
@@ -216,8 +294,10 @@ def frontier(model, budgets, strategies=STRATEGIES, sizes: TokenSizes | None = N
                 "effective_tokens": int(np.ceil(length[i])),
                 "predicted_score": float(model.to_raw(model_sigmoid(model, linear[i]))),
                 "chosen_strategy": chosen,
+                "largest_call_tokens": int(np.ceil(float(largest_call(chosen, k[i], m[i], n[i], sizes)))),
             })
-    columns = ["budget", "strategy", "k", "m", "n", "effective_tokens", "predicted_score", "chosen_strategy"]
+    columns = ["budget", "strategy", "k", "m", "n", "effective_tokens", "predicted_score", "chosen_strategy",
+               "largest_call_tokens"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

@@ -15,6 +15,13 @@ Two things the paper does not publish, decided here (and editable in the calcula
   metric. Table 1 holds only optimal runs, so predicted raw scores are an approximation; the
   *choice* of (k, m, n) does not depend on this map (it is increasing).
 
+Every profile also carries the **context window** of the model it describes: no single call of a
+configuration may exceed it (the budget bounds the sum over calls, the window each call). The paper
+evaluates Gemini 1.5 Flash "with context length window up to 1M tokens" and its Table 1 reports DRAG
+(one call) only up to 1M, IterDRAG (2n + 1 calls) up to 5M: ``GEMINI_15_FLASH_WINDOW`` = 1,000,000.
+A fitted profile records the window of the engine its sweep ran on. ``None`` means unknown: the
+optimiser then bounds only the sum, and the calculator says so.
+
 Fitted profiles (from ``AllocationModel.fit(...).to_profile(name)``) are JSON files in
 ``profile_dirs()``; ``available_profiles()`` lists the built-in one plus every file found there
 plus any registered in this process with ``register_profile``. That is the hook through which
@@ -41,6 +48,9 @@ PAPER_NAME = "Gemini 1.5 Flash (Yue et al. 2025, Table 8)"
 PAPER_A = (0.325, 0.101, 0.177)
 PAPER_B = (-0.067, -0.008, 0.0)
 PAPER_C = -0.730
+# Yue et al. 2025 run Gemini 1.5 Flash "with context length window up to 1M tokens"; the largest
+# one-call budget in their Table 1 is 1M (DRAG), so that is the window the paper's fit describes.
+GEMINI_15_FLASH_WINDOW = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -65,9 +75,21 @@ class Profile:
     source: str = ""
     notes: str = ""
     i_by_dataset: dict = field(default_factory=dict)  # {dataset: [i_doc, i_shot]} from a fit
+    context_window: int | None = None  # tokens one call may hold (prompt + output); None: unknown
+
+    def __post_init__(self):
+        if self.context_window is not None:
+            try:
+                window = int(self.context_window)
+            except (TypeError, ValueError):
+                raise UserError(f"context_window must be a whole number of tokens, got {self.context_window!r}") from None
+            if window < 1:
+                raise UserError(f"context_window must be positive, got {self.context_window!r}")
+            object.__setattr__(self, "context_window", window)
 
     def __hash__(self):  # i_by_dataset is a dict; hash what identifies the coefficients
-        return hash((self.name, self.a, self.b, self.c, self.sigmoid, self.i_doc, self.i_shot, self.mean, self.std))
+        return hash((self.name, self.a, self.b, self.c, self.sigmoid, self.i_doc, self.i_shot, self.mean, self.std,
+                     self.context_window))
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -146,10 +168,11 @@ def paper_profile(dataset: str = "hotpotqa", metric: str = "em",
         i_doc=float(default_doc if i_doc is None else i_doc),
         i_shot=float(default_shot if i_shot is None else i_shot),
         mean=mean, std=std, dataset=dataset, metric=metric, r2=0.903, mse=0.085,
+        context_window=GEMINI_15_FLASH_WINDOW,
         source="Yue et al. 2025 (ICLR), Table 8",
         notes=("a, b, c from the paper; i_doc/i_shot default to half the Table 1 16k gain of RAG/many-shot "
                "over zero-shot in z-units; raw scores use the mean/std of the dataset's Table 1 scores "
-               "(approximation)."),
+               "(approximation). Context window 1M tokens per call (Gemini 1.5 Flash as run in the paper)."),
     )
 
 

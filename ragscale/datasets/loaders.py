@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from ragscale.config import SHARED_DATASETS_DIR
 from ragscale.datasets.types import Dataset, Document, Question
-from ragscale.errors import DatasetError
+from ragscale.deploy import read_file_capped
+from ragscale.errors import DatasetError, UserError
 
 MAX_DOC_TOKENS = 1024
 
@@ -47,12 +48,16 @@ class _Records:
 
 
 def _read_records(path: Path) -> list[Any]:
+    # Capped, regular files only, checked before reading: a FIFO or /dev/zero must never hang
+    # or exhaust a shared server (ragscale.deploy).
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_file_capped(path)
+    except UserError as exc:
+        raise DatasetError(str(exc)) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from exc
     stripped = text.strip()
     if not stripped:
         raise DatasetError(f"{path.name}: the file is empty")
@@ -267,7 +272,7 @@ _PARSERS: dict[str, Callable[[_Records, str, _Corpus], list[Question]]] = {
 
 def _resolve(path_or_name: str | Path) -> Path:
     path = Path(path_or_name).expanduser()
-    if path.exists():
+    if path.exists() or path.is_symlink():
         return path
     # Bare names of the shared samples ("hotpotqa_sample70") are accepted for convenience.
     for candidate in (SHARED_DATASETS_DIR / str(path_or_name), SHARED_DATASETS_DIR / f"{path_or_name}.json"):
@@ -309,7 +314,7 @@ def load_gsm8k(path: str | Path) -> Dataset:
     from ragscale.rag.metrics import clean_number
 
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"no such file: {path}")
     records = _read_records(path)
     questions = []

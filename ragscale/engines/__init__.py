@@ -32,12 +32,15 @@ class EngineSpec:
     tokenizer: str | None = None  # sglang: local folder with the server model's tokenizer (see sglang_client)
     dtype: str | None = None  # embedded: "float32" | "bfloat16"; None picks by CPU (model_files.default_dtype)
     threads: int | None = None  # embedded: torch threads; None = RAGSCALE_THREADS or every core
+    timeout: float | None = None  # sglang: seconds to wait for one answer; None = the client's default (600)
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINE_KINDS:
             raise ValueError(f"unknown engine {self.kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
         if self.kind == "sglang" and not self.url:
             raise ValueError("the sglang engine needs a URL, e.g. http://127.0.0.1:30000")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and 0 < self.timeout < float("inf")):
+            raise ValueError(f"the timeout must be a positive number of seconds, got {self.timeout!r}")
 
 
 # Engines built by make_engine and still alive, so status displays can show one without building it.
@@ -52,7 +55,7 @@ def make_engine(spec: EngineSpec) -> Engine:
     else:
         from ragscale.engines.sglang_client import SGLangEngine
 
-        engine = SGLangEngine(spec.url, tokenizer=spec.tokenizer)
+        engine = SGLangEngine(spec.url, tokenizer=spec.tokenizer, timeout=spec.timeout)
     _live[spec] = weakref.ref(engine)
     return engine
 

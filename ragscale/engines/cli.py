@@ -1,4 +1,5 @@
-"""Engine commands: ``ragscale serve embedded|sglang`` and ``ragscale bench prefix-cache|engine|serve``."""
+"""Engine commands: ``ragscale serve embedded|sglang|router`` and
+``ragscale bench prefix-cache|engine|serve|serve-load|router``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
+import time
 
 from ragscale.errors import UserError
 
@@ -26,9 +29,22 @@ def register(commands) -> None:
     sglang.add_argument("--model-path", required=True)
     sglang.add_argument("--port", type=int, default=30000)
     sglang.add_argument("--host", default="127.0.0.1")
-    sglang.add_argument("--dp-size", type=int, default=1, help="data-parallel replicas (put sglang-router in front)")
+    sglang.add_argument("--context-length", type=int, help="the model's context window (SGLang's --context-length)")
+    sglang.add_argument("--dp-size", type=int, default=1,
+                        help="data-parallel replicas behind SGLang's own balancer, which ignores prefixes; for "
+                             "prefix-aware routing use --workers N (separate workers behind sglang-router)")
+    sglang.add_argument("--workers", type=int, default=1,
+                        help="N > 1: print the commands for N workers (one GPU each) behind sglang-router "
+                             "--policy cache_aware, instead of launching one server")
     sglang.add_argument("--dry-run", action="store_true", help="print the command only")
     sglang.set_defaults(func=_serve_sglang)
+
+    router = kinds.add_parser("router", help="N embedded workers behind sglang-router on this box (the scale-out path)")
+    router.add_argument("--workers", type=int, default=2, help="embedded workers to start (each loads the model)")
+    router.add_argument("--port", type=int, default=30000, help="the router's port")
+    router.add_argument("--policy", default="cache_aware", help="cache_aware (prefix-aware), round_robin, random, power_of_two")
+    router.add_argument("--disable-radix-cache", action="store_true", help="workers without a prefix cache (A/B runs)")
+    router.set_defaults(func=_serve_router)
 
 
 def register_bench(benches) -> None:
@@ -41,43 +57,110 @@ def register_bench(benches) -> None:
     serve = benches.add_parser("serve", help="embedded server, 8 concurrent requests: merged vs one at a time")
     serve.add_argument("--json", action="store_true", help="print only the JSON result")
     serve.set_defaults(func=_bench_serve)
+    router = benches.add_parser("router", help="the same sweep through sglang-router over 2 workers: cache_aware vs round_robin")
+    router.add_argument("--json", action="store_true", help="print only the JSON result")
+    router.set_defaults(func=_bench_router)
+    load = benches.add_parser("serve-load", help="embedded server under 32 concurrent clients: resets, latency, memory")
+    load.add_argument("--json", action="store_true", help="print only the JSON result")
+    load.set_defaults(func=_bench_serve_load)
 
 
 def _serve_embedded(args) -> int:
     from ragscale.engines.embedded import EmbeddedEngine
     from ragscale.engines.server import make_server
 
-    if not 0 < args.port < 65536:
-        raise UserError(f"--port must be in 1..65535, got {args.port}")
-    engine = EmbeddedEngine(prefix_cache=not args.disable_radix_cache)
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
+    prefix_cache = not args.disable_radix_cache
     try:
-        server = make_server(engine, args.host, args.port)
+        # The model loads in the background; /health answers 503 until it is ready, as SGLang's does.
+        server = make_server(lambda: EmbeddedEngine(prefix_cache=prefix_cache), args.host, args.port,
+                             launch_command=shlex.join(sys.argv))
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-    print(f"serving {engine.info.model} (SGLang-compatible API) on http://{args.host}:{args.port}", flush=True)
+    host, port = server.server_address[:2]
+    print(f"serving the embedded engine (SGLang-compatible API) on http://{host}:{port}", flush=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    service = server.service
     try:
-        server.serve_forever()
+        while not service.ready.wait(0.2):
+            if service.load_error:
+                raise UserError(f"the model did not load: {service.load_error}")
+        print(f"ready: {service.engine.info.model}", flush=True)
+        thread.join()
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()
+    return 0
+
+
+def _serve_router(args) -> int:
+    from ragscale.engines.router import LocalCluster, embedded_worker_command
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
+    cluster = LocalCluster(workers=args.workers, policy=args.policy, router_port=args.port,
+                           worker_command=lambda: embedded_worker_command(disable_radix_cache=args.disable_radix_cache))
+    print(f"starting {args.workers} embedded workers and sglang-router ({args.policy}) ...", flush=True)
+    with cluster:
+        print(f"workers: {', '.join(cluster.worker_urls)}", flush=True)
+        print(f"router: {cluster.url}  (use --engine sglang --url {cluster.url})", flush=True)
+        try:
+            while cluster.router.poll() is None:
+                time.sleep(1)
+            raise UserError("sglang-router exited: " + " ".join(cluster.router_log[-3:])[:300])
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
 def _serve_sglang(args) -> int:
     from ragscale.engines.server import sglang_command
 
-    cmd = sglang_command(args.model_path, port=args.port, host=args.host, dp_size=args.dp_size, python=sys.executable)
+    if args.context_length is not None and args.context_length < 1:
+        raise UserError("--context-length must be a positive number of tokens")
+    if args.workers > 1:
+        from ragscale.engines.router import gpu_router_plan
+
+        print(f"# {args.workers} SGLang workers, one GPU each, behind sglang-router (prefix-aware routing):")
+        for line in gpu_router_plan(args.model_path, args.workers, base_port=args.port + 1, host=args.host,
+                                    router_port=args.port, context_length=args.context_length, python=sys.executable):
+            print(line)
+        print(f"# or, one command: {sys.executable} -m sglang_router.launch_server --model-path {args.model_path} "
+              f"--dp-size {args.workers}")
+        return 0
+    cmd = sglang_command(args.model_path, port=args.port, host=args.host, dp_size=args.dp_size, python=sys.executable,
+                         context_length=args.context_length)
     printable = shlex.join(cmd)
     if args.dry_run:
         print(printable)
         return 0
-    if importlib.util.find_spec("sglang") is None:
+    if not sglang_runnable():
         print(printable)
-        raise UserError("sglang is not installed in this environment; run the command above on a GPU host "
-                        "where `pip install sglang` works, then point ragscale at http://HOST:PORT")
+        raise UserError("SGLang's server cannot run in this environment (it needs the sglang package with its "
+                        "GPU stack); run the command above on a GPU host, then point ragscale at http://HOST:PORT")
     print(f"running: {printable}", flush=True)
     return subprocess.call(cmd, env=os.environ.copy())
+
+
+def sglang_runnable() -> bool:
+    """sglang importable with its serving stack (the contract-test install has the package alone)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("sglang", "sgl_kernel", "zmq"))
+
+
+def _bench_router(args) -> int:
+    from ragscale.engines.bench_router import router_benchmark
+
+    return _run_bench(router_benchmark, 2, "router", args.json)
+
+
+def _bench_serve_load(args) -> int:
+    from ragscale.engines.bench_router import serve_load_benchmark
+
+    return _run_bench(serve_load_benchmark, 2, "serve-load", args.json)
 
 
 def _bench_prefix_cache(args) -> int:

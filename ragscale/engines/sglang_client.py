@@ -5,22 +5,44 @@ Prompts are always sent as ``input_ids`` so that token counts are exact and cont
 could tokenise differently at the join. That needs the server model's tokenizer on this side:
 
 - ``tokenizer=`` a local folder (or hub name already in the local HF cache) with its tokenizer;
-- otherwise the server's ``tokenizer_path`` from /get_model_info, if that folder exists here;
+- otherwise the server's ``tokenizer_path`` from /model_info, if that folder exists here;
 - otherwise, if the server runs SmolLM2, the embedded SmolLM2 tokenizer;
 - otherwise a clear EngineError asking for ``tokenizer=`` (guessing a vocabulary would send
   garbage ids). SGLang's /tokenize endpoint is not used: it is missing from older servers and
   from sglang-router, and chat templates need the tokenizer anyway.
 
-Run-level cache hit rate comes from the per-request ``cached_tokens`` (``stats()``) and, when the
-server runs with --enable-metrics, from deltas of the ``sglang:*_tokens_total`` counters
-(``metrics_hit_rate()``) — not from the ``sglang:cache_hit_rate`` gauge, which covers one batch.
+What SGLang 0.5.x and sglang-router 0.3.x need from a client (all checked in the tests):
+
+- one ``sampling_params`` object per request (the router refuses a list with HTTP 422), so
+  samples with different seeds go out as separate, concurrent requests;
+- ``/model_info`` and ``/server_info`` first, the deprecated ``/get_model_info`` and
+  ``/get_server_info`` as fallback (the router answers only the old names);
+- the context window: ``context_length`` (null unless the server was launched with
+  ``--context-length``), else ``/v1/models`` ``data[0].max_model_len``, else the top-level
+  ``max_req_input_len``; through the router (whose own info has none of them) from the first
+  worker it lists. ``max_req_input_len`` is also kept as the input limit of SGLang's scheduler;
+- prompts are refused as SGLang refuses them: input >= context, input + max_new_tokens > context,
+  input >= max_req_input_len (SGLang would abort it);
+- an ``abort`` finish (HTTP 200) is an EngineError, never a silent "stop";
+- run-level hit rate from per-request ``cached_tokens`` (``stats()``) and from deltas of the
+  ``sglang:*_tokens_total`` counters (``metrics_hit_rate()``): ``/metrics`` on a server,
+  ``/engine_metrics`` on the router (which merges the workers' and renames ``sglang:`` to
+  ``sglang_``) — not from the ``sglang:cache_hit_rate`` gauge, which covers one batch;
+- ``/flush_cache`` is refused while requests run (HTTP 400 from SGLang, 206 with JSON from the
+  router): that is an EngineError; ``flush_cache(timeout=S)`` asks the server to wait S seconds.
+
+Every failure is an ``EngineError`` with one line. Error text from the server is shown only when
+it has one of SGLang's error shapes, and only its message, cut short: a URL that is not an SGLang
+server (a page viewer can type any URL) never has its body echoed back.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -31,38 +53,68 @@ from ragscale.engines.base import (
 from ragscale.errors import EngineError
 
 DEFAULT_CONTEXT_WINDOW = 8192  # only when the server does not say
+DEFAULT_TIMEOUT = 600.0  # seconds to wait for one answer (a long generation)
+HEALTH_TIMEOUT = 20.0  # SGLang's /health runs a one-token generation and may take this long
+MAX_ANSWER_BYTES = 256 * 1024 * 1024  # a larger answer is not SGLang's (or not one we can hold)
+MAX_MESSAGE_CHARS = 200
+# Plain-text answers SGLang and sglang-router give (everything else plain is not echoed).
+_PLAIN_MESSAGES = ("Cache not flushed", "Flush cache failed", "Failed to deserialize the JSON body",
+                   "Failed to parse the request body", "No available workers", "No healthy workers")
 
 
 class SGLangEngine(Engine):
-    def __init__(self, url: str, tokenizer=None, timeout: float = 600.0,
-                 connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5):
+    def __init__(self, url: str, tokenizer=None, timeout: float | None = DEFAULT_TIMEOUT,
+                 connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
+                 follow_router_workers: bool = True):
+        """``follow_router_workers``: behind sglang-router, read the context window from the first
+        worker it lists (a second URL, not typed by the user; only numbers are read from it). An
+        app that confines which hosts it contacts can turn it off (the window then falls back)."""
         url = (url or "").strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
-            raise EngineError(f"an SGLang URL looks like http://host:30000, got {url!r}")
+            raise EngineError(f"an SGLang URL looks like http://host:30000, got {url[:80]!r}")
+        read = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        if not (read > 0 and math.isfinite(read)):
+            raise EngineError(f"the timeout must be a positive number of seconds, got {timeout!r}")
         self.url = url
-        self.timeout = (connect_timeout, timeout)
+        self.timeout = (connect_timeout, read)
         self.retries = retries
         self.backoff = backoff
+        self.follow_router_workers = follow_router_workers
         # A path/name to load, or a ready tokenizer object (tests pass one).
         self._tokenizer_path = tokenizer if isinstance(tokenizer, (str, Path)) else None
         self._tokenizer = None if self._tokenizer_path or tokenizer is None else tokenizer
         self._info: EngineInfo | None = None
+        self.max_input_tokens: int | None = None  # SGLang's max_req_input_len, when known
         self._stats = CacheStats()
         self._metrics_baseline: dict[str, float] | None = None
+        self._paths: dict[str, str] = {}  # endpoint family -> the name this server answers
         self.session = requests.Session()
+        self.session.trust_env = False  # no proxy or .netrc credentials sent to a typed URL
         self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
         self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
 
     # -- server endpoints ------------------------------------------------------------------
     def health(self) -> None:
-        """Raise EngineError unless the server answers /health with 200."""
-        self._request("GET", "/health", retries=0, timeout=(self.timeout[0], 10))
+        """Raise EngineError unless the server is up and has a model behind it.
+
+        ``/health`` first (SGLang's may take up to 20 s; 503 while starting); then the model info,
+        because sglang-router's /health passes even with no worker behind it."""
+        response = self._request("GET", "/health", retries=0,
+                                 timeout=(self.timeout[0], max(HEALTH_TIMEOUT, self.timeout[1])))
+        self._read(response, "/health")
+        self.model_info()
 
     def model_info(self) -> dict:
-        return self._request("GET", "/get_model_info").json()
+        info = self._get_json_fallback("model_info", ("/model_info", "/get_model_info"))
+        # SGLang's model info always names its model and says whether it generates; a JSON answer
+        # without both is some other service, and nothing of it is shown.
+        if not isinstance(info.get("model_path"), str) or not isinstance(info.get("is_generation"), bool):
+            raise EngineError(f"{self.url} answered the model-info request with JSON that is not SGLang's; "
+                              "is this an SGLang server?")
+        return info
 
     def server_info(self) -> dict:
-        return self._request("GET", "/get_server_info").json()
+        return self._get_json_fallback("server_info", ("/server_info", "/get_server_info"))
 
     @property
     def known_info(self) -> EngineInfo | None:
@@ -73,29 +125,97 @@ class SGLangEngine(Engine):
     def info(self) -> EngineInfo:
         if self._info is None:
             model = self.model_info()
-            try:
-                server = self.server_info()
-            except EngineError:
-                server = {}  # sglang-router may not forward it
-            context = server.get("context_length") or server.get("max_model_len")
-            if not context:
-                for state in server.get("internal_states") or []:
-                    context = context or state.get("context_len") or state.get("max_req_input_len")
-            self._info = EngineInfo(kind="sglang", model=str(model.get("model_path", "unknown")),
-                                    context_window=int(context or DEFAULT_CONTEXT_WINDOW), url=self.url)
+            name = model.get("served_model_name") or model.get("model_path") or "unknown"
+            window, self.max_input_tokens = self._context_window()
+            self._info = EngineInfo(kind="sglang", model=_one_line(str(name))[:120], context_window=window,
+                                    url=self.url)
         return self._info
 
-    def flush_cache(self) -> None:
-        # SGLang refuses (400) while requests are running; say so rather than fail silently.
-        self._request("POST", "/flush_cache")
-
-    def metrics(self) -> dict[str, float] | None:
-        """The server's Prometheus counters (summed over label sets), or None without --enable-metrics."""
+    def _context_window(self) -> tuple[int, int | None]:
+        """(context window, scheduler input limit) from the server, or from a worker of a router."""
         try:
-            text = self._request("GET", "/metrics", retries=0).text
+            server = self.server_info()
+        except EngineError:
+            server = {}
+        if self.follow_router_workers and (server.get("router_manager") or "workers_count" in server):
+            worker = self._first_worker()
+            if worker is not None:
+                return worker._context_window()
+        limit = _positive_int(server, "max_req_input_len", "/server_info")
+        window = _positive_int(server, "context_length", "/server_info")
+        if window is None:
+            try:
+                models = self._get_json("/v1/models", retries=0)
+            except EngineError:
+                models = {}
+            cards = models.get("data") if isinstance(models, dict) else None
+            if isinstance(cards, list) and cards and isinstance(cards[0], dict):
+                window = _positive_int(cards[0], "max_model_len", "/v1/models")
+        for state in server.get("internal_states") or []:  # older SGLang versions
+            if isinstance(state, dict):
+                window = window or _positive_int(state, "context_len", "/server_info")
+                limit = limit or _positive_int(state, "max_req_input_len", "/server_info")
+        return window or limit or DEFAULT_CONTEXT_WINDOW, limit
+
+    def _first_worker(self) -> "SGLangEngine | None":
+        """A client of the first healthy worker sglang-router lists (only numbers are read from it)."""
+        try:
+            listing = self._get_json("/workers", retries=0)
         except EngineError:
             return None
-        return parse_prometheus(text)
+        workers = listing.get("workers") if isinstance(listing, dict) else None
+        for worker in workers if isinstance(workers, list) else []:
+            url = worker.get("url") if isinstance(worker, dict) else None
+            if isinstance(url, str) and url.startswith(("http://", "https://")) and worker.get("is_healthy", True):
+                return SGLangEngine(url, timeout=self.timeout[1], connect_timeout=self.timeout[0], retries=0)
+        return None
+
+    def flush_cache(self, timeout: float | None = None) -> None:
+        """Flush the server's prefix cache. SGLang refuses while requests run; with ``timeout``
+        it waits up to that many seconds for them to finish (``?timeout=S``; sglang-router does
+        not pass that on, so a refusal is also retried here until the time is up). A refusal
+        that outlasts it is an EngineError."""
+        deadline = time.monotonic() + (timeout or 0.0)
+        while True:
+            try:
+                return self._flush_once(timeout)
+            except EngineError:
+                if timeout is None or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _flush_once(self, timeout: float | None) -> None:
+        if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
+            raise EngineError(f"the flush timeout must be a number of seconds >= 0, got {timeout!r}")
+        path = "/flush_cache" if timeout is None else f"/flush_cache?timeout={float(timeout):g}"
+        read = self.timeout[1] if timeout is None else max(self.timeout[1], float(timeout) + 10)
+        response = self._request("POST", path, retries=0, timeout=(self.timeout[0], read))
+        status = response.status_code
+        body = _parse_json(self._read(response, "/flush_cache"))
+        if status == 206 or (isinstance(body, dict) and body.get("status") not in (None, "success")):
+            # sglang-router: some workers refused (they were busy).
+            body = body if isinstance(body, dict) else {}
+            flushed, total = body.get("workers_flushed"), body.get("total_http_workers")
+            detail = f" ({flushed} of {total} workers flushed)" if isinstance(flushed, int) and isinstance(total, int) else ""
+            raise EngineError(f"the server did not flush its cache: requests were running{detail}; "
+                              "retry when idle or with a timeout")
+
+    def metrics(self) -> dict[str, float] | None:
+        """The server's Prometheus counters (summed over label sets and workers, named
+        ``sglang:...``), or None when it serves none (SGLang without --enable-metrics)."""
+        for path in (self._paths.get("metrics"), "/metrics", "/engine_metrics"):
+            if not path:
+                continue
+            try:
+                text = self._read(self._request("GET", path, retries=0), path).decode("utf-8", "replace")
+            except EngineError:
+                continue
+            values = parse_prometheus(text)
+            if any(name.startswith(("sglang:", "sglang_")) for name in values):
+                self._paths["metrics"] = path
+                # The router renames sglang:x to sglang_x when it merges its workers' metrics.
+                return {("sglang:" + name[7:] if name.startswith("sglang_") else name): v for name, v in values.items()}
+        return None
 
     def metrics_hit_rate(self) -> float | None:
         """Cached / prompt tokens over all requests the server saw since ``reset_stats``."""
@@ -128,39 +248,57 @@ class SGLangEngine(Engine):
         ids = [self._ids(p) for p in prompts]
         for prompt in ids:
             self._check_fits(prompt, params.max_new_tokens)
-        # Samples are sent as separate requests (prompt-major), so the order is ours and each
-        # can carry its own seed; the server's radix cache shares the prompt between them.
-        batch = [p for p in ids for _ in range(params.n)]
-        sampling = [_sampling_params(params, i) for _ in ids for i in range(params.n)]
-        payload = {"input_ids": batch, "sampling_params": sampling}
-        if params.return_logprobs:
-            payload["return_logprob"] = True
-        items = self._timed_generate(payload)
+        # One request per distinct sampling setting, each with ONE sampling_params object (what
+        # sglang-router accepts). Sample i of every prompt shares its seed, so n seeded samples
+        # are n concurrent requests (the server batches them); otherwise it is one request.
+        rows = [(p, _sampling_params(params, i)) for p in ids for i in range(params.n)]
+        groups: dict[tuple, list[int]] = {}
+        for row, (_, sampling) in enumerate(rows):
+            groups.setdefault(tuple(sorted((k, str(v)) for k, v in sampling.items())), []).append(row)
+        payloads = []
+        for members in groups.values():
+            payload = {"input_ids": [rows[r][0] for r in members], "sampling_params": rows[members[0]][1]}
+            if params.return_logprobs:
+                payload["return_logprob"] = True
+            payloads.append(payload)
+        answers = self._timed_generate_all(payloads)
+        items: list[dict | None] = [None] * len(rows)
+        for members, answer in zip(groups.values(), answers):
+            for r, item in zip(members, answer):
+                items[r] = item
         results = []
-        for prompt, item in zip(batch, items):
-            meta = item.get("meta_info", {})
+        for (prompt, _), item in zip(rows, items):
+            meta = _meta(item)
+            _check_not_aborted(meta)
             logprobs = meta.get("output_token_logprobs")
             out_ids = item.get("output_ids")
             if out_ids is None:
-                out_ids = [entry[1] for entry in logprobs] if logprobs else self.encode(item.get("text", ""))
-            usage = Usage(int(meta.get("prompt_tokens", len(prompt))), int(meta.get("cached_tokens", 0)),
-                          int(meta.get("completion_tokens", len(out_ids))))
+                out_ids = [entry[1] for entry in logprobs] if isinstance(logprobs, list) else self.encode(_text(item))
+            out_ids = _int_list(out_ids, "output_ids")
+            usage = Usage(_count(meta, "prompt_tokens", len(prompt)), _count(meta, "cached_tokens", 0),
+                          _count(meta, "completion_tokens", len(out_ids)))
             finish = meta.get("finish_reason")
             finish = finish.get("type") if isinstance(finish, dict) else finish
+            lps = None
+            if params.return_logprobs and isinstance(logprobs, list) and logprobs:
+                lps = [_logprob(e) for e in logprobs]
             results.append(Generation(
-                text=item.get("text", ""), output_ids=list(out_ids),
-                finish_reason="length" if finish == "length" else "stop", usage=usage, prompt_ids=list(prompt),
-                logprobs=[float(e[0]) for e in logprobs] if params.return_logprobs and logprobs else None,
+                text=_text(item), output_ids=out_ids, finish_reason="length" if finish == "length" else "stop",
+                usage=usage, prompt_ids=list(prompt), logprobs=lps,
             ))
             self._count(usage)
         return results
 
-    def _timed_generate(self, payload: dict) -> list[dict]:
-        """``post_generate``, with its time counted as generation time in the run statistics."""
+    def _timed_generate_all(self, payloads: list[dict]) -> list[list[dict]]:
+        """``post_generate`` for each payload (concurrently when several), timed as generation."""
         started = time.perf_counter()
-        items = self.post_generate(payload)
+        if len(payloads) == 1:
+            answers = [self.post_generate(payloads[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(payloads), 16)) as pool:
+                answers = list(pool.map(self.post_generate, payloads))
         self._stats.generation_seconds += time.perf_counter() - started
-        return items
+        return answers
 
     def score(self, prompt: Prompt, continuations: Sequence[Prompt]) -> list[list[float]]:
         prompt_ids = self._ids(prompt)
@@ -177,57 +315,131 @@ class SGLangEngine(Engine):
             "return_logprob": True,
             "logprob_start_len": max(len(prompt_ids) - 1, 0),
         }
-        items = self._timed_generate(payload)
+        items = self._timed_generate_all([payload])[0]
         scores = []
         for cont, item in zip(conts, items):
-            meta = item.get("meta_info", {})
+            meta = _meta(item)
+            _check_not_aborted(meta)
             entries = meta.get("input_token_logprobs") or []
+            if not isinstance(entries, list):
+                raise EngineError("the server's input_token_logprobs is not a list")
             tail = entries[len(entries) - len(cont):] if cont else []
-            if len(tail) != len(cont) or any(e[1] is not None and int(e[1]) != t for e, t in zip(tail, cont)):
+            if len(tail) != len(cont) or any(_entry_token(e) not in (None, t) for e, t in zip(tail, cont)):
                 raise EngineError("the server's input_token_logprobs do not line up with the continuation tokens")
-            scores.append([float(e[0]) for e in tail])
-            self._count(Usage(int(meta.get("prompt_tokens", len(prompt_ids) + len(cont))),
-                              int(meta.get("cached_tokens", 0)), 0))
+            scores.append([_logprob(e) for e in tail])
+            self._count(Usage(_count(meta, "prompt_tokens", len(prompt_ids) + len(cont)),
+                              _count(meta, "cached_tokens", 0), 0))
         return scores
 
     def post_generate(self, payload: dict) -> list[dict]:
         """A raw native /generate call in batch form (for SGLang-only options such as
         ``token_ids_logprob``); returns one result dict per input."""
-        body = self._request("POST", "/generate", json=payload).json()
+        body = self._get_json("/generate", method="POST", json=payload)
         items = body if isinstance(body, list) else [body]
         sent = payload.get("input_ids", payload.get("text"))
         expected = len(sent) if isinstance(sent, list) and sent and isinstance(sent[0], (list, str)) else 1
-        if len(items) != expected:
+        n = (payload.get("sampling_params") or {}).get("n", 1) if isinstance(payload.get("sampling_params"), dict) else 1
+        if len(items) not in (expected, expected * (n if isinstance(n, int) and n > 0 else 1)):
             raise EngineError(f"the server returned {len(items)} results for {expected} prompts")
+        if not all(isinstance(item, dict) for item in items):
+            raise EngineError("the server's answer to /generate is not a list of results")
         return items
 
     # -- internals -------------------------------------------------------------------------
     def _request(self, method: str, path: str, retries: int | None = None, timeout=None, **kwargs) -> requests.Response:
-        """One HTTP call with retries (connection errors and 5xx) and errors a person can act on."""
+        """One HTTP call with retries (connection errors and 5xx) and errors a person can act on.
+        The body is not read yet (``stream=True``): ``_read`` reads it with a size cap."""
         retries = self.retries if retries is None else retries
+        timeout = timeout or self.timeout
+        name = path.split("?", 1)[0]
         last = ""
         for attempt in range(retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                response = self.session.request(method, self.url + path, timeout=timeout or self.timeout, **kwargs)
+                response = self.session.request(method, self.url + path, timeout=timeout, stream=True,
+                                                allow_redirects=False, **kwargs)
             except requests.Timeout as exc:
                 # A generation that timed out is not retried: it may still be running on the server.
                 if isinstance(exc, requests.ConnectTimeout):
                     last = f"could not connect to the SGLang server at {self.url} (connect timeout)"
                     continue
-                raise EngineError(f"the SGLang server at {self.url} did not answer {path} within "
-                                  f"{(timeout or self.timeout)[1]:.0f} s") from exc
+                raise EngineError(f"the SGLang server at {self.url} did not answer {name} within "
+                                  f"{timeout[1]:.0f} s (raise it with --timeout)") from None
             except requests.ConnectionError:
                 last = f"cannot reach the SGLang server at {self.url} (is it running? is the URL right?)"
                 continue
-            if response.status_code >= 500:
-                last = f"the SGLang server at {self.url} failed on {path}: HTTP {response.status_code} {_message(response)}"
+            except requests.RequestException as exc:
+                raise EngineError(f"cannot call {name} on {self.url}: {type(exc).__name__}") from None
+            status = response.status_code
+            if 300 <= status < 400:
+                response.close()
+                raise EngineError(f"{self.url} answered {name} with a redirect (HTTP {status}); "
+                                  "give the SGLang server's own URL")
+            if status >= 500:
+                last = f"the SGLang server at {self.url} failed on {name}: HTTP {status}{self._message(response, name)}"
+                response.close()
                 continue
-            if response.status_code >= 400:
-                raise EngineError(f"the SGLang server rejected {path}: HTTP {response.status_code} {_message(response)}")
+            if status >= 400:
+                message = self._message(response, name)
+                raise EngineError(f"the SGLang server rejected {name}: HTTP {status}{message}")
             return response
         raise EngineError(last)
+
+    def _read(self, response: requests.Response, path: str) -> bytes:
+        """The whole body, or EngineError when it is cut short or larger than any SGLang answer."""
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(1 << 16):
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise EngineError(f"the answer to {path} from {self.url} is larger than "
+                                      f"{MAX_ANSWER_BYTES // 2**20} MB; not an SGLang answer")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
+                raise EngineError(f"the SGLang server at {self.url} stopped sending its answer to {path} "
+                                  f"(no data for {self.timeout[1]:.0f} s)") from None
+            raise EngineError(f"the answer to {path} from {self.url} was cut short "
+                              "(the connection broke mid-answer)") from None
+        finally:
+            response.close()
+        return b"".join(chunks)
+
+    def _get_json(self, path: str, method: str = "GET", retries: int | None = None, **kwargs) -> Any:
+        response = self._request(method, path, retries=retries, **kwargs)
+        raw = self._read(response, path.split("?", 1)[0])
+        body = _parse_json(raw)
+        if body is _NOT_JSON:
+            kind = (response.headers.get("Content-Type") or "no content type").split(";")[0][:40]
+            raise EngineError(f"{self.url} answered {path.split('?', 1)[0]} with something that is not "
+                              f"SGLang's JSON ({kind}, {len(raw)} bytes); is this an SGLang server?")
+        return body
+
+    def _get_json_fallback(self, family: str, paths: tuple[str, ...]) -> dict:
+        """GET the first of ``paths`` the server knows (new name first, deprecated name second)."""
+        known = self._paths.get(family)
+        for path in ([known] if known else list(paths)):
+            try:
+                body = self._get_json(path)
+            except EngineError as exc:
+                if "HTTP 404" in str(exc) and path != paths[-1]:
+                    continue
+                raise
+            if not isinstance(body, dict):
+                raise EngineError(f"{self.url} answered {path} with JSON that is not an object; "
+                                  "is this an SGLang server?")
+            self._paths[family] = path
+            return body
+        raise EngineError(f"{self.url} answers none of {', '.join(paths)}")
+
+    def _message(self, response: requests.Response, path: str) -> str:
+        """': <message>' when the error body is SGLang-shaped; never a foreign body."""
+        try:
+            raw = self._read(response, path)[:65536]
+        except EngineError:
+            return ""
+        return f": {message}" if (message := sglang_error_message(raw)) else ""
 
     def _ids(self, prompt: Prompt) -> list[int]:
         ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
@@ -236,10 +448,17 @@ class SGLangEngine(Engine):
         return ids
 
     def _check_fits(self, ids: list[int], max_new_tokens: int) -> None:
+        """SGLang's rules, so a prompt it would refuse or abort is refused here, before sending."""
         window = self.info.context_window
+        if len(ids) >= window:
+            raise EngineError(f"prompt of {len(ids)} tokens does not fit the server's context window of "
+                              f"{window} tokens (SGLang refuses inputs of the window's length or more)")
         if len(ids) + max_new_tokens > window:
             raise EngineError(f"prompt of {len(ids)} tokens + {max_new_tokens} new tokens exceeds the "
                               f"server's context window of {window} tokens")
+        if self.max_input_tokens and len(ids) >= self.max_input_tokens:
+            raise EngineError(f"prompt of {len(ids)} tokens reaches the server's input limit of "
+                              f"{self.max_input_tokens} tokens (max_req_input_len)")
 
     def _count(self, usage: Usage) -> None:
         self._stats.requests += 1
@@ -254,19 +473,130 @@ class SGLangEngine(Engine):
             try:
                 return AutoTokenizer.from_pretrained(self._tokenizer_path)
             except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
-                raise EngineError(f"cannot load the tokenizer {self._tokenizer_path!r}: {exc}") from exc
+                raise EngineError(f"cannot load the tokenizer {str(self._tokenizer_path)[:200]!r}: "
+                                  f"{type(exc).__name__}") from None
         model = self.model_info()
-        local = model.get("tokenizer_path") or model.get("model_path")
-        if local and Path(local).is_dir():
-            return AutoTokenizer.from_pretrained(local)
-        if "smollm2" in str(model.get("model_path", "")).lower():
+        names = [str(model.get(k) or "") for k in ("tokenizer_path", "model_path", "served_model_name")]
+        for local in names[:2]:
+            if local and Path(local).is_dir():
+                try:
+                    return AutoTokenizer.from_pretrained(local)
+                except Exception:  # noqa: BLE001 - fall through to the next source
+                    pass
+        if any("smollm2" in name.lower() for name in names):
             from ragscale.engines.model_files import load_tokenizer
 
             return load_tokenizer()
         raise EngineError(
-            f"the server runs {model.get('model_path')!r}; give the client its tokenizer "
+            f"the server runs {names[2] or names[1] or 'an unnamed model'!r}; give the client its tokenizer "
             "(a local folder) so prompts can be sent as exact token ids"
         )
+
+
+# ---- answer parsing -------------------------------------------------------------------------
+
+_NOT_JSON = object()
+
+
+def _parse_json(raw: bytes):
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # also bad UTF-8; a truncated JSON body lands here
+        return _NOT_JSON
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    text = "".join(ch for ch in text if ch.isprintable())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def sglang_error_message(raw: bytes) -> str | None:
+    """The message of an SGLang (or sglang-router) error body, short and on one line, or None.
+
+    SGLang's shapes: ``{"error": "..."}`` (schema), ``{"error": {"message": "..."}}`` (ValueError),
+    top-level ``{"message": "..."}`` (HTTPException), FastAPI's ``{"detail": "..."}``, and a few
+    known plain-text answers. Anything else is not echoed."""
+    body = _parse_json(raw)
+    if isinstance(body, dict):
+        error = body.get("error")
+        candidates = [error.get("message") if isinstance(error, dict) else error, body.get("message"),
+                      body.get("detail")]
+        for message in candidates:
+            if isinstance(message, str) and message.strip():
+                return _one_line(message)
+        return None
+    if body is _NOT_JSON:
+        text = raw[:1024].decode("utf-8", "replace").strip()
+        if text.startswith(_PLAIN_MESSAGES):
+            return _one_line(text)
+    return None
+
+
+def _meta(item: dict) -> dict:
+    meta = item.get("meta_info", {})
+    if not isinstance(meta, dict):
+        raise EngineError("the server's result has no meta_info object")
+    return meta
+
+
+def _text(item: dict) -> str:
+    text = item.get("text", "")
+    if not isinstance(text, str):
+        raise EngineError("the server's result text is not a string")
+    return text
+
+
+def _count(meta: dict, key: str, default: int) -> int:
+    value = meta.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
+            or value != int(value):
+        raise EngineError(f"the server's meta_info.{key} is not a token count: {str(value)[:20]!r}")
+    return int(value)
+
+
+def _int_list(values: Any, name: str) -> list[int]:
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise EngineError(f"the server's {name} is not a list of token ids")
+    return list(values)
+
+
+def _entry_token(entry: Any):
+    if not isinstance(entry, (list, tuple)) or len(entry) < 2:
+        raise EngineError("the server's logprob entries are not [logprob, token_id, text] triples")
+    token = entry[1]
+    if token is not None and (isinstance(token, bool) or not isinstance(token, int)):
+        raise EngineError("the server's logprob entries carry a non-integer token id")
+    return token
+
+
+def _logprob(entry: Any) -> float:
+    _entry_token(entry)
+    value = entry[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EngineError(f"the server sent a non-numeric logprob: {str(value)[:20]!r}")
+    return float(value)
+
+
+def _check_not_aborted(meta: dict) -> None:
+    finish = meta.get("finish_reason")
+    if isinstance(finish, dict) and finish.get("type") == "abort":
+        message = finish.get("message")
+        detail = f": {_one_line(message)}" if isinstance(message, str) and message.strip() else ""
+        raise EngineError(f"the server aborted the request{detail}")
+
+
+def _positive_int(source: dict, key: str, where: str) -> int | None:
+    value = source.get(key) if isinstance(source, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise EngineError(f"the server's {where} has a {key} that is not a positive integer: {str(value)[:20]!r}")
+    return value
 
 
 def _sampling_params(params: SamplingParams, sample: int) -> dict:
@@ -277,19 +607,6 @@ def _sampling_params(params: SamplingParams, sample: int) -> dict:
         # SGLang's per-request seed (honoured with --enable-deterministic-inference).
         out["sampling_seed"] = sample_seed(params.seed, sample)
     return out
-
-
-def _message(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return str(error.get("message") or error)[:300]
-        return str(error)[:300]
-    return str(body)[:300]
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
@@ -306,7 +623,9 @@ def parse_prometheus(text: str) -> dict[str, float]:
             name, _, rest = line.partition(" ")
         fields = rest.split()
         try:
-            values[name.strip()] = values.get(name.strip(), 0.0) + float(fields[0])
+            value = float(fields[0])
         except (ValueError, IndexError):
             continue
+        if math.isfinite(value):
+            values[name.strip()] = values.get(name.strip(), 0.0) + value
     return values

@@ -8,6 +8,7 @@ import sys
 
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.explorer.state import DEFAULT, POLICIES
 
 
@@ -30,6 +31,7 @@ def cmd_precompute(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     dataset = load_dataset(args.dataset)  # bad input fails before a model loads
+    retriever_settings_from_args(args)
     engine = engine_from_args(args)
 
     from tqdm import tqdm
@@ -69,6 +71,7 @@ def register(commands) -> None:
     parser.add_argument("--out", default=str(SHIPPED_TREES))
     parser.add_argument("--force", action="store_true", help="recompute trees that already exist")
     add_engine_args(parser)
+    add_retrieval_args(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=cmd_precompute)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -11,18 +10,15 @@ from pathlib import Path
 
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 HOTPOT_SAMPLE = "hotpotqa_sample70.json"
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UserError(f"--{name} takes comma-separated integers like 0,1,2,5; got {text!r}") from None
-    if not values:
-        raise UserError(f"--{name} is empty")
-    return values
+    from ragscale.rag.sweep import parse_int_list
+
+    return parse_int_list(text, f"--{name}")
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:
@@ -51,7 +47,11 @@ def _tqdm_progress(desc: str):
 
 
 def cmd_sweep(args) -> int:
-    from ragscale.rag.sweep import SweepSpec, run_sweep
+    # Every check that needs no model comes first: flags, dataset, engine choice, results file.
+    from ragscale.datasets import load_dataset
+    from ragscale.engines import make_engine
+    from ragscale.engines.options import spec_from_args
+    from ragscale.rag.sweep import SweepSpec, run_sweep, split_for
     from ragscale.store import ResultsStore
 
     spec = SweepSpec(
@@ -59,16 +59,22 @@ def cmd_sweep(args) -> int:
         ks=_ints(args.k, "k"), ms=_ints(args.m, "m"), ns=_ints(args.n, "n"), limit=args.limit,
         pool_size=args.pool_size, batch_size=args.batch_size, generate_chains=not args.no_chains,
     )
-    from ragscale.datasets import load_dataset
-
-    dataset = load_dataset(args.dataset)  # bad paths fail here, before a model loads
-    store = ResultsStore(args.out)
-    engine = engine_from_args(args)
-    bar, progress = _tqdm_progress("sweep")
+    dataset = load_dataset(args.dataset)
+    split_for(spec, dataset)
+    retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
+    engine_spec = spec_from_args(args)
+    store = ResultsStore(args.out)  # not a store, damaged or read-only: refused here
+    bar = None
     try:
+        engine = make_engine(engine_spec)
+        bar, progress = _tqdm_progress("sweep")
         result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
+    except BaseException:
+        store.discard_if_empty()  # a failed first run leaves no empty results file
+        raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     summary = {
         "out": str(args.out), "dataset": result.dataset, "model": result.model,
         "configurations": result.configurations, "questions": result.questions,
@@ -85,6 +91,9 @@ def cmd_fit(args) -> int:
 
     table = config_table(load_rows(args.results), args.metric)
     if args.dataset:
+        if args.dataset not in set(table["dataset"]):
+            raise UserError(f"--dataset {args.dataset!r}: {args.results} holds "
+                            f"{', '.join(sorted(set(table['dataset']))) or 'no RAG results'}")
         table = table[table["dataset"] == args.dataset]
     # Several datasets: i is measured per dataset and one model is shared, as in the paper.
     model = fit_allocation(table, args.sigmoid)
@@ -106,6 +115,8 @@ def cmd_report(args) -> int:
     if table.empty:
         raise UserError(f"{args.results} holds no RAG results yet")
     budgets = _ints(args.budgets, "budgets") if args.budgets else None
+    if budgets and min(budgets) < 1:
+        raise UserError(f"--budgets are token counts >= 1; got {min(budgets)}")
     parts = []
     for dataset, group in table.groupby("dataset"):
         best = best_per_budget(group, budgets)
@@ -164,8 +175,7 @@ def cmd_bench_sweep(args) -> int:
 
 
 def register(commands) -> None:
-    sweep = commands.add_parser("sweep", help="run a DRAG/IterDRAG grid and store every per-question result",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sweep = commands.add_parser("sweep", help="run a DRAG/IterDRAG grid and store every per-question result")
     sweep.add_argument("--dataset", default="demo", help="a dataset file, a shared sample name, or 'demo'")
     sweep.add_argument("--strategies", default="rag,drag,iterdrag",
                        help="comma-separated: zero-shot, many-shot, rag, drag, iterdrag")
@@ -178,23 +188,30 @@ def register(commands) -> None:
     sweep.add_argument("--no-chains", action="store_true",
                        help="IterDRAG demonstrations from gold decompositions, without generating chains")
     add_engine_args(sweep)
-    sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
-    sweep.add_argument("--json", action="store_true")
+    add_retrieval_args(sweep)
+    sweep.add_argument("--out", default="results.sqlite", help="SQLite results store; an existing one is resumed")
+    sweep.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sweep.set_defaults(func=cmd_sweep)
 
     fit = commands.add_parser("fit", help="fit the allocation model to sweep results")
-    fit.add_argument("--results", required=True)
-    fit.add_argument("--metric", choices=("acc", "em", "f1"), default="acc")
-    fit.add_argument("--sigmoid", choices=("paper", "logistic"), default="paper")
-    fit.add_argument("--dataset", help="only this dataset's rows")
-    fit.add_argument("--json", action="store_true")
+    fit.add_argument("--results", required=True, help="results store written by `ragscale sweep --out`")
+    fit.add_argument("--metric", choices=("acc", "em", "f1"), default="acc",
+                     help="score to fit: acc = a gold answer appears in the prediction, em = exact match, "
+                          "f1 = token F1")
+    fit.add_argument("--sigmoid", choices=("paper", "logistic"), default="paper",
+                     help="paper: the paper's fitted sigmoid on per-dataset z-scored scores; logistic: the plain "
+                          "logistic on the score as a fraction")
+    fit.add_argument("--dataset", help="fit only this dataset's rows (by its name in the store)")
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(func=cmd_fit)
 
     report = commands.add_parser("report", help="best configuration per budget per strategy")
-    report.add_argument("--results", required=True)
-    report.add_argument("--metric", choices=("acc", "em", "f1"), default="acc")
-    report.add_argument("--budgets", help="comma-separated token budgets (default: 1-2-5 steps up to the largest run)")
-    report.add_argument("--json", action="store_true")
+    report.add_argument("--results", required=True, help="results store written by `ragscale sweep --out`")
+    report.add_argument("--metric", choices=("acc", "em", "f1"), default="acc",
+                        help="score to rank configurations by: acc, em or f1, as for fit")
+    report.add_argument("--budgets", help="comma-separated token budgets per question "
+                                          "(default: 1-2-5 steps up to the largest run)")
+    report.add_argument("--json", action="store_true", help="print a JSON list of rows")
     report.set_defaults(func=cmd_report)
 
 

@@ -7,17 +7,20 @@ store as they finish, so a watcher reads progress from the job and data from the
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ragscale.datasets.types import Dataset
 from ragscale.engines.base import Engine
-from ragscale.rag.sweep import SweepResult, SweepSpec, run_sweep
+from ragscale.rag.sweep import SweepResult, SweepSpec, run_sweep, split_for
 from ragscale.store import ResultsStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,8 +35,7 @@ class SweepJob:
     message: str = "starting"
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    error: str | None = None
-    error_detail: str | None = None
+    error: str | None = None  # one line for the page; the traceback goes to the server log
     result: SweepResult | None = None
     thread: threading.Thread | None = None
 
@@ -68,28 +70,46 @@ class JobRegistry:
         self._jobs: dict[str, SweepJob] = {}
         self._lock = threading.Lock()
 
-    def start(self, spec: SweepSpec, engine: Engine, out: str | Path, *, engine_label: str = "",
-              dataset: Dataset | None = None, retriever=None) -> SweepJob:
-        """Run ``run_sweep`` in a daemon thread; one running job per results file at a time."""
-        out = Path(out)
-        with self._lock:
-            busy = self.running_for(out)
-            if busy is not None:
-                from ragscale.errors import UserError
+    def start(self, spec: SweepSpec, engine: Engine | Callable[[], Engine], out: ResultsStore | str | Path, *,
+              engine_label: str = "", dataset: Dataset | None = None, retriever=None) -> SweepJob:
+        """Run ``run_sweep`` in a daemon thread; one running job per results file at a time.
 
-                raise UserError(f"a sweep is already writing to {out.name} (job {busy.id}); cancel it or wait")
-            job = SweepJob(spec, out, engine_label or engine.info.model)
+        ``out`` is a results store or its path; ``engine`` an engine or a function that makes
+        one. The store is opened (and found writable) before the engine is made, so a bad
+        results file never costs a model load; if making the engine fails, a store this call
+        created is removed again.
+        """
+        from ragscale.errors import UserError
+
+        path = out.path if isinstance(out, ResultsStore) else Path(out)
+        with self._lock:  # held while the engine is made: two tabs cannot both start on one file
+            busy = self.running_for(path)
+            if busy is not None:
+                raise UserError(f"a sweep is already writing to {path.name} (job {busy.id}); cancel it or wait")
+            if dataset is not None:
+                split_for(spec, dataset)
+            store = out if isinstance(out, ResultsStore) else ResultsStore(path)
+            if not isinstance(engine, Engine):
+                try:
+                    engine = engine()
+                except BaseException:
+                    store.discard_if_empty()
+                    raise
+            job = SweepJob(spec, path, engine_label or engine.info.model)
             self._jobs[job.id] = job
 
         def work() -> None:
             try:
-                job.result = run_sweep(spec, engine, ResultsStore(out), dataset=dataset, retriever=retriever,
+                job.result = run_sweep(spec, engine, store, dataset=dataset, retriever=retriever,
                                        progress=job.progress, cancel=job.cancel)
                 job.message = "cancelled" if job.result.cancelled else "finished"
             except Exception as exc:  # shown on the page; the rows written so far stay in the store
-                job.error = f"{type(exc).__name__}: {exc}"
-                job.error_detail = traceback.format_exc()
+                job.error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                log.exception("sweep %s into %s failed", job.id, path)
+                store.discard_if_empty()
             finally:
+                if store is not out:  # opened here: let go of the file (and its -wal) now
+                    store.close()
                 job.finished = time.time()
 
         job.thread = threading.Thread(target=work, name=f"sweep-{job.id}", daemon=True)
@@ -102,13 +122,14 @@ class JobRegistry:
     def jobs(self) -> list[SweepJob]:
         return sorted(self._jobs.values(), key=lambda j: j.started, reverse=True)
 
+    def job_for(self, out: str | Path) -> SweepJob | None:
+        """The job running into ``out``, else the latest one that wrote it (None if none did)."""
+        out = Path(out).resolve()
+        return self.running_for(out) or next((j for j in self.jobs() if j.out.resolve() == out), None)
+
     def running_for(self, out: str | Path) -> SweepJob | None:
         out = Path(out).resolve()
         return next((j for j in self._jobs.values() if j.running and j.out.resolve() == out), None)
-
-    def latest(self) -> SweepJob | None:
-        jobs = self.jobs()
-        return jobs[0] if jobs else None
 
 
 REGISTRY = JobRegistry()

@@ -141,28 +141,3 @@ def parse_intermediate(generated: str) -> tuple[str, str | None]:
     if not answer and final:
         answer = final
     return answer, final  # final is "" when the marker came but the output cap cut the answer
-
-
-@dataclass
-class SelfAskStep:
-    kind: str  # "follow_up", "intermediate", "final", "other"
-    text: str
-
-
-def parse_self_ask(text: str) -> list[SelfAskStep]:
-    """Split a whole self-ask chain into marked lines (used for demonstrations and display)."""
-    steps: list[SelfAskStep] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        match = _MARKER.match(line)
-        if match:
-            kind = match.group(1).lower()
-            kind = "follow_up" if kind.startswith("follow") else "intermediate" if kind.startswith("inter") else "final"
-            steps.append(SelfAskStep(kind, clean_answer(line[match.end():]) if kind != "follow_up"
-                                     else line[match.end():].strip()))
-        elif steps:
-            steps[-1].text = (steps[-1].text + " " + line.strip()).strip()
-        else:
-            steps.append(SelfAskStep("other", line.strip()))
-    return steps

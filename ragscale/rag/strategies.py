@@ -71,7 +71,7 @@ def expand_grid(strategies: Iterable[str], ks: Sequence[int], ms: Sequence[int],
         if strategy not in STRATEGIES:
             from ragscale.errors import UserError
 
-            raise UserError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+            raise UserError(f"--strategies: unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         if strategy == "iterdrag":
             configs.update(RunConfig("iterdrag", k, m, n) for k in ks for m in ms for n in ns)
             continue

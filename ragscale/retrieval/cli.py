@@ -1,44 +1,69 @@
-"""``ragscale index``: build (or reuse) a dataset's retrieval index, optionally try a query;
-``ragscale bench retrieval``: how long indexing and querying take on real passages."""
+"""``ragscale index``: build (or reuse, or resume) a retrieval index, from a dataset or a corpus;
+``ragscale bench retrieval`` / ``bench ingest``: how long indexing, embedding and querying take."""
 
 from __future__ import annotations
 
 import json
-import statistics
-import tempfile
-import time
+import sys
+from pathlib import Path
 
-from ragscale.config import SHARED_DATASETS_DIR
 from ragscale.errors import UserError
-
-DEFAULT_DATASETS = ("hotpotqa_sample70.json", "musique_sample70.json")
+from ragscale.retrieval.bench import register_bench  # noqa: F401  (ragscale.cli registers it from here)
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("index", help="build or reuse the retrieval index of a dataset")
-    parser.add_argument("--dataset", default="demo", help="dataset file or 'demo' (default)")
-    parser.add_argument("--url", default=None, help="Chroma server URL (default: embedded store in the cache dir)")
+    parser = commands.add_parser("index", help="build, resume or reuse a retrieval index (a dataset's or a corpus')")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", default=None, help="dataset file or 'demo' (default: demo)")
+    source.add_argument("--corpus", default=None, metavar="PATH",
+                        help="corpus to index: FlashRAG/KILT-style .jsonl(.gz), .parquet, or a folder of dataset files")
+    parser.add_argument("--out", default=None, metavar="NAME", help="with --corpus: the index's name (required)")
+    parser.add_argument("--embeddings", default=None, metavar="PATH",
+                        help="with --corpus: import vectors computed elsewhere (.npy, passages x 384, corpus order)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="with --corpus: where to embed (auto: a CUDA GPU if torch sees one)")
+    parser.add_argument("--chunk", type=int, default=None, metavar="N",
+                        help="passages per saved shard of vectors: the most a kill can cost (default 1024)")
+    add_retrieval_args(parser)
+    parser.add_argument("--url", default=None, help=argparse_suppress())
     parser.add_argument("--query", default=None, help="also retrieve for this text and print the documents")
     parser.add_argument("-k", type=int, default=5, help="documents to retrieve for --query (default 5)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=index_command)
 
 
-def index_command(args) -> int:
-    from ragscale.datasets import load_dataset
-    from ragscale.retrieval import build_retriever, collection_name
+def argparse_suppress():
+    import argparse
 
-    dataset = load_dataset(args.dataset)
+    return argparse.SUPPRESS  # --url: the old name of --chroma-url, still accepted
+
+
+def _settings(args):
+    if getattr(args, "url", None) and args.chroma_url is None:
+        args.chroma_url = args.url
+    return retriever_settings_from_args(args)
+
+
+def index_command(args) -> int:
+    from ragscale.retrieval.embeddings import prefer_passive_openmp
+
+    prefer_passive_openmp()  # before torch loads
+    settings = _settings(args)
+    if args.corpus is None and (args.out or args.embeddings):
+        raise UserError("--out and --embeddings go with --corpus")
     bar, progress = _tqdm_progress()
-    retriever = build_retriever(dataset, url=args.url, progress=progress)
-    bar.close()
-    result = {
-        "dataset": dataset.name,
-        "collection": collection_name(dataset.corpus),
-        "passages": retriever.stats.passages,
-        "embedded": retriever.stats.embedded,
-        "build_seconds": round(retriever.stats.build_seconds, 2),
-    }
+
+    def notice(message: str) -> None:
+        bar.write(f"ragscale: notice: {message}", file=sys.stderr)
+
+    try:
+        if args.corpus is not None:
+            result, retriever = _index_corpus(args, settings.url, progress, notice)
+        else:
+            result, retriever = _index_dataset(args, settings.url, progress, notice)
+    finally:
+        bar.close()
     if args.query is not None:
         result["documents"] = [{"doc_id": d.doc_id, "title": d.title, "text": d.text}
                                for d in retriever.search(args.query, args.k)]
@@ -47,92 +72,98 @@ def index_command(args) -> int:
     else:
         for key, value in result.items():
             if key != "documents":
-                print(f"{key:>14}: {value}")
+                print(f"{key:>16}: {value}")
         for rank, doc in enumerate(result.get("documents", []), start=1):
             print(f"{rank:>3}. [{doc['title']}] {doc['text'][:100]}")
     return 0
 
 
-def register_bench(benches) -> None:
-    parser = benches.add_parser("retrieval", help="index N passages into a fresh collection; query latency")
-    parser.add_argument("--dataset", action="append", default=None,
-                        help="dataset file or 'demo' (repeatable; default: the HotpotQA and MuSiQue samples)")
-    parser.add_argument("--passages", type=int, default=None, help="index only the first N pooled passages")
-    parser.add_argument("--queries", type=int, default=100, help="questions to time as queries (default 100)")
-    parser.add_argument("-k", type=int, default=10, help="documents per query (default 10)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=bench_retrieval)
+def _index_dataset(args, url, progress, notice):
+    from ragscale.datasets import load_dataset
+    from ragscale.retrieval import build_retriever, collection_name
+
+    dataset = load_dataset(args.dataset or "demo")
+    retriever = build_retriever(dataset, url=url, progress=progress, notice=notice)
+    return {
+        "dataset": dataset.name,
+        "collection": collection_name(dataset.corpus),
+        "passages": retriever.stats.passages,
+        "embedded": retriever.stats.embedded,
+        "build_seconds": round(retriever.stats.build_seconds, 2),
+    }, retriever
+
+
+def _index_corpus(args, url, progress, notice):
+    from ragscale.retrieval.corpus import iter_corpus
+    from ragscale.retrieval.embeddings import EMBEDDING_MODEL
+    from ragscale.retrieval.corpus import hash_documents
+    from ragscale.retrieval.index import (INDEX_VERSION, Retriever, ensure_collection, imported_vectors, index_name,
+                                          text_embedder)
+
+    if not args.out:
+        raise UserError("--corpus needs --out NAME (the index's name)")
+    name = index_name(args.out)
+    corpus_hash, passages = hash_documents(iter_corpus(args.corpus))  # first pass: constant memory
+    if passages == 0:
+        raise UserError(f"{args.corpus}: no passages")
+    facts = {"corpus_key": corpus_hash, "embedding_model": EMBEDDING_MODEL, "passages": passages,
+             "index_version": INDEX_VERSION}
+    if args.embeddings:
+        source, embedder_name = imported_vectors(args.embeddings, passages), f"imported from {Path(args.embeddings).name}"
+    else:
+        embedder = _LazyEmbedder(args.device)
+        source, embedder_name = text_embedder(embedder.embed), None
+    collection, stats = ensure_collection(name, lambda: iter_corpus(args.corpus), passages, facts, source=source,
+                                          url=url, progress=progress, notice=notice, chunk_size=args.chunk)
+    if embedder_name is None:
+        embedder_name = embedder.name if embedder.loaded else "none (index reused)"
+    result = {
+        "index": args.out, "collection": name, "corpus_sha256": corpus_hash, "passages": passages,
+        "embedded": stats.embedded, "embedder": embedder_name, "embedding_model": EMBEDDING_MODEL,
+        "build_seconds": round(stats.build_seconds, 2),
+        "passages_per_second": round(stats.embedded / stats.embed_seconds, 1) if stats.embed_seconds else None,
+    }
+    return result, Retriever(collection, passages=passages)
+
+
+class _LazyEmbedder:
+    """Loads the model only if some passage needs embedding (a reused index needs none)."""
+
+    def __init__(self, device: str):
+        from ragscale.retrieval.embeddings import resolve_device
+
+        self.device = resolve_device(device)  # a bad --device fails before the corpus is read twice
+        self._embedder = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._embedder is not None
+
+    @property
+    def name(self) -> str:
+        return self._embedder.name if self._embedder else "none"
+
+    def embed(self, texts):
+        if self._embedder is None:
+            from ragscale.retrieval.embeddings import BulkEmbedder
+
+            self._embedder = BulkEmbedder(self.device)
+        return self._embedder.embed(texts)
 
 
 def _tqdm_progress():
+    """A bar with passages/s and an ETA (tqdm computes both from the updates)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="passage", desc="indexing", leave=False)
+    bar = tqdm(total=0, unit="passage", desc="indexing", leave=False, dynamic_ncols=True)
 
     def progress(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
+        if done < bar.n or bar.total != total or message.startswith("resuming"):
+            # A new phase (storing after embedding) or a resumed build: rate and ETA count from here.
+            bar.reset(total=total)
+            bar.initial = bar.n = done
+        else:
+            bar.update(done - bar.n)
+        bar.set_postfix_str(message, refresh=True)
 
     return bar, progress
-
-
-def bench_retrieval(args) -> int:
-    from ragscale.datasets import load_dataset
-    from ragscale.datasets.types import Document
-    from ragscale.retrieval import build_retriever, embed_texts
-
-    names = args.dataset or [str(SHARED_DATASETS_DIR / name) for name in DEFAULT_DATASETS]
-    datasets = [load_dataset(name) for name in names]
-    # Pool the corpora of every dataset, de-duplicated by (title, text), with fresh unique ids.
-    seen: set[tuple[str, str]] = set()
-    corpus: list[Document] = []
-    for dataset in datasets:
-        for doc in dataset.corpus:
-            if (doc.title, doc.text) not in seen:
-                seen.add((doc.title, doc.text))
-                corpus.append(Document(doc_id=f"b{len(corpus)}", title=doc.title, text=doc.text))
-    if args.passages is not None:
-        if args.passages < 1:
-            raise UserError("--passages must be at least 1")
-        if args.passages > len(corpus):
-            raise UserError(f"--passages {args.passages}: the datasets hold only {len(corpus)} passages")
-        corpus = corpus[: args.passages]
-    queries = [q.question for dataset in datasets for q in dataset.questions][: max(args.queries, 1)]
-
-    # Loading the model and importing chromadb are one-offs per process, not part of building an index.
-    import chromadb  # noqa: F401
-
-    embed_texts(["warm-up"])
-    bar, progress = _tqdm_progress()
-    with tempfile.TemporaryDirectory(prefix="ragscale-bench-") as tmp:
-        retriever = build_retriever(corpus, path=tmp, progress=progress)
-        bar.close()
-        latencies = []  # what a caller sees: embed the query, then search
-        for query in queries:
-            t0 = time.perf_counter()
-            retriever.search(query, args.k)
-            latencies.append((time.perf_counter() - t0) * 1000)
-        vector_latencies = []  # the vector store alone, with the query already embedded
-        for vector in embed_texts(queries):
-            t0 = time.perf_counter()
-            retriever.collection.query(query_embeddings=vector[None, :], n_results=min(args.k, len(corpus)), include=[])
-            vector_latencies.append((time.perf_counter() - t0) * 1000)
-    quantiles = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
-    result = {
-        "passages": len(corpus),
-        "build_seconds": round(retriever.stats.build_seconds, 2),
-        "embed_seconds": round(retriever.stats.embed_seconds, 2),
-        "query_p50_ms": round(statistics.median(latencies), 2),
-        "query_p95_ms": round(quantiles[18], 2),
-        "queries": len(latencies),
-        "vector_query_p50_ms": round(statistics.median(vector_latencies), 2),
-        "k": args.k,
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>14}: {value}")
-    return 0

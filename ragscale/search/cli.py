@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ragscale.engines.options import add_engine_args, engine_from_args
+from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.errors import UserError
 from ragscale.search.config import POLICY_NAMES
 
@@ -138,6 +139,7 @@ def cmd_search(args) -> int:
 
     dataset = load_questions(args.task, args.dataset)  # bad input fails before a model loads
     question = pick_question(dataset, args.question)
+    retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine = engine_from_args(args)
     task, verifier, embed = build_task_and_verifier(args, dataset, engine)
     config = build_config(args, task)
@@ -173,6 +175,7 @@ def cmd_search_sweep(args) -> int:
     from ragscale.store import ResultsStore
 
     dataset = load_questions(args.task, args.dataset)
+    retriever_settings_from_args(args)
     policies = _csv(args.policies, "policies")
     for p in policies:
         if p not in POLICY_NAMES:
@@ -349,6 +352,7 @@ def _common(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify")
     add_engine_args(parser)
+    add_retrieval_args(parser)
     parser.add_argument("--json", action="store_true")
 
 

@@ -6,9 +6,9 @@ One interface, three implementations:
   whole trajectory prefix and the prefix cache serves it;
 - ``RetrievalGrounding``: for QA steps, how close the intermediate answer is to the evidence it
   was retrieved with (cosine similarity of sentence embeddings) — no model call at all;
-- ``SGLangPRM``: a process reward model served by SGLang, either a reward model launched with
-  ``--is-embedding`` (``/classify``) or a causal-LM PRM read at its step-tag positions
-  (``/generate`` with ``max_new_tokens: 0`` and ``token_ids_logprob``).
+- ``SGLangPRM``: a process reward model served by SGLang, either a reward model (``/classify``,
+  raw logits; ``/v1/classify`` through sglang-router) or a causal-LM PRM read at its step-tag
+  positions (``/generate`` with ``max_new_tokens: 0`` and ``token_ids_logprob``).
 
 No process reward model ships in a PyPI package, which is why the first two exist: they run on
 the laptop with nothing but the generator and MiniLM.
@@ -147,11 +147,15 @@ class RetrievalGrounding:
 
 
 class SGLangPRM:
-    """HTTP client of a PRM served by SGLang.
+    """HTTP client of a PRM served by SGLang (one server, or sglang-router in front of several).
 
-    mode="classify": a reward model launched with ``--is-embedding``; ``POST /classify`` with the
-    formatted trajectories; the reward is the last value of each returned ``embedding``, squashed
-    by a sigmoid when it is a logit (outside [0, 1]).
+    mode="classify": a reward model (reward architectures need no ``--is-embedding``). Direct,
+    ``POST /classify`` returns each input's raw logits in ``embedding``; the score is
+    sigmoid(logit) for a one-logit reward head and softmax(logits)[label] for a classifier head —
+    both rank-preserving, so the verifier keeps the model's ordering (a value is never passed
+    through as if it were already a probability). sglang-router has no ``/classify``; through it
+    ``POST /v1/classify`` returns softmax ``probs``, usable for classifier heads only (one logit's
+    softmax is always 1.0, which is refused with a clear error).
 
     mode="step_tag": a causal-LM PRM (Math-Shepherd style) that marks each step with a tag token
     and predicts a good/bad token there; ``POST /generate`` with ``max_new_tokens: 0``,
@@ -163,27 +167,53 @@ class SGLangPRM:
 
     def __init__(self, url: str, mode: str = "classify", step_tag: str = " ки", good: str = "+", bad: str = "-",
                  template: str = "{question}\n{steps}", step_join: str = "\n", timeout: float = 120.0,
-                 tokenizer=None):
+                 tokenizer=None, label: int = -1):
         if mode not in ("classify", "step_tag"):
             raise UserError(f"unknown PRM mode {mode!r}; choose classify or step_tag")
-        self.url = url.rstrip("/")
+        url = (url or "").strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise UserError(f"a PRM URL looks like http://host:30000, got {url[:80]!r}")
+        self.url = url
         self.mode = mode
         self.step_tag, self.good, self.bad = step_tag, good, bad
         self.template, self.step_join = template, step_join
         self.timeout = timeout
+        self.label = label  # which class of a classifier head means "good step" (default: the last)
         self._tokenizer = tokenizer  # only for step_tag: ids of the tag and the good/bad tokens
         self._tag_ids: tuple[list[int], int, int] | None = None
+        self._classify_path: str | None = None  # "/classify" (a server) or "/v1/classify" (the router)
+        self._model_name: str | None = None
 
-    def _post(self, path: str, payload: dict):
+    def _call(self, method: str, path: str, payload: dict | None = None, missing_ok: bool = False):
+        """JSON from the PRM server; EngineError with one line (SGLang's message only) otherwise.
+        With ``missing_ok`` a 404 returns None (the endpoint does not exist there)."""
         import requests
 
+        from ragscale.engines.sglang_client import sglang_error_message
+
         try:
-            response = requests.post(self.url + path, json=payload, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise EngineError(f"PRM server at {self.url} unreachable: {exc}") from exc
+            response = requests.request(method, self.url + path, json=payload, timeout=self.timeout,
+                                        allow_redirects=False)
+            raw = response.content[:64 << 20]
+        except requests.Timeout:
+            raise EngineError(f"the PRM server at {self.url} did not answer {path} within {self.timeout:.0f} s") from None
+        except requests.RequestException:
+            raise EngineError(f"cannot reach the PRM server at {self.url} (is it running? is the URL right?)") from None
+        if response.status_code == 404 and missing_ok:
+            return None
         if response.status_code != 200:
-            raise EngineError(f"PRM server {path} answered {response.status_code}: {response.text[:200]}")
-        return response.json()
+            message = sglang_error_message(raw)
+            raise EngineError(f"the PRM server rejected {path}: HTTP {response.status_code}"
+                              + (f": {message}" if message else ""))
+        try:
+            import json
+
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise EngineError(f"the PRM server answered {path} with something that is not JSON") from None
+
+    def _post(self, path: str, payload: dict):
+        return self._call("POST", path, payload)
 
     def format(self, t: Trajectory) -> str:
         tag = self.step_tag if self.mode == "step_tag" else ""
@@ -197,40 +227,70 @@ class SGLangPRM:
         return self._classify(texts) if self.mode == "classify" else self._step_tag(texts)
 
     def _classify(self, texts: list[str]) -> list[float]:
-        out = self._post("/classify", {"text": texts})
-        rows = out if isinstance(out, list) else [out]
-        if len(rows) != len(texts):
-            raise EngineError(f"/classify returned {len(rows)} results for {len(texts)} inputs")
-        scores = []
-        for row in rows:
-            values = row.get("embedding") if isinstance(row, dict) else None
-            if not values:
-                raise EngineError(f"/classify result without an embedding: {str(row)[:200]}")
-            value = float(values[-1])
-            scores.append(value if 0.0 <= value <= 1.0 else _sigmoid(value))
-        return scores
+        if self._classify_path != "/v1/classify":
+            out = self._call("POST", "/classify", {"text": texts}, missing_ok=True)
+            if out is not None:
+                self._classify_path = "/classify"
+                rows = out if isinstance(out, list) else [out]
+                self._check_rows(rows, texts, "/classify")
+                return [self._from_logits(row.get("embedding") if isinstance(row, dict) else None) for row in rows]
+            self._classify_path = "/v1/classify"  # sglang-router: only the OpenAI-style route
+        out = self._post("/v1/classify", {"model": self._model(), "input": texts})
+        rows = out.get("data") if isinstance(out, dict) else None
+        self._check_rows(rows, texts, "/v1/classify")
+        return [self._from_probs(row.get("probs") if isinstance(row, dict) else None) for row in rows]
+
+    @staticmethod
+    def _check_rows(rows, texts: list[str], path: str) -> None:
+        if not isinstance(rows, list) or len(rows) != len(texts):
+            count = len(rows) if isinstance(rows, list) else "no"
+            raise EngineError(f"{path} returned {count} results for {len(texts)} inputs")
+
+    def _from_logits(self, values) -> float:
+        """A raw reward-head output -> a score in (0, 1) that keeps the logits' order."""
+        logits = _finite_numbers(values, "/classify embedding")
+        if len(logits) == 1:
+            return _sigmoid(logits[0])
+        top = max(logits)
+        exps = [math.exp(x - top) for x in logits]
+        return exps[self._label_index(len(logits))] / sum(exps)
+
+    def _from_probs(self, values) -> float:
+        probs = _finite_numbers(values, "/v1/classify probs")
+        if len(probs) == 1:
+            raise EngineError("the reward model has one output: /v1/classify turns it into probs [1.0], which "
+                              "ranks nothing; give --prm-url a worker's URL (its /classify returns the raw logit)")
+        return probs[self._label_index(len(probs))]
+
+    def _label_index(self, classes: int) -> int:
+        if not -classes <= self.label < classes:
+            raise EngineError(f"PRM label {self.label} does not exist: the model has {classes} classes")
+        return self.label % classes
+
+    def _model(self) -> str:
+        if self._model_name is None:
+            models = self._call("GET", "/v1/models")
+            cards = models.get("data") if isinstance(models, dict) else None
+            first = cards[0] if isinstance(cards, list) and cards and isinstance(cards[0], dict) else {}
+            self._model_name = str(first.get("id") or "default")
+        return self._model_name
 
     def _ids(self) -> tuple[list[int], int, int]:
         if self._tag_ids is None:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
 
-                info = self._get("/get_model_info")
-                self._tokenizer = AutoTokenizer.from_pretrained(info.get("tokenizer_path") or info["model_path"])
+                info = self._call("GET", "/model_info", missing_ok=True) or self._call("GET", "/get_model_info")
+                source = info.get("tokenizer_path") or info.get("model_path") if isinstance(info, dict) else None
+                if not isinstance(source, str) or not source:
+                    raise EngineError("the PRM server's model info names no tokenizer; pass tokenizer=")
+                self._tokenizer = AutoTokenizer.from_pretrained(source)
             enc = lambda s: list(self._tokenizer.encode(s, add_special_tokens=False))  # noqa: E731
             good, bad = enc(self.good), enc(self.bad)
             if len(good) != 1 or len(bad) != 1:
                 raise UserError(f"PRM labels {self.good!r}/{self.bad!r} must be single tokens")
             self._tag_ids = (enc(self.step_tag), good[0], bad[0])
         return self._tag_ids
-
-    def _get(self, path: str):
-        import requests
-
-        try:
-            return requests.get(self.url + path, timeout=self.timeout).json()
-        except requests.RequestException as exc:
-            raise EngineError(f"PRM server at {self.url} unreachable: {exc}") from exc
 
     def _step_tag(self, texts: list[str]) -> list[float]:
         tag, good, bad = self._ids()
@@ -248,15 +308,27 @@ class SGLangPRM:
                 "sampling_params": {"max_new_tokens": 0, "temperature": 0.0},
                 "return_logprob": True, "logprob_start_len": pos, "token_ids_logprob": [good, bad],
             })
-            row = out[0] if isinstance(out, list) else out
-            entries = row.get("meta_info", {}).get("input_token_ids_logprobs") or []
+            row = out[0] if isinstance(out, list) and out else out
+            meta = row.get("meta_info") if isinstance(row, dict) else None
+            entries = meta.get("input_token_ids_logprobs") if isinstance(meta, dict) else None
             # entries[i] holds the logprobs of the token at position logprob_start_len + i given the
             # tokens before it; the label token sits at position pos + 1.
-            found = {int(token_id): float(lp) for lp, token_id, *_ in (entries[1] if len(entries) > 1 else None) or []}
+            at_label = entries[1] if isinstance(entries, list) and len(entries) > 1 else None
+            found = {}
+            for entry in at_label if isinstance(at_label, list) else []:
+                if isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[1], int):
+                    found[entry[1]] = _finite_numbers([entry[0]], "token_ids_logprob")[0]
             if good not in found or bad not in found:
-                raise EngineError(f"/generate returned no logprobs for the PRM labels: {str(row)[:200]}")
+                raise EngineError("/generate returned no logprobs for the PRM labels")
             scores.append(_sigmoid(found[good] - found[bad]))
         return scores
+
+
+def _finite_numbers(values, what: str) -> list[float]:
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise EngineError(f"the PRM server's {what} is not a list of finite numbers")
+    return [float(v) for v in values]
 
 
 def _last_occurrence(ids: list[int], pattern: list[int]) -> int | None:
