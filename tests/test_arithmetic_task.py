@@ -274,8 +274,8 @@ def test_sweep_note_states_the_rows():
     rows = [_row("rebase", 1, "a", False, 100), _row("rebase", 8, "a", True, 300),
             _row("ets", 1, "a", False, 100), _row("ets", 8, "a", True, 200)]
     note = sweep_note(rows)
-    assert "rebase 0.00 at width 1 -> 1.00 at 8" in note and "ets 0.00 at width 1 -> 1.00 at 8" in note
-    assert "matched accuracy 1.00: 1.50" in note and "1.8x" in note
+    assert "rebase 0.000 at width 1 -> 1.000 at 8" in note and "ets 0.000 at width 1 -> 1.000 at 8" in note
+    assert "matched accuracy 1.000: 1.50" in note and "1.8x" in note
     assert sweep_note([]) == "No search records."
 
 

@@ -265,6 +265,7 @@ def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, 
                         seconds=seconds)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(text, encoding="utf-8")
+    store.close()  # the writer lets go first: leaving WAL mode needs the file to itself
     con = sqlite3.connect(store.path)
     try:
         con.execute("PRAGMA journal_mode=DELETE")

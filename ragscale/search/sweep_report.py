@@ -8,7 +8,6 @@ markdown can always be regenerated from ``data/search_results.sqlite`` and says 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -33,25 +32,14 @@ def load_bundled_sweep(path: str | Path | None = None, with_trees: bool = False)
     dropped unless ``with_trees`` (they are most of the file and the chart does not need them).
     The file is opened read-only, so a page never writes next to the bundled data.
     """
-    path = Path(path) if path is not None else BUNDLED_SEARCH_RESULTS
-    if not path.is_file():
-        raise UserError(f"no bundled search sweep at {path}; create it with `make search-results`")
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = con.execute("SELECT key, record FROM records WHERE kind = 'search' ORDER BY key").fetchall()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path} is not a ragscale results store ({exc})") from None
-    import json
+    from ragscale.store import ResultsStore
 
-    records = []
-    for key, text in rows:
-        record = json.loads(text)
-        if not with_trees:
-            record = {k: record[k] for k in _LIGHT_FIELDS if k in record}
-        records.append({**record, "key": key})
+    path = Path(path) if path is not None else BUNDLED_SEARCH_RESULTS
+    if not path.exists():
+        raise UserError(f"no bundled search sweep at {path}; create it with `make search-results`")
+    records = ResultsStore(path, read_only=True).records("search")  # one-line UserError on a bad file
+    if not with_trees:
+        records = [{k: r[k] for k in (*_LIGHT_FIELDS, "key") if k in r} for r in records]
     return records
 
 
@@ -172,10 +160,10 @@ def sweep_note(records: Iterable[Mapping[str, Any]]) -> str:
     for policy in [p for p in POLICY_ORDER if p in set(table["policy"])]:
         part = table[table["policy"] == policy].sort_values("width")
         lo, hi = part.iloc[0], part.iloc[-1]
-        parts.append(f"{policy} {lo['accuracy']:.2f} at width {int(lo['width'])} -> {hi['accuracy']:.2f} at "
+        parts.append(f"{policy} {lo['accuracy']:.3f} at width {int(lo['width'])} -> {hi['accuracy']:.3f} at "
                      f"{int(hi['width'])}")
     match = matched_accuracy_kv_ratio(table)
-    ratio = (f"REBASE/ETS retained-KV ratio at matched accuracy {match['accuracy']:.2f}: {match['ratio']:.2f}"
+    ratio = (f"REBASE/ETS retained-KV ratio at matched accuracy {match['accuracy']:.3f}: {match['ratio']:.2f}"
              if match["ratio"] is not None else f"no REBASE/ETS KV ratio ({match['reason']})")
     return (f"Accuracy over {questions} problems: " + "; ".join(parts) + f". {ratio} "
             f"(Hooper et al. 2025: {PAPER_KV_RATIO_REBASE_OVER_ETS}x less KV for ETS).")
