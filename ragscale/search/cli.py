@@ -55,9 +55,12 @@ def config_overrides(args: argparse.Namespace, **fixed) -> dict:
     return values
 
 
-def _check_k(args) -> None:
+def _check_task_flags(args) -> None:
+    """Task-dependent flags, checked before a model loads."""
     if args.task == "qa" and args.k < 1:
         raise UserError(f"--k must be >= 1 (documents retrieved per step); got {args.k}")
+    if args.verifier == "rules" and args.task != "arithmetic":
+        raise UserError("--verifier rules checks arithmetic steps only; use it with --task arithmetic")
 
 
 def _build(args, dataset, engine, policies):
@@ -79,7 +82,7 @@ def compact_nodes(tree) -> list[dict]:
 def cmd_search(args) -> int:
     # Everything that can be wrong with the input fails here, before a model loads.
     config = builder.search_config(args.recipe or args.policy or "ets", args.task, **config_overrides(args))
-    _check_k(args)
+    _check_task_flags(args)
     dataset = builder.load_questions(args.task, args.dataset)
     question = builder.require_question(dataset, args.question)
     retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
@@ -127,11 +130,12 @@ def cmd_search_sweep(args) -> int:
     base = builder.search_config(args.recipe or policies[0], args.task, **config_overrides(args))
     for policy in policies:  # every combination is valid before anything runs
         base.replace(policy=policy, width=max(widths))
-    _check_k(args)
+    _check_task_flags(args)
     dataset = builder.load_questions(args.task, args.dataset)
     retriever_settings_from_args(args)
     questions = dataset.questions[: args.limit]
     store = ResultsStore(args.out)  # not a store, damaged or read-only: refused before a model loads
+    load_before = _load()
     bar = None
     try:
         engine = engine_from_args(args)
@@ -149,8 +153,78 @@ def cmd_search_sweep(args) -> int:
            "policies": policies, "widths": widths, "seeds": seeds, "questions": len(questions),
            "runs_total": summary.runs_total, "runs_written": summary.runs_written,
            "runs_already_done": summary.runs_already_done, "seconds": round(summary.seconds, 1)}
+    if args.report:
+        out["report"] = write_sweep_report(args, store, dataset.name, engine, search.task, search.verifier, base,
+                                           questions, policies, widths, seeds,
+                                           summary.seconds if summary.runs_already_done == 0 else None, load_before)
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:>18}: {v}" for k, v in out.items()))
     return 0
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages, as `uptime` prints them."""
+    import os
+
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _commit() -> str:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def sweep_command(args) -> str:
+    """The search-sweep command that reproduces this sweep (the settings that change its rows)."""
+    import shlex
+
+    parts = ["python -m ragscale search-sweep", f"--task {args.task}", f"--verifier {args.verifier}",
+             f"--dataset {shlex.quote(args.dataset)}", f"--policies {args.policies}", f"--widths {args.widths}",
+             f"--seeds {args.seeds}", f"--limit {args.limit}"]
+    flags = [("--recipe", "recipe")] + [(flag_name(f), f.name) for f in dataclasses.fields(SearchConfig)
+                                        if f.name not in ("policy", "width", "seed")]
+    for flag, dest in flags + [("--dtype", "dtype"), ("--threads", "threads")]:
+        value = getattr(args, dest, None)
+        if value is not None:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    parts += [f"--out {shlex.quote(str(args.out))}", f"--report {shlex.quote(str(args.report))}"]
+    return " ".join(parts)
+
+
+def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, questions, policies, widths,
+                       seeds, seconds, load_before) -> str:
+    """Write the markdown report of exactly this sweep's records (other records in the store are
+    left out) and return its path. The store is checkpointed out of WAL mode so the bundled
+    .sqlite file is complete on its own."""
+    import sqlite3
+
+    from ragscale.search.runner import SEARCH_KIND, sweep_key
+    from ragscale.search.sweep_report import sweep_report
+
+    keys = {sweep_key(dataset_name, engine.info.model, task.name, verifier.name, q.qid,
+                      base.replace(policy=p, width=w, seed=s))
+            for p in policies for w in widths for s in seeds for q in questions}
+    records = [r for r in store.records(SEARCH_KIND) if r["key"] in keys]
+    # ``seconds`` is None for a resumed sweep: this invocation's time is not the sweep's.
+    text = sweep_report(records, sweep_command(args), _commit(), {"before": load_before, "after": _load()},
+                        seconds=seconds)
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(text, encoding="utf-8")
+    store.close()  # the writer lets go first: leaving WAL mode needs the file to itself
+    con = sqlite3.connect(store.path)
+    try:
+        con.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        con.close()
+    return str(args.report)
 
 
 def cmd_bench_kv(args) -> int:
@@ -209,14 +283,16 @@ def cmd_bench_kv(args) -> int:
 
 
 def _task_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("qa", "reasoning"), default="qa",
-                        help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math")
+    parser.add_argument("--task", choices=("qa", "reasoning", "arithmetic"), default="qa",
+                        help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
+                        "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
-                        "or GSM8K-style JSONL for --task reasoning")
+                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated) for --task arithmetic")
     parser.add_argument("--recipe", help="a recipe name or YAML file (without it, the policy's own recipe)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
-    parser.add_argument("--verifier", choices=("judge", "grounding", "prm"), default="judge",
-                        help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM")
+    parser.add_argument("--verifier", choices=("judge", "grounding", "prm", "rules"), default="judge",
+                        help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM; "
+                        "rules: the arithmetic task's rule-based step checker")
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify",
                         help="how the PRM is read: a reward model's /classify, or step-tag logprobs")
@@ -240,6 +316,8 @@ def register(commands) -> None:
     sweep.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
     sweep.add_argument("--limit", type=int, default=20, help="questions (the first N of the dataset)")
     sweep.add_argument("--out", default="results.sqlite", help="SQLite results store (resumed if it exists)")
+    sweep.add_argument("--report", help="also write a markdown report of this sweep's rows to this file "
+                       "(accuracy and retained KV per width per policy, REBASE/ETS KV ratio at matched accuracy)")
     _task_args(sweep)
     add_config_args(sweep, exclude=("policy", "width", "seed"))
     add_engine_args(sweep)
