@@ -24,6 +24,7 @@ from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search import builder
 from ragscale.search import results as sweep
 from ragscale.search.config import POLICY_NAMES
+from ragscale.search.sweep_report import sweep_note
 
 RUNS_KEY = "ts_runs"
 POLICY_HELP = ("ETS: an integer program keeps diverse branches that share KV. REBASE: softmax(score / T) shares, "
@@ -97,12 +98,7 @@ except UserError as exc:
 if records:
     table = sweep.tradeoff_table(records)
     st.plotly_chart(tradeoff_figure(records), key="ts_tradeoff", config=chart_config("tradeoff"))
-    matched = sweep.kv_ratio_at_matched_accuracy(table)
-    st.caption(("ETS vs REBASE here: " + (
-        f"REBASE needs {matched['ratio']:.2f}x ETS's retained KV to reach ETS's best accuracy "
-        f"({matched['accuracy']:.0%}: ETS width {matched['ets_width']}, REBASE width {matched['rebase_width']})"
-        if matched else "REBASE never reaches ETS's best accuracy, or one of them is missing")
-        + f". {sweep.PAPER_REFERENCE}. Source: {printable(store)}."))
+    st.caption(f"{sweep_note(records)} Source: {printable(store)}.")
     st.dataframe(table, hide_index=True, width="stretch")
 else:
     st.info(f"No search-sweep records in {printable(store)} yet. Create them with e.g. `ragscale search-sweep --dataset demo "

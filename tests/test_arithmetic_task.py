@@ -199,8 +199,7 @@ def _row(policy, width, qid, correct, kv):
 
 
 def test_matched_accuracy_ratio_uses_the_cheapest_width_reaching_the_shared_best():
-    from ragscale.plots.tree import tradeoff_table
-    from ragscale.search.sweep_report import matched_accuracy_kv_ratio
+    from ragscale.search.results import matched_accuracy_kv_ratio, tradeoff_table
 
     rows = []
     for width, kv, right in ((1, 100, 0), (4, 200, 1), (16, 400, 2)):  # REBASE: 0, 1/2, 2/2
@@ -233,7 +232,7 @@ def test_search_sweep_report_and_bundled_loader(scripted_cli, tmp_path, capsys):
     import json
 
     from ragscale.cli import main
-    from ragscale.search.sweep_report import bundled_tradeoff_table, load_bundled_sweep
+    from ragscale.search.results import load_sweep_records, tradeoff_table
 
     out, report = tmp_path / "search.sqlite", tmp_path / "search.md"
     args = ["search-sweep", "--task", "arithmetic", "--verifier", "rules", "--dataset", "arithmetic",
@@ -247,10 +246,10 @@ def test_search_sweep_report_and_bundled_loader(scripted_cli, tmp_path, capsys):
     assert "| width | bon | rebase | ets |" in text and "REBASE/ETS" in text and "Machine load" in text
     assert "resumed" not in text.splitlines()[2] and " min;" in text.splitlines()[2]
     assert not (tmp_path / "search.sqlite-wal").exists()  # the store stands on its own
-    records = load_bundled_sweep(out)
+    records = load_sweep_records(out)
     assert len(records) == 6 and {r["policy"] for r in records} == {"bon", "rebase", "ets"}
-    assert "tree" not in records[0] and "tree" in load_bundled_sweep(out, with_trees=True)[0]
-    table = bundled_tradeoff_table(out)
+    assert "tree" in records[0]  # the page draws example trees from the store
+    table = tradeoff_table(records)
     assert list(table.columns) == ["policy", "width", "accuracy", "kv_mean", "questions"] and len(table) == 6
     # Rerun: nothing recomputed, the report says the time is not this run's.
     assert main(args) == 0
@@ -259,14 +258,13 @@ def test_search_sweep_report_and_bundled_loader(scripted_cli, tmp_path, capsys):
 
 
 def test_loader_errors_are_one_line(tmp_path):
-    from ragscale.search.sweep_report import load_bundled_sweep
+    from ragscale.search.results import load_sweep_records
 
-    with pytest.raises(UserError, match="make search-results"):
-        load_bundled_sweep(tmp_path / "missing.sqlite")
+    assert load_sweep_records(tmp_path / "missing.sqlite") == []  # the page then says how to make one
     bad = tmp_path / "bad.sqlite"
     bad.write_text("not a database")
     with pytest.raises(UserError, match="not a ragscale results store"):
-        load_bundled_sweep(bad)
+        load_sweep_records(bad)
 
 
 def test_sweep_note_states_the_rows():

@@ -69,9 +69,27 @@ def test_opens_on_the_bundled_sweep_with_the_papers_reference(monkeypatch, tmp_p
     assert not at.exception, at.exception
     spec = at.get("plotly_chart")[0].proto.spec
     assert "Hooper et al. 2025" in spec and "mean retained KV" in spec  # the trade-off, with the reference
-    assert len(at.dataframe) >= 1 and any("ETS vs REBASE here" in c.value for c in at.caption)
+    assert len(at.dataframe) >= 1 and any("REBASE/ETS" in c.value for c in at.caption)
     labels = [h.value for h in at.subheader]
     assert sum(label.startswith(("ets · width", "rebase · width")) for label in labels) == 2  # trees of the sweep
+
+
+def test_first_start_shows_the_shipped_sweep():
+    """No setup: the bundled data/search_results.sqlite fills the chart, the table and two trees."""
+    from ragscale.search import results
+
+    records = results.load_sweep_records(results.BUNDLED_SEARCH_SWEEP)
+    assert {r["policy"] for r in records} == {"bon", "beam", "dvts", "rebase", "ets"}
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, at.exception
+    import json
+
+    points = sum(len(trace.get("text") or []) for trace in json.loads(at.get("plotly_chart")[0].proto.spec)["data"])
+    assert points >= 5 * 6  # every policy at every width is on the chart
+    table = at.dataframe[0].value
+    assert set(table["policy"]) == {"bon", "beam", "dvts", "rebase", "ets"}
+    assert sorted(set(table["width"])) == [1, 2, 4, 8, 16, 32]
+    assert any(f"over {len({r['qid'] for r in records})} problems" in c.value for c in at.caption)
 
 
 def test_two_runs_side_by_side_with_kv_curve(app):

@@ -41,22 +41,32 @@ def tradeoff_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return grouped.sort_values(["policy", "width"]).reset_index(drop=True)
 
 
-def kv_ratio_at_matched_accuracy(table: pd.DataFrame, policy: str = "ets", baseline: str = "rebase") -> dict | None:
-    """REBASE's smallest KV that reaches ETS's best accuracy, over ETS's KV there (the paper's measure).
+def kv_at_accuracy(table: pd.DataFrame, policy: str, accuracy: float) -> tuple[float, int] | None:
+    """(mean retained KV, width) of the cheapest width at which ``policy`` reaches ``accuracy``."""
+    part = table[(table["policy"] == policy) & (table["accuracy"] >= accuracy - 1e-9)]
+    if part.empty:
+        return None
+    best = part.sort_values("kv_mean").iloc[0]
+    return float(best["kv_mean"]), int(best["width"])
 
-    None when either policy is missing or the baseline never reaches that accuracy.
+
+def matched_accuracy_kv_ratio(table: pd.DataFrame, high: str = "rebase", low: str = "ets") -> dict[str, Any]:
+    """REBASE's KV over ETS's KV at the highest accuracy both reach (Hooper et al.'s comparison).
+
+    Each policy's KV is that of its cheapest width reaching the target accuracy; the target is
+    the smaller of the two policies' best accuracies, so both really reach it. No ratio (None,
+    with the reason) when one policy has no rows or the target is 0: never right matches nothing.
     """
-    ours, base = table[table["policy"] == policy], table[table["policy"] == baseline]
-    if ours.empty or base.empty:
-        return None
-    best = ours.sort_values(["accuracy", "kv_mean"], ascending=[False, True]).iloc[0]
-    reached = base[base["accuracy"] >= best["accuracy"]]
-    if reached.empty or not best["kv_mean"]:
-        return None
-    match = reached.sort_values("kv_mean").iloc[0]
-    return {"accuracy": float(best["accuracy"]), f"{policy}_width": int(best["width"]),
-            f"{baseline}_width": int(match["width"]), f"{policy}_kv": float(best["kv_mean"]),
-            f"{baseline}_kv": float(match["kv_mean"]), "ratio": float(match["kv_mean"] / best["kv_mean"])}
+    best = {p: table.loc[table["policy"] == p, "accuracy"].max() for p in (high, low)}
+    if any(pd.isna(v) for v in best.values()):
+        return {"accuracy": None, "ratio": None, "reason": f"no {high} or {low} rows"}
+    target = float(min(best.values()))
+    if target <= 0:
+        return {"accuracy": target, "ratio": None, "reason": "neither policy is ever right"}
+    kv_high, width_high = kv_at_accuracy(table, high, target)
+    kv_low, width_low = kv_at_accuracy(table, low, target)
+    return {"accuracy": target, "ratio": kv_high / kv_low, f"{high}_kv": kv_high, f"{high}_width": width_high,
+            f"{low}_kv": kv_low, f"{low}_width": width_low, "reason": ""}
 
 
 def load_sweep_records(path: str | Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The bundled search sweep: its report (``data/search_results.md``) and its loader for the pages.
+"""The bundled search sweep's report (``data/search_results.md``) and the page caption beside it.
 
 ``make search-results`` runs ``ragscale search-sweep --task arithmetic --verifier rules ...
 --report data/search_results.md``: BoN, beam, DVTS, REBASE and ETS at widths 1-32 on generated
@@ -8,72 +8,14 @@ markdown can always be regenerated from ``data/search_results.sqlite`` and says 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
 from ragscale.errors import UserError
-from ragscale.plots.tree import tradeoff_table
+from ragscale.search.results import PAPER_KV_RATIO, matched_accuracy_kv_ratio, tradeoff_table
 
-BUNDLED_SEARCH_RESULTS = Path(__file__).resolve().parents[2] / "data" / "search_results.sqlite"
 POLICY_ORDER = ("bon", "beam", "dvts", "rebase", "ets")
-# Hooper et al. 2025 (ETS): at matched accuracy ETS keeps 1.8x less KV than REBASE (their headline).
-PAPER_KV_RATIO_REBASE_OVER_ETS = 1.8
-# The fields of a record the trade-off chart and table read; trees are left out when loading.
-_LIGHT_FIELDS = ("qid", "policy", "width", "seed", "correct", "answer", "golds", "kv", "tokens_generated",
-                 "model_calls", "wall_seconds", "dataset", "model", "task", "verifier", "config")
-
-
-def load_bundled_sweep(path: str | Path | None = None, with_trees: bool = False) -> list[dict[str, Any]]:
-    """The bundled sweep's search records (one per question x policy x width x seed), read-only.
-
-    The list is what ``ragscale.plots.tree.tradeoff_figure`` / ``tradeoff_table`` take. Trees are
-    dropped unless ``with_trees`` (they are most of the file and the chart does not need them).
-    The file is opened read-only, so a page never writes next to the bundled data.
-    """
-    from ragscale.store import ResultsStore
-
-    path = Path(path) if path is not None else BUNDLED_SEARCH_RESULTS
-    if not path.exists():
-        raise UserError(f"no bundled search sweep at {path}; create it with `make search-results`")
-    records = ResultsStore(path, read_only=True).records("search")  # one-line UserError on a bad file
-    if not with_trees:
-        records = [{k: r[k] for k in (*_LIGHT_FIELDS, "key") if k in r} for r in records]
-    return records
-
-
-def bundled_tradeoff_table(path: str | Path | None = None) -> pd.DataFrame:
-    """Per (policy, width): accuracy, mean retained KV, questions (the Tree search page's table)."""
-    return tradeoff_table(load_bundled_sweep(path))
-
-
-def kv_at_accuracy(table: pd.DataFrame, policy: str, accuracy: float) -> tuple[float, int] | None:
-    """(mean retained KV, width) of the cheapest width at which ``policy`` reaches ``accuracy``."""
-    part = table[(table["policy"] == policy) & (table["accuracy"] >= accuracy - 1e-9)]
-    if part.empty:
-        return None
-    best = part.sort_values("kv_mean").iloc[0]
-    return float(best["kv_mean"]), int(best["width"])
-
-
-def matched_accuracy_kv_ratio(table: pd.DataFrame, high: str = "rebase", low: str = "ets") -> dict[str, Any]:
-    """REBASE's KV over ETS's KV at the highest accuracy both reach (Hooper et al.'s comparison).
-
-    Each policy's KV is that of its cheapest width reaching the target accuracy; the target is
-    the smaller of the two policies' best accuracies, so both really reach it. No ratio when one
-    policy has no rows or the target is 0 (a search that is never right matches nothing).
-    """
-    best = {p: table.loc[table["policy"] == p, "accuracy"].max() for p in (high, low)}
-    if any(pd.isna(v) for v in best.values()):
-        return {"accuracy": None, "ratio": None, "reason": f"no {high} or {low} rows"}
-    target = float(min(best.values()))
-    if target <= 0:
-        return {"accuracy": target, "ratio": None, "reason": "neither policy is ever right"}
-    kv_high, width_high = kv_at_accuracy(table, high, target)
-    kv_low, width_low = kv_at_accuracy(table, low, target)
-    return {"accuracy": target, "ratio": kv_high / kv_low, f"{high}_kv": kv_high, f"{high}_width": width_high,
-            f"{low}_kv": kv_low, f"{low}_width": width_low, "reason": ""}
 
 
 def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -140,7 +82,7 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
             f"Highest accuracy both reach: {match['accuracy']:.3f}. REBASE reaches it at width {match['rebase_width']} "
             f"with {match['rebase_kv']:,.0f} tokens of mean retained KV, ETS at width {match['ets_width']} with "
             f"{match['ets_kv']:,.0f}: REBASE/ETS KV ratio **{match['ratio']:.2f}** "
-            f"(Hooper et al. 2025 report {PAPER_KV_RATIO_REBASE_OVER_ETS}x on their math benchmarks).")
+            f"(Hooper et al. 2025 report {PAPER_KV_RATIO}x on their math benchmarks).")
     if {"ets", "rebase"} <= set(per_width.columns):
         same = (per_width["rebase"] / per_width["ets"]).round(2)
         lines += ["", "At equal width, REBASE/ETS mean retained KV: "
@@ -166,4 +108,4 @@ def sweep_note(records: Iterable[Mapping[str, Any]]) -> str:
     ratio = (f"REBASE/ETS retained-KV ratio at matched accuracy {match['accuracy']:.3f}: {match['ratio']:.2f}"
              if match["ratio"] is not None else f"no REBASE/ETS KV ratio ({match['reason']})")
     return (f"Accuracy over {questions} problems: " + "; ".join(parts) + f". {ratio} "
-            f"(Hooper et al. 2025: {PAPER_KV_RATIO_REBASE_OVER_ETS}x less KV for ETS).")
+            f"(Hooper et al. 2025: {PAPER_KV_RATIO}x less KV for ETS).")
