@@ -155,3 +155,10 @@ def test_compute_dtype_follows_cpu_and_env(monkeypatch):
     monkeypatch.setenv("RAGSCALE_DTYPE", "float16")
     with pytest.raises(EngineError, match="RAGSCALE_DTYPE"):
         model_files.default_dtype()
+
+
+def test_the_default_models_window_constant_is_its_configs(on):
+    """Old sweep stores without a recorded window fall back to model_files.CONTEXT_WINDOW."""
+    from ragscale.engines import model_files
+
+    assert on.info.model == model_files.MODEL_NAME and on.info.context_window == model_files.CONTEXT_WINDOW

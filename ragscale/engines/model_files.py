@@ -33,6 +33,7 @@ from ragscale.config import cache_dir
 from ragscale.errors import EngineError
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
+CONTEXT_WINDOW = 8192  # the default model's window (its config); stores older than recorded windows assume it
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "ragscale-manifest.json"
 Q4_FILE = "q4_blocks.safetensors"
