@@ -116,6 +116,19 @@ def test_score_prefers_the_right_answer_and_matches_generation(on):
     assert scored == pytest.approx(generated.logprobs, abs=0.05)
 
 
+def test_score_is_the_same_when_the_continuation_is_already_cached(on):
+    """A verifier scores a branch whose pages the search already cached: the cache may supply the
+    prompt, never the continuation being scored (it crashed the Tree search page's live run)."""
+    prompt = on.chat_prompt("Write a long paragraph about the sea and its tides.")
+    gen = on.generate([prompt], SamplingParams(max_new_tokens=64))[0]
+    whole = gen.prompt_ids + gen.output_ids
+    assert (len(whole) - 1) // PAGE * PAGE > len(gen.prompt_ids)  # a cached page will reach into the continuation
+    cold = on.score(gen.prompt_ids, [gen.output_ids])[0]
+    on.generate([whole], SamplingParams(max_new_tokens=1))  # caches the continuation's pages too
+    warm = on.score(gen.prompt_ids, [gen.output_ids])[0]
+    assert len(warm) == len(gen.output_ids) and warm == pytest.approx(cold, abs=1e-6)
+
+
 def test_zero_new_tokens_prefills_only(on):
     """SGLang's max_new_tokens = 0 (used to warm a prefix): no decode step, the prompt is cached."""
     prompt = on.chat_prompt("Warm this prefix. " * 20)

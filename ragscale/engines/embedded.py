@@ -199,7 +199,8 @@ class EmbeddedEngine(Engine):
                 pins: list = []
                 kv = self.decoder.new_kv(1, len(seq))
                 try:
-                    matched, hidden = self._prefill(kv, 0, seq, pins, keep=len(ids), all_hidden=True)
+                    matched, hidden = self._prefill(kv, 0, seq, pins, keep=len(ids), all_hidden=True,
+                                                    reuse=len(ids) - 1)
                 finally:
                     for node in pins:
                         self.cache.dec_ref(node)
@@ -236,13 +237,15 @@ class EmbeddedEngine(Engine):
         self._stats.generated_tokens += usage.completion_tokens
 
     def _prefill(self, kv: torch.Tensor, row: int, ids: list[int], pins: list, keep: int | None = None,
-                 all_hidden: bool = False):
+                 all_hidden: bool = False, reuse: int | None = None):
         """KV of ``ids`` into ``kv`` row ``row``: the longest cached prefix (whole pages, at most
         len - 1 tokens, like SGLang) is copied, the rest computed; the whole pages of
         ``ids[:keep]`` (default: all) then go into the tree. Returns (matched tokens, float32
         logits after the last token) or, with ``all_hidden``, (matched, hidden states of
         ``ids[matched:]``). The matched node is pinned and appended to ``pins``."""
-        matched, node, parts = self.cache.match_prefix(ids[:-1])
+        # At most ``reuse`` tokens (default len - 1) come from the cache: scoring needs the hidden
+        # states from the prompt's last token on, even when a longer prefix is cached.
+        matched, node, parts = self.cache.match_prefix(ids[:len(ids) - 1 if reuse is None else reuse])
         self.cache.inc_ref(node)
         pins.append(node)
         at = 0
