@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from ragscale.datasets.types import Dataset, Question
 from ragscale.errors import UserError
 from ragscale.rag.metrics import clean_number
-from ragscale.search.tasks.base import Step, Task, ended_turn, sample_frontier, step_ids, step_params, usage_record
-from ragscale.search.verifiers import Trajectory
+from ragscale.search.tasks.reasoning import ReasoningTask
 
 # The words of the problem and the symbol the model writes for each.
 OPERATIONS = {"Add": "+", "Subtract": "-", "Multiply by": "*"}
@@ -126,11 +125,12 @@ def parse_answer(text: str) -> str | None:
     return clean_number(match.group(1)) if match else None
 
 
-class ArithmeticTask(Task):
+class ArithmeticTask(ReasoningTask):
     """One step = one line: an operation ``a op b = c`` or ``Answer: N`` (a leaf).
 
     A line that ends the reply without an answer line finishes the trajectory with the last
     number written; at ``max_depth`` the step starts with ``Answer:`` written for the model.
+    Expansion is ``ReasoningTask``'s, with its answer hooks and a line as the step.
     """
 
     name = "arithmetic"
@@ -150,33 +150,17 @@ class ArithmeticTask(Task):
             text = f"{INSTRUCTION}\n\n{shots}\n\nProblem: {question.question}\n"
         return engine.encode(text), text, {"question": question.question}
 
-    def expand(self, engine, question, branches, counts, config):
-        last = [b.depth + 1 >= config.max_depth for b in branches]
-        answer_ids = engine.encode(ANSWER_MARK)
-        seed = config.seed * 1000 + min((b.depth for b in branches), default=0)
-        params = step_params(config, stop=(self.separator,), seed=seed)
-        prompts = [b.prompt_ids + (answer_ids if is_last else []) for b, is_last in zip(branches, last)]
-        steps: list[list[Step]] = [[] for _ in branches]
-        for i, (branch, gens) in enumerate(zip(branches, sample_frontier(engine, prompts, counts, params))):
-            for gen in gens:
-                body = gen.text.strip()
-                if last[i]:
-                    text, ids = f"{ANSWER_MARK} {body}", answer_ids + step_ids(engine, gen)
-                    answer, finished = parse_answer(text), True
-                else:
-                    answer = parse_answer(body)
-                    finished = answer is not None or not body or ended_turn(engine, gen)
-                    if finished and answer is None:  # the reply ended without an answer line
-                        numbers = _NUMBER_RE.findall("\n".join([*branch.steps, body]))
-                        answer = clean_number(numbers[-1]) if numbers else None
-                    text, ids = body, step_ids(engine, gen, "" if finished else self.separator)
-                steps[i].append(Step(text, ids, finished, answer=answer,
-                                     requests=[usage_record(gen, "step", branch.depth)]))
-        return steps
+    final_mark = ANSWER_MARK
 
-    def trajectory(self, question, branch, step):
-        return Trajectory(question=question.question, prompt_ids=branch.prompt_ids + step.token_ids,
-                          steps=list(branch.steps) + [step.text], answer=step.answer)
+    def final_answer(self, text: str) -> str | None:
+        return parse_answer(text)
+
+    def marked_answer(self, text: str) -> str | None:
+        return parse_answer(text)
+
+    def unmarked_answer(self, text: str) -> str | None:
+        numbers = _NUMBER_RE.findall(text)
+        return clean_number(numbers[-1]) if numbers else None
 
     def normalize(self, answer: str) -> str:
         return clean_number(answer) or answer.strip()

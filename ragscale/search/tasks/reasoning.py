@@ -45,10 +45,23 @@ class ReasoningTask(Task):
         text = engine.chat_prompt(f"{REASONING_INSTRUCTION}\n\nProblem: {question.question}")
         return engine.encode(text), text, {"question": question.question}
 
+    final_mark = FINAL_MARK  # written for the model at max_depth, so the last step states the answer
+
+    def final_answer(self, text: str) -> str | None:
+        """The answer of a step that starts with ``final_mark``."""
+        return extract_number(text)
+
+    def marked_answer(self, text: str) -> str | None:
+        """The answer a step states, if it states one (then it is a leaf)."""
+        return extract_number(text, strict=True)
+
+    def unmarked_answer(self, text: str) -> str | None:
+        """The answer of a trajectory that ended without stating one: its last number."""
+        return extract_number(text)
+
     def expand(self, engine, question, branches, counts, config):
-        enc = engine.encode
         last = [b.depth + 1 >= config.max_depth for b in branches]
-        final_ids = enc(FINAL_MARK)
+        final_ids = engine.encode(self.final_mark)
         seed = config.seed * 1000 + min((b.depth for b in branches), default=0)
         params = step_params(config, stop=(self.separator,), seed=seed)
         prompts = [b.prompt_ids + (final_ids if is_last else []) for b, is_last in zip(branches, last)]
@@ -57,13 +70,13 @@ class ReasoningTask(Task):
             for gen in gens:
                 body = gen.text.strip()
                 if last[i]:
-                    text, ids = f"{FINAL_MARK} {body}", final_ids + step_ids(engine, gen)
-                    answer, finished = extract_number(text), True
+                    text, ids = f"{self.final_mark} {body}", final_ids + step_ids(engine, gen)
+                    answer, finished = self.final_answer(text), True
                 else:
-                    answer = extract_number(body, strict=True)
+                    answer = self.marked_answer(body)
                     finished = answer is not None or not body or ended_turn(engine, gen)
                     if finished and answer is None:  # the reply ended without a marked answer
-                        answer = extract_number("\n".join([*branch.steps, body]))
+                        answer = self.unmarked_answer("\n".join([*branch.steps, body]))
                     text, ids = body, step_ids(engine, gen, "" if finished else self.separator)
                 steps[i].append(Step(text, ids, finished, answer=answer,
                                      requests=[usage_record(gen, "step", branch.depth)]))
