@@ -205,8 +205,12 @@ def test_browser_runs_a_small_search_and_shows_the_tree(app_url, page, artifacts
     try:
         page.get_by_role("heading", name="ets · width 2").wait_for(timeout=1_500_000)
         wait_for_app(page)
-        page.get_by_text("Mean retained KV").wait_for()  # the run's metrics, drawn after its heading
-        assert page.get_by_text("Mean retained KV").count() == 1
+        # The run's metrics, drawn after its heading: one panel (the example trees' two are gone).
+        # Exact text: the trade-off chart's axis also says "mean retained KV".
+        page.get_by_text("Mean retained KV · lower is better", exact=True).first.wait_for()
+        page.wait_for_function("() => [...document.querySelectorAll('p')].filter("
+                               "p => p.textContent === 'Mean retained KV · lower is better').length === 1",
+                               timeout=60_000)
         tree = page.locator(".js-plotly-plot").first
         tree.wait_for()
         assert page.locator(".js-plotly-plot text", has_text="depth (step)").count() >= 1
