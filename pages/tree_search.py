@@ -98,8 +98,11 @@ except UserError as exc:
 if records:
     table = sweep.tradeoff_table(records)
     st.plotly_chart(tradeoff_figure(records), key="ts_tradeoff", config=chart_config("tradeoff"))
-    st.caption(f"{sweep_note(records)} Source: {printable(store)}.")
-    st.dataframe(table, hide_index=True, width="stretch")
+    bundled = store == str(sweep.BUNDLED_SEARCH_SWEEP)
+    st.caption((f"Bundled sweep (`make search-results`): generated arithmetic, one line per step, a rule-based "
+                f"step checker as the verifier. " if bundled else "")
+               + f"{sweep_note(records)} Source: {printable(store)}.")
+    st.dataframe(table.round({"accuracy": 3, "kv_mean": 0}), hide_index=True, width="stretch")
 else:
     st.info(f"No search-sweep records in {printable(store)} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
             "--policies ets,rebase,beam --widths 2,4,8 --limit 10 --out results.sqlite`.")
