@@ -129,6 +129,17 @@ def test_score_is_the_same_when_the_continuation_is_already_cached(on):
     assert len(warm) == len(gen.output_ids) and warm == pytest.approx(cold, abs=1e-6)
 
 
+def test_ignore_eos_decodes_the_full_length(on):
+    """SGLang's ignore_eos (the benchmarks' decode rate): past end-of-turn, to max_new_tokens."""
+    from ragscale.engines.bench import stream_prompt
+
+    prompt = stream_prompt(on)  # SmolLM2 ends its turn at once here: a bench once measured 0 tokens
+    plain = on.generate([prompt], SamplingParams(max_new_tokens=24))[0]
+    forced = on.generate([prompt], SamplingParams(max_new_tokens=24, ignore_eos=True))[0]
+    assert len(forced.output_ids) == 24 and forced.finish_reason == "length"
+    assert forced.output_ids[:len(plain.output_ids)] == plain.output_ids  # the same tokens up to where it stopped
+
+
 def test_zero_new_tokens_prefills_only(on):
     """SGLang's max_new_tokens = 0 (used to warm a prefix): no decode step, the prompt is cached."""
     prompt = on.chat_prompt("Warm this prefix. " * 20)

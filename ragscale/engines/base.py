@@ -30,6 +30,7 @@ class SamplingParams:
     seed: int | None = None
     n: int = 1
     return_logprobs: bool = False  # per output token
+    ignore_eos: bool = False  # SGLang's ignore_eos: decode max_new_tokens even past end-of-turn (benchmarks)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:

@@ -194,7 +194,8 @@ def throughput(dtype: str | None = None) -> dict:
         engine.generate(prompts, SamplingParams(max_new_tokens=1))
         prefill_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        gens = engine.generate(prompts, SamplingParams(max_new_tokens=new_tokens))
+        # ignore_eos: every row decodes its full length, whatever this model says (a rate, not a text)
+        gens = engine.generate(prompts, SamplingParams(max_new_tokens=new_tokens, ignore_eos=True))
         total_seconds = time.perf_counter() - started
         decoded = sum(len(g.output_ids) - 1 for g in gens)
         out[name] = _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, total_seconds - prefill_seconds)
@@ -241,7 +242,7 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
             produced += 1
             if first_at is None:
                 first_at = time.perf_counter()
-            if token == llm.token_eos() or produced >= new_tokens:
+            if produced >= new_tokens:  # past end-of-turn too, as the embedded side (ignore_eos)
                 break
         return computed, first_at - started, produced - 1, time.perf_counter() - first_at
 

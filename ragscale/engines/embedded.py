@@ -294,7 +294,7 @@ class EmbeddedEngine(Engine):
         row.out.append(tok)
         row.logprobs.append(lp)
         text = self._tokenizer.decode(row.out, skip_special_tokens=True)
-        if tok in self._stop_ids:
+        if tok in self._stop_ids and not params.ignore_eos:
             row.finish = "stop"
         for stop in params.stop:
             if stop and stop in text:

@@ -601,6 +601,8 @@ def _positive_int(source: dict, key: str, where: str) -> int | None:
 
 def _sampling_params(params: SamplingParams, sample: int) -> dict:
     out = {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p}
+    if params.ignore_eos:
+        out["ignore_eos"] = True
     if params.stop:
         out["stop"] = list(params.stop)
     if params.seed is not None and params.temperature > 0:

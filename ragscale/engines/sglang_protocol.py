@@ -323,11 +323,12 @@ class GenerateBody:
 # Sampling values the embedded engine cannot honour: refused unless they are SGLang's defaults.
 _NOOP_DEFAULTS = {
     "min_p": 0.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "repetition_penalty": 1.0,
-    "min_new_tokens": 0, "ignore_eos": False, "skip_special_tokens": True, "no_stop_trim": False,
+    "min_new_tokens": 0, "skip_special_tokens": True, "no_stop_trim": False,
     "json_schema": None, "regex": None, "ebnf": None, "structural_tag": None, "stop_regex": None,
     "beam_width": None, "watermark": None, "custom_params": None,
 }
-HONOURED = ("max_new_tokens", "temperature", "top_p", "top_k (-1 or >= vocabulary)", "stop", "n", "sampling_seed")
+HONOURED = ("max_new_tokens", "temperature", "top_p", "top_k (-1 or >= vocabulary)", "stop", "n", "sampling_seed",
+            "ignore_eos")
 
 
 def check_sampling(sp: dict, vocab_size: int | None) -> tuple[SamplingParams, int | None]:
@@ -368,7 +369,7 @@ def check_sampling(sp: dict, vocab_size: int | None) -> tuple[SamplingParams, in
     stop = sp.get("stop") or ()
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     params = SamplingParams(max_new_tokens=max_new, temperature=temperature, top_p=top_p, stop=stop, n=n,
-                            return_logprobs=True)
+                            return_logprobs=True, ignore_eos=bool(sp.get("ignore_eos")))
     return params, seed
 
 
