@@ -6,7 +6,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from ragscale.datasets import demo_dataset, demo_pool, load_dataset
+from ragscale.datasets import demo_dataset, load_dataset
 from ragscale.rag.metrics import normalize_answer
 
 
@@ -22,7 +22,7 @@ def test_sizes_and_hops():
     assert len(data.questions) >= 200 and len(data.corpus) >= 1000
     assert set(Counter(q.hops for q in data.questions)) == {1, 2, 3}
     assert min(Counter(q.hops for q in data.questions).values()) >= 50
-    assert len(demo_pool(data)) >= 200 and set(q.hops for q in data.pool) == {1, 2, 3}
+    assert len(data.pool) >= 200 and set(q.hops for q in data.pool) == {1, 2, 3}
     lengths = sorted(len(d.text.split()) for d in data.corpus)
     assert lengths[0] >= 30 and lengths[-1] <= 90 and 40 <= lengths[len(lengths) // 2] <= 80
     assert len({d.doc_id for d in data.corpus}) == len({d.title for d in data.corpus}) == len(data.corpus)

@@ -16,11 +16,6 @@ from ragscale.datasets.loaders import (
 from ragscale.datasets.types import Dataset, Document, Question
 
 
-def demo_pool(dataset: Dataset) -> list[Question]:
-    """Questions demonstrations may come from: ``dataset.pool`` (empty until ``split_pool`` for files)."""
-    return dataset.pool
-
-
 def split_pool(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
     """A copy of ``dataset`` whose pool holds ``size`` questions taken out of its test questions.
 
@@ -41,6 +36,6 @@ def split_pool(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
 
 
 __all__ = [
-    "DATASET_FORMATS", "MAX_DOC_TOKENS", "Dataset", "Document", "Question", "demo_dataset", "demo_pool",
+    "DATASET_FORMATS", "MAX_DOC_TOKENS", "Dataset", "Document", "Question", "demo_dataset",
     "detect_format", "load_dataset", "load_gsm8k", "split_pool", "truncate_words",
 ]
