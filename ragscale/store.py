@@ -222,6 +222,16 @@ class ResultsStore:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
+    @contextmanager
+    def discarded_if_unused(self):
+        """``with store.discarded_if_unused(): ...``: if the block fails, a file this writer created
+        and never stored a record in is removed (a failed first run leaves no empty results file)."""
+        try:
+            yield self
+        except BaseException:
+            self.discard_if_empty()
+            raise
+
     def discard_if_empty(self) -> bool:
         """Remove the file this writer created if nothing was ever stored in it (a failed first
         run leaves no empty store behind). Returns True when it was removed."""

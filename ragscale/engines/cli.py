@@ -50,25 +50,18 @@ def register(commands) -> None:
 
 
 def register_bench(benches) -> None:
-    bench = benches.add_parser("prefix-cache", help="tree workload with the radix cache on vs off")
-    bench.add_argument("--json", action="store_true", help="print only the JSON result")
-    bench.set_defaults(func=_bench_prefix_cache)
-    engine = benches.add_parser("engine", help="embedded engine: start-up, prefill and decode tokens/s (1 stream, 8 branches)")
-    engine.add_argument("--json", action="store_true", help="print only the JSON result")
-    engine.set_defaults(func=_bench_engine)
-    llamacpp = benches.add_parser("llamacpp", help="the engine workloads on llama.cpp (llama-cpp-python, optional) "
-                                  "side by side with the embedded engine")
-    llamacpp.add_argument("--json", action="store_true", help="print only the JSON result")
-    llamacpp.set_defaults(func=_bench_llamacpp)
-    serve = benches.add_parser("serve", help="embedded server, 8 concurrent requests: merged vs one at a time")
-    serve.add_argument("--json", action="store_true", help="print only the JSON result")
-    serve.set_defaults(func=_bench_serve)
-    router = benches.add_parser("router", help="the same sweep through sglang-router over 2 workers: cache_aware vs round_robin")
-    router.add_argument("--json", action="store_true", help="print only the JSON result")
-    router.set_defaults(func=_bench_router)
-    load = benches.add_parser("serve-load", help="embedded server under 32 concurrent clients: resets, latency, memory")
-    load.add_argument("--json", action="store_true", help="print only the JSON result")
-    load.set_defaults(func=_bench_serve_load)
+    for name, help_text, run in (
+        ("prefix-cache", "tree workload with the radix cache on vs off", _bench_prefix_cache),
+        ("engine", "embedded engine: start-up, prefill and decode tokens/s (1 stream, 8 branches)", _bench_engine),
+        ("llamacpp", "the engine workloads on llama.cpp (llama-cpp-python, optional) side by side with the "
+                     "embedded engine", _bench_llamacpp),
+        ("serve", "embedded server, 8 concurrent requests: merged vs one at a time", _bench_serve),
+        ("router", "the same sweep through sglang-router over 2 workers: cache_aware vs round_robin", _bench_router),
+        ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
+    ):
+        bench = benches.add_parser(name, help=help_text)
+        bench.add_argument("--json", action="store_true", help="print only the JSON result")
+        bench.set_defaults(func=run)
 
 
 def _serve_embedded(args) -> int:

@@ -49,17 +49,11 @@ def cmd_sweep(args) -> int:
     retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
     engine_spec = spec_from_args(args)
     store = ResultsStore(args.out)  # not a store, damaged or read-only: refused here
-    bar = None
-    try:
+    with store.discarded_if_unused():
         engine = make_engine(engine_spec)
         bar, progress = progress_bar("sweep", unit="row")
-        result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
-    except BaseException:
-        store.discard_if_empty()  # a failed first run leaves no empty results file
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        with bar:
+            result = run_sweep(spec, engine, store, dataset=dataset, progress=progress)
     summary = {
         "out": str(args.out), "dataset": result.dataset, "model": result.model,
         "configurations": result.configurations, "questions": result.questions,

@@ -136,19 +136,14 @@ def cmd_search_sweep(args) -> int:
     questions = dataset.questions[: args.limit]
     store = ResultsStore(args.out)  # not a store, damaged or read-only: refused before a model loads
     load_before = _load()
-    bar = None
-    try:
+    with store.discarded_if_unused():
         engine = engine_from_args(args)
         search = _build(args, dataset, engine, policies)
         bar, progress = progress_bar("search-sweep")
-        summary = run_search_sweep(engine, search.task, questions, base, policies, widths, seeds, search.verifier,
-                                   store, embed=search.embed, dataset=dataset.name, progress=progress)
-    except BaseException:
-        store.discard_if_empty()  # a failed first run leaves no empty results file
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        with bar:
+            summary = run_search_sweep(engine, search.task, questions, base, policies, widths, seeds,
+                                       search.verifier, store, embed=search.embed, dataset=dataset.name,
+                                       progress=progress)
     out = {"out": str(args.out), "dataset": dataset.name, "task": search.task.name, "verifier": search.verifier.name,
            "policies": policies, "widths": widths, "seeds": seeds, "questions": len(questions),
            "runs_total": summary.runs_total, "runs_written": summary.runs_written,
