@@ -23,7 +23,7 @@ from ragscale.allocation.explain import (
 )
 from ragscale.allocation.fidelity import fidelity_display, fidelity_report
 from ragscale.allocation.profiles import METRICS, Profile, default_informativeness
-from ragscale.formatting import fmt_tokens, fmt_usd
+from ragscale.formatting import fmt_tokens
 from ragscale.plots.allocation import (
     FRONTIER_BUDGETS, HEATMAP_K, HEATMAP_M, cost_figure, fidelity_figure, frontier_figure, heatmap_figure,
 )

@@ -1,7 +1,6 @@
 """The fidelity report: the paper's model against the paper's Table 1, computed, not tuned."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ragscale.allocation import TABLE1_DATASETS, load_table1, optimise, paper_profile
