@@ -142,3 +142,36 @@ def test_int4_linear_is_q4_1_and_rows_do_not_depend_on_the_batch():
     head = Int8Linear(torch.randn(n, k), torch.bfloat16)
     z = head(x)
     assert torch.equal(head(x[:1].clone()), z[:1])
+
+
+@pytest.mark.model
+def test_samples_decoded_in_step_get_the_bits_they_get_alone(tiny_dir):
+    """Adjacent rows at one position share one attention call: each row's logits and KV are
+    still exactly those of decoding it alone (bf16)."""
+    from ragscale.engines import model_files
+
+    decoder = model_files.load(str(tiny_dir), "bfloat16").decoder
+    ids = [(11 * i) % 300 + 3 for i in range(PAGE + 9)]
+    with torch.inference_mode():
+        together = decoder.new_kv(3, len(ids) + 4)
+        for row in range(3):
+            decoder.prefill(together, row, ids, 0)
+        alone = together.clone()
+        tokens = [5, 9, 13]
+        stepped = decoder.decode(together, [0, 1, 2], tokens, [len(ids)] * 3)
+        for row in range(3):
+            one = decoder.decode(alone, [row], [tokens[row]], [len(ids)])
+            assert torch.equal(one[0], stepped[row])
+    assert torch.equal(together, alone)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_dense_linear_gives_f_linear_bits(dtype):
+    from ragscale.engines.forward import DenseLinear
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(96, 64).to(dtype), torch.randn(96).to(dtype)
+    layer = DenseLinear(weight, bias)
+    for rows in (1, 3, PAGE):
+        x = torch.randn(rows, 64).to(dtype)
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, weight, bias))

@@ -192,6 +192,20 @@ class EmbeddedEngine(Engine):
         out = []
         with self._lock, torch.inference_mode():
             started = time.perf_counter()
+            if all(len(c) == 1 for c in conts):
+                # One-token continuations (a judge's "Yes" / "No"): one pass over the prompt
+                # gives every one of them, instead of one pass per continuation.
+                pins: list = []
+                kv = self.decoder.new_kv(1, len(ids))
+                try:
+                    matched, logits = self._prefill(kv, 0, ids, pins)
+                finally:
+                    for node in pins:
+                        self.cache.dec_ref(node)
+                logp = torch.log_softmax(logits, dim=-1)
+                self._count(Usage(len(ids), matched, 0))
+                self._stats.generation_seconds += time.perf_counter() - started
+                return [[logp[c[0]].item()] for c in conts]
             for cont in conts:
                 # The prompt's last token is computed with the continuation, so that its logits
                 # predict the continuation's first token; only the prompt's pages are cached.
