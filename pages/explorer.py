@@ -122,6 +122,8 @@ for text in screen.warnings + (ss[LINK][1] if state == ss[LINK][0] else []):
 for text in screen.infos:
     st.info(text)
 
+if large:  # on a projector the figures come first, where a room looks: above the controls, in the first screen
+    metric_row(screen)
 controls = st.container(border=True)
 with controls:
     top = st.columns([4, 1], vertical_alignment="bottom")
@@ -151,7 +153,8 @@ with controls:
                          **widget("policy"), help="ETS (Hooper et al. 2025) and its baselines, on the same tree code")
     st.caption(screen.suggestion)
 st.query_params.from_dict(encode(state))
-metric_row(screen)  # the headline numbers, above the charts: the first thing a room reads
+if not large:
+    metric_row(screen)  # the headline numbers, above the charts
 
 left, right = st.columns([5, 6], gap="medium")
 with left:

@@ -79,7 +79,8 @@ def page_style(presenting: bool) -> None:
             "text-overflow: clip !important; }"
             # the figures' wrapping row: equal shares, at least 8rem each (a phone shows two abreast)
             "[data-testid='stHorizontalBlock'] > div:has(> [data-testid='stMetric']), "
-            "div:has(> [data-testid='stMetric']) { flex: 1 1 0 !important; min-width: 8rem; }")
+            "div:has(> [data-testid='stMetric']) { flex: 1 1 0 !important; min-width: 8rem; align-self: stretch; }"
+            "[data-testid='stMetric'] { height: 100%; }")  # one height for the row's cards, whatever wraps
     large = ("[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], [data-testid='stHeader']"
              " { display: none !important; }"
              ".block-container { padding-top: 1rem !important; max-width: 100% !important; }"

@@ -87,8 +87,8 @@ def test_default_view_renders_tree_curve_and_figures(explorer, trees):
     assert len(at.get("plotly_chart")) >= 2  # curve and tree (the KV curve sits in an expander)
     shown = metrics(at)
     assert shown["Context tokens"].value.endswith("k")
-    assert shown["KV kept · lower is better"].value != "—"
-    assert "vs REBASE" in shown["KV kept · lower is better"].delta
+    assert shown["KV kept (↓ better)"].value != "—"
+    assert "vs REBASE" in shown["KV kept (↓ better)"].delta
     assert shown["Cache hits"].value.endswith("%")
     assert float(shown["$ / month"].value.replace(",", "")) > 0
     assert not at.warning  # nothing wrong with an empty link
@@ -394,6 +394,10 @@ def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, heig
                 parseFloat(getComputedStyle(document.querySelector(`[data-testid='${id}'] p, [data-testid='${id}'] div`)).fontSize))""")
             assert sizes[0] >= 1.8 * sizes[1], sizes
             assert page.locator("[data-testid='stSidebar']").is_hidden()
+            # every headline figure in the first screen, without scrolling
+            bottoms = page.evaluate("""() => [...document.querySelectorAll("[data-testid='stMetric']")].map(
+                el => el.getBoundingClientRect().bottom)""")
+            assert len(bottoms) == 6 and max(bottoms) <= height, bottoms
         screenshots = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
         page.screenshot(path=str(screenshots / name), full_page=not present)
         if not present:  # Streamlit scrolls its main block, not the document

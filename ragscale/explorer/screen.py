@@ -351,7 +351,7 @@ class Screen:
         return [
             Metric("Context tokens", fmt_tokens(f.effective_tokens), None,
                    "effective context length l(θ) of Yue et al. 2025: input tokens over every call for one question"),
-            Metric("KV kept · lower is better", "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}",
+            Metric("KV kept (↓ better)", "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}",
                    None if f.kv_vs_rebase is None else f"{f.kv_vs_rebase - 1:+.0%} vs REBASE",
                    "mean unique tokens on the kept paths after each step of the tree on screen; the badge compares "
                    "REBASE's tree of the same question and width (Hooper et al. 2025: ETS keeps 1.8x less)"),
