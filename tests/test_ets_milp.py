@@ -221,3 +221,29 @@ def test_bench_cli_prints_the_json_contract(capsys):
     for key in ("ours_ms", "pulp_cbc_ms", "speedup", "objective_equal"):
         assert len(out[key]) == 2
     assert out["objective_equal"] == [True, True]
+
+
+def _four_by_four(scores, prompt_tokens: int):
+    """A prompt, 4 steps under it and 4 candidates under each (10 tokens a step)."""
+    tree = Tree()
+    tree.add_root([0] * prompt_tokens, "q")
+    parents = [tree.add_child(0, f"p{j}", [0] * 10, score=1.0).id for j in range(4)]
+    cands = [tree.add_child(parents[i // 4], f"c{i}", [0] * 10, score=s).id for i, s in enumerate(scores)]
+    return tree, cands
+
+
+def test_why_ets_built_rebases_tree_on_the_arithmetic_sweep():
+    """Pass/fail step scores (the arithmetic checker's) give every funded candidate an outcome
+    share of at least 1 / width; pruning one saves only its own KV share, tokens / Z, and Z holds
+    the prompt. With the sweep's ~100-300-token prompt and 10-token steps the share always wins,
+    so ETS keeps all REBASE funds; with a short prompt the same tree's lone passing branch is pruned."""
+    cfg = SearchConfig(lambda_b=1.0, lambda_d=0.0)
+    scores = [1.0] * 12 + [1.0, 0.0, 0.0, 0.0]  # the last step has one passing child of four
+    for prompt_tokens, pruned in ((300, set()), (10, {"c12"})):
+        tree, cands = _four_by_four(scores, prompt_tokens)
+        program = ets.build_program(tree, cands, 16, cfg)
+        shares = rebase_shares(scores, 16, cfg.temperature)
+        funded = {i for i, share in zip(cands, shares) if share}
+        assert min(program.outcome[[cands.index(i) for i in funded]]) >= 1 / 16
+        kept = set(ets.solve_program(program).keep)
+        assert {tree[i].text for i in funded - kept} == pruned, prompt_tokens

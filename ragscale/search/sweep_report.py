@@ -87,6 +87,12 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
         same = (per_width["rebase"] / per_width["ets"]).round(2)
         lines += ["", "At equal width, REBASE/ETS mean retained KV: "
                   + ", ".join(f"w={w}: {v:.2f}" for w, v in same.items() if pd.notna(v)) + "."]
+        if same.dropna().eq(1.0).all():
+            lines += ["", "ETS kept as much as REBASE at every width. Why, on pass/fail step scores: every candidate "
+                      "REBASE funds has an outcome share of at least 1 / width, while pruning it saves only its KV "
+                      "share (its tokens over all the tree's, prompt included), which is smaller for steps this "
+                      "short; the program prunes only what REBASE gives nothing. Shown in "
+                      "`tests/test_ets_milp.py::test_why_ets_built_rebases_tree_on_the_arithmetic_sweep`."]
     lines += ["", "Regenerate with `make search-results` (resumable: finished searches are kept in the store)."]
     return "\n".join(lines) + "\n"
 
