@@ -182,7 +182,8 @@ def throughput(dtype: str | None = None) -> dict:
       full since the cache is off) and 32 new tokens each, decoded as one batch.
 
     Prefill rate = prompt tokens / time to the first token; decode rate = the other generated
-    tokens / the rest of the time."""
+    tokens / the rest of the time, both timed inside one call (on a noisy shared machine, a
+    separately timed prefill made the decode rate swing by 5x)."""
     from ragscale.engines.embedded import EmbeddedEngine
 
     engine = EmbeddedEngine(prefix_cache=False, dtype=dtype)
@@ -190,15 +191,11 @@ def throughput(dtype: str | None = None) -> dict:
     out = {"decode": "4-bit" if engine.decoder.quantized_decode else "dense"}
     for name, prompts, new_tokens in (("single_stream", [stream_prompt(engine)], STREAM_NEW_TOKENS),
                                       ("branches_8", workload_prompts(engine), NEW_TOKENS)):
-        started = time.perf_counter()
-        engine.generate(prompts, SamplingParams(max_new_tokens=1))
-        prefill_seconds = time.perf_counter() - started
-        started = time.perf_counter()
         # ignore_eos: every row decodes its full length, whatever this model says (a rate, not a text)
         gens = engine.generate(prompts, SamplingParams(max_new_tokens=new_tokens, ignore_eos=True))
-        total_seconds = time.perf_counter() - started
+        prefill_seconds, decode_seconds = engine.last_call_seconds
         decoded = sum(len(g.output_ids) - 1 for g in gens)
-        out[name] = _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, total_seconds - prefill_seconds)
+        out[name] = _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, decode_seconds)
     return out
 
 

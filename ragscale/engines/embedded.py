@@ -98,6 +98,7 @@ class EmbeddedEngine(Engine):
         self.info = EngineInfo(kind="embedded", model=loaded.source.name, context_window=loaded.context_window)
         self.cache = RadixCache(token_budget=cache_tokens, disable=not prefix_cache, page_size=PAGE)
         self._stats = CacheStats(cache_capacity_tokens=cache_tokens if prefix_cache else 0)
+        self.last_call_seconds = (0.0, 0.0)  # (prompt phase, decode phase) of the latest generate
         self._lock = threading.RLock()  # one request at a time (the server and app tabs share us)
         self._stop_ids = _stop_ids(self._tokenizer, loaded.model)
 
@@ -165,9 +166,12 @@ class EmbeddedEngine(Engine):
             finally:
                 for node in pins:
                     self.cache.dec_ref(node)
+            prefilled = time.perf_counter()
             self._decode(kv, rows, params)
             del kv
             elapsed = time.perf_counter() - started
+            # prompt phase (prefill and first tokens) and decode phase of this call, for benchmarks
+            self.last_call_seconds = (prefilled - started, elapsed - (prefilled - started))
 
         results = []
         for row in rows:
