@@ -216,7 +216,8 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
 
     llama.cpp's 8 branches run one after another on one sequence (its prompt cache reuses the
     shared 1,000 tokens from the second branch on); its prefill rate counts the tokens it actually
-    computed. Batching branches needs llama.cpp's low-level multi-sequence API, not used here."""
+    computed. Sharing the prefix and batching branches needs
+    llama.cpp's low-level multi-sequence API, not used here."""
     import llama_cpp
     import torch
 
@@ -225,14 +226,15 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
 
     threads = torch.get_num_threads()
     engine = EmbeddedEngine(prefix_cache=False)
-    llm = llama_cpp.Llama(model_path=str(resolve_model(None).path), n_ctx=4096, n_batch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+    llm = _llama(llama_cpp)(model_path=str(resolve_model(None).path), n_ctx=4096, n_batch=512, n_threads=threads,
+                            n_threads_batch=threads, verbose=False)
     if progress:
         progress(1, 4, "loaded")
 
     def run(prompt: list[int], new_tokens: int, reset: bool) -> tuple[int, float, int, float]:
         """(prompt tokens computed, prefill seconds, decoded tokens after the first, decode seconds)."""
-        computed = len(prompt) - (0 if reset else _common(llm._input_ids.tolist(), prompt[:-1]))
+        # llama-cpp-python reuses the longest common prefix with what it holds, even with reset
+        computed = len(prompt) - _common(llm._input_ids.tolist(), prompt[:-1])
         started = time.perf_counter()
         produced, first_at = 0, None
         for token in llm.generate(prompt, top_k=1, temp=0.0, reset=reset):
@@ -250,8 +252,10 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
     if progress:
         progress(2, 4, "llama.cpp single stream")
     totals = [0, 0.0, 0, 0.0]
-    for i, prompt in enumerate(workload_prompts(engine)):
-        for j, value in enumerate(run(prompt, NEW_TOKENS, reset=(i == 0))):
+    for prompt in workload_prompts(engine):
+        # reset=True: reset=False failed here with "failed to find a memory slot" (0.3.36); the
+        # shared prefix is reused either way (see ``run``)
+        for j, value in enumerate(run(prompt, NEW_TOKENS, reset=True)):
             totals[j] += value
     branches = _rates(*totals)
     if progress:
@@ -267,6 +271,32 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
         "embedded": embedded,
         "single_stream_decode_ratio": round(embedded["single_stream"]["decode_tok_s"] / single["decode_tok_s"], 2),
     }
+
+
+def _llama(llama_cpp):
+    """``llama_cpp.Llama`` with llama.cpp's extra CPU buffer types off: its AMX path (chosen on
+    CPUs with AMX, as here) crashed in ``ggml_backend_amx_mul_mat`` on this Q4_1 model at the
+    first token (llama-cpp-python 0.3.36, gdb backtrace); without it llama.cpp runs its own
+    AVX-512 kernels, which is what the 81-86 tok/s in ``offline-stack.md`` were measured on."""
+    import llama_cpp.llama as module
+
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    class Llama(llama_cpp.Llama):
+        def __init__(self, *args, **kwargs):
+            module.llama_cpp.llama_model_default_params = params
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                module.llama_cpp.llama_model_default_params = default
+
+    return Llama
 
 
 def _common(a, b) -> int:
