@@ -162,7 +162,8 @@ def test_samples_decoded_in_step_get_the_bits_they_get_alone(tiny_dir):
         for row in range(3):
             one = decoder.decode(alone, [row], [tokens[row]], [len(ids)])
             assert torch.equal(one[0], stepped[row])
-    assert torch.equal(together, alone)
+    written = len(ids) + 1  # the buffers are uninitialised past what was written
+    assert torch.equal(together[..., :written, :], alone[..., :written, :])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
