@@ -216,6 +216,16 @@ class ResultsStore:
         if anchor is not None:
             anchor.close()
 
+    def close_as_one_file(self) -> None:
+        """Let go and leave WAL mode, so the .sqlite file is complete on its own (a store shipped
+        in the repository). The writer lets go first: leaving WAL mode needs the file to itself."""
+        self.close()
+        con = sqlite3.connect(self.path)
+        try:
+            con.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            con.close()
+
     def __del__(self) -> None:
         try:
             self.close()

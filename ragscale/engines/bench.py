@@ -216,8 +216,7 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
 
     llama.cpp's 8 branches run one after another on one sequence (its prompt cache reuses the
     shared 1,000 tokens from the second branch on); its prefill rate counts the tokens it actually
-    computed. Sharing the prefix and batching branches needs
-    llama.cpp's low-level multi-sequence API, not used here."""
+    computed. Batching branches needs llama.cpp's low-level multi-sequence API, not used here."""
     import llama_cpp
     import torch
 

@@ -199,33 +199,20 @@ class EmbeddedEngine(Engine):
             if all(len(c) == 1 for c in conts):
                 # One-token continuations (a judge's "Yes" / "No"): one pass over the prompt
                 # gives every one of them, instead of one pass per continuation.
-                pins: list = []
-                kv = self.decoder.new_kv(1, len(ids))
-                try:
-                    matched, logits = self._prefill(kv, 0, ids, pins)
-                finally:
-                    for node in pins:
-                        self.cache.dec_ref(node)
+                matched, logits = self._prefill_alone(ids)
                 logp = torch.log_softmax(logits, dim=-1)
+                out = [[logp[c[0]].item()] for c in conts]
                 self._count(Usage(len(ids), matched, 0))
-                self._stats.generation_seconds += time.perf_counter() - started
-                return [[logp[c[0]].item()] for c in conts]
-            for cont in conts:
-                # The prompt's last token is computed with the continuation, so that its logits
-                # predict the continuation's first token; only the prompt's pages are cached.
-                seq = ids + cont
-                pins: list = []
-                kv = self.decoder.new_kv(1, len(seq))
-                try:
-                    matched, hidden = self._prefill(kv, 0, seq, pins, keep=len(ids), all_hidden=True,
-                                                    reuse=len(ids) - 1)
-                finally:
-                    for node in pins:
-                        self.cache.dec_ref(node)
-                first = len(ids) - 1 - matched  # hidden row of the prompt's last token
-                logp = torch.log_softmax(self.decoder.logits(hidden[first:first + len(cont)]), dim=-1)
-                out.append([logp[j, t].item() for j, t in enumerate(cont)])
-                self._count(Usage(len(seq), matched, 0))
+            else:
+                for cont in conts:
+                    # The prompt's last token is computed with the continuation, so that its logits
+                    # predict the continuation's first token; only the prompt's pages are cached.
+                    seq = ids + cont
+                    matched, hidden = self._prefill_alone(seq, keep=len(ids), all_hidden=True, reuse=len(ids) - 1)
+                    first = len(ids) - 1 - matched  # hidden row of the prompt's last token
+                    logp = torch.log_softmax(self.decoder.logits(hidden[first:first + len(cont)]), dim=-1)
+                    out.append([logp[j, t].item() for j, t in enumerate(cont)])
+                    self._count(Usage(len(seq), matched, 0))
             self._stats.generation_seconds += time.perf_counter() - started
         return out
 
@@ -253,6 +240,16 @@ class EmbeddedEngine(Engine):
         self._stats.prompt_tokens += usage.prompt_tokens
         self._stats.cached_tokens += usage.cached_tokens
         self._stats.generated_tokens += usage.completion_tokens
+
+    def _prefill_alone(self, ids: list[int], **options):
+        """``_prefill`` of one sequence into a KV buffer of its own; the cache node it pins is
+        released when it returns."""
+        pins: list = []
+        try:
+            return self._prefill(self.decoder.new_kv(1, len(ids)), 0, ids, pins, **options)
+        finally:
+            for node in pins:
+                self.cache.dec_ref(node)
 
     def _prefill(self, kv: torch.Tensor, row: int, ids: list[int], pins: list, keep: int | None = None,
                  all_hidden: bool = False, reuse: int | None = None):

@@ -199,8 +199,6 @@ def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, 
     """Write the markdown report of exactly this sweep's records (other records in the store are
     left out) and return its path. The store is checkpointed out of WAL mode so the bundled
     .sqlite file is complete on its own."""
-    import sqlite3
-
     from ragscale.search.runner import SEARCH_KIND, sweep_key
     from ragscale.search.sweep_report import sweep_report
 
@@ -213,12 +211,7 @@ def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, 
                         seconds=seconds)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(text, encoding="utf-8")
-    store.close()  # the writer lets go first: leaving WAL mode needs the file to itself
-    con = sqlite3.connect(store.path)
-    try:
-        con.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        con.close()
+    store.close_as_one_file()
     return str(args.report)
 
 
