@@ -462,3 +462,14 @@ def test_a_live_arithmetic_tree_uses_the_rule_checker_and_no_retrieval(monkeypat
     assert record["key"] == key.to_dict() and record["verifier"] == "rules" and record["documents"] == {}
     assert record["config"]["sampling_temperature"] == live.ARITHMETIC_SETTINGS["sampling_temperature"]
     assert record["nodes"] > 1
+
+
+def test_a_tree_whose_documents_changed_since_is_flagged(records):
+    """A stored tree is only as good as the corpus it read: a retrieved document that differs
+    today (the demo world was redesigned) makes the Explorer say so, naming how many."""
+    record = records["ets"]
+    assert record["documents"] and V.stale_reason(record, QUESTIONS[1], DATASET) == ""
+    doc_id = next(iter(record["documents"]))
+    edited = {**record, "documents": {**record["documents"], doc_id: {"title": "Lake Orla", "text": "an older text"}}}
+    assert V.stale_reason(edited, QUESTIONS[1], DATASET) == "1 of the documents it retrieved differ or are gone"
+    assert V.stale_reason({**record, "question": "an older question"}, QUESTIONS[1], DATASET) == "its question text differs"

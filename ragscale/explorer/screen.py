@@ -226,6 +226,19 @@ def default_question(questions, outcomes: dict[TreeKey, bool | None], dataset: s
     return next((q for q in questions if (q.hops or 0) >= 2), questions[0])
 
 
+def stale_reason(record: dict | None, question, dataset) -> str:
+    """Why a stored tree does not belong to today's dataset ("" when nothing says so): its
+    question text, or a document it retrieved, differs from the dataset's."""
+    if record is None:
+        return ""
+    if record.get("question") not in (None, question.question):
+        return "its question text differs"
+    current = {d.doc_id: (d.title, d.text) for d in dataset.corpus}  # ~1 ms for the demo's 1,110
+    changed = [doc_id for doc_id, doc in (record.get("documents") or {}).items()
+               if current.get(doc_id) != (doc.get("title"), doc.get("text"))]
+    return f"{len(changed)} of the documents it retrieved differ or are gone" if changed else ""
+
+
 def library_accuracy(outcomes: dict[TreeKey, bool | None], key: TreeKey) -> tuple[int, int]:
     """(right, questions) over the library's trees of ``key``'s configuration, every question."""
     same = [ok for k, ok in outcomes.items() if k.with_(question=key.question) == key and ok is not None]
@@ -535,8 +548,9 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
         else:
             warnings.append(f"Node {state.node} is not in the tree on screen; no node is selected.")
             state = state.with_(node="")
-    if record is not None and record.get("question") not in (None, question.question):
-        warnings.append("This tree was made on an earlier version of the dataset (its question text differs); "
+    stale = stale_reason(record, question, dataset)
+    if stale:
+        warnings.append(f"This tree was made on an earlier version of the dataset ({stale}); "
                         "re-run `ragscale explorer-precompute` or “Run live”.")
     accuracy = library_accuracy(outcomes, shown_key) if shown_key else (0, 0)
     tree = TreeView(want, shown_key, exact, nearness(want, shown_key, exact), record, path, rebase, focus, accuracy)
