@@ -14,6 +14,8 @@ PORT   ?= 8501
 SEARCH_SWEEP_ARGS ?= --task arithmetic --verifier rules --dataset arithmetic --policies bon,beam,dvts,rebase,ets \
 	--widths 1,2,4,8,16,32 --seeds 0 --limit 8 --sampling-temperature 0.6 --dtype float32 --threads 1
 DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --m 0,1 --n 1,2 --limit 16 --batch-size 16 --dtype float32
+# ... and one-call RAG/DRAG one step further in k (IterDRAG at k = 5 would double the run time).
+DEMO_SWEEP_MORE_DOCS ?= --strategies rag,drag --k 5 --m 0,1 --limit 16 --batch-size 16 --dtype float32
 
 .PHONY: install run test test-fast browser-deps demo-results search-results bench clean
 
@@ -53,6 +55,7 @@ test-fast: install
 
 demo-results: install
 	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_ARGS) --out data/demo_results.sqlite
+	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_MORE_DOCS) --out data/demo_results.sqlite
 
 search-results: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_SWEEP_ARGS) --out data/search_results.sqlite \
@@ -60,7 +63,7 @@ search-results: install
 
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest sweep prefix-cache engine serve serve-load router kv
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load router kv
 bench: install
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \

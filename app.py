@@ -6,6 +6,10 @@ Run it with `make run`. Every page is thin: widgets and plots; the logic is in `
 import logging
 from pathlib import Path
 
+from ragscale.config import prefer_passive_openmp
+
+prefer_passive_openmp()  # before anything loads torch: the app usually shares its CPU (see the docstring)
+
 import streamlit as st
 from streamlit.errors import FragmentHandledException
 
@@ -54,7 +58,7 @@ def home() -> None:
 # (file, title, icon, one-line description for the landing page)
 PAGE_TABLE = [
     ("pages/explorer.py", "Explorer", ":material/explore:",
-     "budget, k, m, n and beam width meet the tree and the curves on one screen."),
+     "search width buys accuracy on arithmetic; budget, k, m, n and width meet the tree in the demo QA world."),
     ("pages/allocation_calculator.py", "Allocation calculator", ":material/calculate:",
      "what-if budgeting: the best (k, m, n) for a token budget, and what it costs."),
     ("pages/scaling_runs.py", "Scaling runs", ":material/monitoring:",

@@ -22,7 +22,8 @@ from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
 from ragscale.plots.explorer import explorer_curve_figure
-from ragscale.plots.tree import kv_curve_figure, tree_figure
+from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
+from ragscale.search.sweep_report import sweep_note
 
 STATE, LINK = "ex.state", "ex.link"  # the view; the link this session opened and its notices
 KNOBS = {  # name: (label, slider steps, help)
@@ -32,6 +33,7 @@ KNOBS = {  # name: (label, slider steps, help)
     "width": ("beam width", (1, 2, 4, 8, 16, 32, 64), "samples per depth, shared among the kept branches"),
 }
 PROFILE_LABELS = {"paper": "Paper (Gemini)", "fitted": "Fitted to runs"}
+WORLD_LABELS = {"arithmetic": "Arithmetic (search)", "demo": "Demo QA (retrieval)"}
 ss = st.session_state
 
 
@@ -56,21 +58,60 @@ def tree_fig(path: str, mtime: float, focus: int | None, large: bool):
     return tree_figure(ex.load_record(path)["tree"], focus=focus, height=460, large=large)
 
 
+def knob(name: str) -> tuple:
+    """Arguments of ``stepped_slider`` for the state field ``name``."""
+    label, steps, help_text = KNOBS[name]
+    state = ss[STATE]
+    return (label, f"ex_{name}", getattr(state, name), steps, lambda v: update(**{name: v}), help_text,
+            name != "width" and not state.pinned)
+
+
+def budget_and_knobs() -> None:
+    """The demo QA world's controls: the budget, whether k, m, n are pinned, and the four sliders."""
+    state = ss[STATE]
+    budget_row = st.columns([6, 2], vertical_alignment="bottom")
+    with budget_row[0]:
+        refused = budget_input("ex_budget", state.budget, lambda v: update(budget=v),
+                               check=lambda v: field_problem("budget", v))
+    budget_row[1].toggle("Pin k, m, n", **widget("pinned"),
+                         help="off: the allocation model re-optimises (k, m, n) whenever the budget changes")
+    if refused:
+        st.warning(refused, icon=":material/warning:")
+    for column, name in zip(st.columns(4, gap="medium"), KNOBS):
+        with column:
+            stepped_slider(*knob(name))
+
+
+def allocation_panel() -> None:
+    """Accuracy against the token budget: the runs, the model fitted to them, the paper's reference."""
+    st.subheader("Accuracy vs token budget")
+    c = screen.curves
+    st.plotly_chart(explorer_curve_figure(c.predicted, state.budget, screen.allocation.to_dict(),
+                                          predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
+                                          observed=c.observed, reference=c.reference,
+                                          current_on_reference=c.current_on_reference, large=large, height=400),
+                    key="ex_curve", config=chart_config("ragscale-explorer-curve"))
+    st.caption(c.caption)
+
+
 def metric_row(screen: ex.Screen) -> None:
     # A wrapping row, not columns: on a phone the six figures sit two or three abreast instead of stacking.
     row = st.container(horizontal=True, gap="small")
     for m in screen.headline():
-        row.metric(m.label, m.value, m.delta, delta_color="inverse", border=True, help=m.help, width="stretch")
+        color = "off" if m.unchanged else "normal" if m.higher_is_better else "inverse"
+        row.metric(m.label, m.value, m.delta, delta_color=color, delta_arrow="off" if m.unchanged else "auto",
+                   border=True, help=m.help, width="stretch")
 
 
 def run_live(screen: ex.Screen, large: bool) -> None:
     """Search the exact configuration, drawing the tree as it grows; then show it from the library."""
     key, started = screen.tree.want, time.perf_counter()
+    depth = live.search_config(key).max_depth
     status = st.status("Running live: waiting for the engine …", expanded=True)
     drawing = status.empty()
 
     def on_step(report) -> None:
-        status.update(label=f"Running live · depth {report.depth + 1} of {key.n + 1} · {len(report.tree)} nodes · "
+        status.update(label=f"Running live · depth {report.depth + 1} of {depth} · {len(report.tree)} nodes · "
                             f"KV {report.kv_tokens:,} tokens · {time.perf_counter() - started:.0f} s")
         drawing.plotly_chart(tree_figure(report.tree, height=460, large=large), config=chart_config("live-tree"))
 
@@ -124,48 +165,45 @@ for text in screen.infos:
 
 if large:  # on a projector the figures come first, where a room looks: above the controls, in the first screen
     metric_row(screen)
+qa = screen.task == "qa"  # the demo QA world: budget, k, m, n; a search task: policy and width only
 controls = st.container(border=True)
 with controls:
-    top = st.columns([4, 1], vertical_alignment="bottom")
-    top[0].selectbox("Question", list(screen.questions), format_func=lambda q: f"{screen.questions[q]} · {q}",
+    top = st.columns([3, 6, 2] if qa else [3, 8], vertical_alignment="bottom")
+    top[0].selectbox("World", screen.datasets, format_func=lambda d: WORLD_LABELS.get(d, d), **widget("dataset"),
+                     help="arithmetic: rule-checked steps, where width buys accuracy; demo QA: IterDRAG with "
+                          "retrieval, where budget, k, m and n move the tree")
+    top[1].selectbox("Question", list(screen.questions), format_func=lambda q: f"{screen.questions[q]} · {q}",
                      **widget("question"))
-    with top[1].popover("Settings", icon=":material/tune:", width="stretch"):
-        st.selectbox("Dataset", screen.datasets, **widget("dataset"))
-        st.selectbox("Accuracy model", PROFILES, format_func=PROFILE_LABELS.get, **widget("profile"),
-                     help="the allocation model fitted to this dataset's stored runs, or the paper's Gemini fit")
-        st.selectbox("Strategy", STRATEGIES, **widget("strategy"),
-                     help="auto: the optimiser may pick any strategy; the tree always runs IterDRAG steps")
-        st.number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
-    budget_row = st.columns([6, 2], vertical_alignment="bottom")
-    with budget_row[0]:
-        refused = budget_input("ex_budget", state.budget, lambda v: update(budget=v),
-                               check=lambda v: field_problem("budget", v))
-    budget_row[1].toggle("Pin k, m, n", **widget("pinned"),
-                         help="off: the allocation model re-optimises (k, m, n) whenever the budget changes")
-    if refused:
-        st.warning(refused, icon=":material/warning:")
-    knobs = st.columns(4, gap="medium")
-    for column, (name, (label, steps, help_text)) in zip(knobs, KNOBS.items()):
-        with column:
-            stepped_slider(label, f"ex_{name}", getattr(state, name), steps, lambda v, name=name: update(**{name: v}),
-                           help=help_text, disabled=name != "width" and not state.pinned)
+    if qa:
+        with top[2].popover("Settings", icon=":material/tune:", width="stretch"):
+            st.selectbox("Accuracy model", PROFILES, format_func=PROFILE_LABELS.get, **widget("profile"),
+                         help="the allocation model fitted to this dataset's stored runs, or the paper's Gemini fit")
+            st.selectbox("Strategy", STRATEGIES, **widget("strategy"),
+                         help="auto: the optimiser may pick any strategy; the tree always runs IterDRAG steps")
+            st.number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
+    if qa:
+        budget_and_knobs()
+    else:
+        stepped_slider(*knob("width"))
     st.segmented_control("Search policy", list(POLICY_LABELS), format_func=POLICY_LABELS.get, required=True,
                          **widget("policy"), help="ETS (Hooper et al. 2025) and its baselines, on the same tree code")
-    st.caption(screen.suggestion)
+    if screen.suggestion:
+        st.caption(screen.suggestion)
 st.query_params.from_dict(encode(state))
 if not large:
     metric_row(screen)  # the headline numbers, above the charts
 
 left, right = st.columns([5, 6], gap="medium")
 with left:
-    st.subheader("Accuracy vs token budget")
-    c = screen.curves
-    st.plotly_chart(explorer_curve_figure(c.predicted, state.budget, screen.allocation.to_dict(),
-                                          predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
-                                          observed=c.observed, reference=c.reference,
-                                          current_on_reference=c.current_on_reference, large=large, height=400),
-                    key="ex_curve", config=chart_config("ragscale-explorer-curve"))
-    st.caption(c.caption)
+    if qa:
+        allocation_panel()
+    else:
+        st.subheader("Accuracy vs retained KV across widths")
+        st.plotly_chart(tradeoff_figure(screen.search_sweep, large=large, current=(state.policy, state.width),
+                                        height=400, compact=True, reference=False),
+                        key="ex_tradeoff", config=chart_config("ragscale-explorer-tradeoff"))
+        st.caption("The bundled search sweep (`make search-results`; data/search_results.md), one point per width; "
+                   f"the ring is the policy and width on screen. {sweep_note(screen.search_sweep)}")
     tree = screen.tree
     if tree.record is not None:
         st.subheader("Retained KV per step")
@@ -199,10 +237,11 @@ with right:
             with st.container(border=True, key="ex_node_panel"):
                 node_panel(ex.node_details(record, tree.focus))
         else:
-            st.caption("Click a node to read its sub-query, retrieved documents, intermediate answer and score.")
+            st.caption("Click a node to read its sub-query, retrieved documents, intermediate answer and score." if qa
+                       else "Click a node to read its step and the verifier's score.")
     if st.button("Run live", icon=":material/play_arrow:", type="primary",
                  help="search this exact configuration with the active engine (the tree grows as it runs)"):
-        if tree.want.k < 1:
+        if qa and tree.want.k < 1:
             st.error("The tree search retrieves documents at every step: set k >= 1.")
         else:
             run_live(screen, large)

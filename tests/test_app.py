@@ -79,3 +79,20 @@ def test_streamlit_config_hides_error_details_and_does_not_watch_files():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"  # "false" would still show tracebacks
     assert config["server"]["fileWatcherType"] == "none"
+
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_app_process_waits_passively_unless_told_otherwise(given, expected):
+    """The policy is read once when torch loads: app.py must set it before anything imports torch."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    # app.py's lines before its first third-party import run alone: they must set the policy, torch unloaded.
+    code = ("import os, sys; src = open('app.py').read(); exec(src[:src.index('import streamlit')]); "
+            "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", expected]

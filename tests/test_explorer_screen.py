@@ -16,10 +16,13 @@ from ragscale.explorer import library as L
 from ragscale.explorer import screen as V
 from ragscale.explorer.live import run_tree
 from ragscale.explorer.precompute import grid, library_size, precompute
-from ragscale.explorer.state import DEFAULT, POLICIES
+from ragscale.explorer.state import DEFAULT as OPENING_VIEW, POLICIES
 from ragscale.plots.explorer import explorer_curve_figure
 from ragscale.search.tree import Tree
 from tests.fakes import ScriptedEngine
+
+# These tests are about the demo QA world (budget, k, m, n); the app opens on the arithmetic task.
+DEFAULT = OPENING_VIEW.with_(dataset="demo")
 
 MODEL = AllocationModel.from_profile(PAPER_PROFILE)
 
@@ -374,11 +377,14 @@ def test_bench_explorer_live_reports_seconds_first_token_and_tokens_per_second(m
     monkeypatch.setattr(live, "shared_retriever", lambda dataset: lambda q, k: dataset.corpus[:k])
     monkeypatch.setattr("ragscale.retrieval.embed_texts", embed)
     monkeypatch.setattr(V, "SHIPPED_TREES", tmp_path)
-    assert main(["bench", "explorer-live", "--json"]) == 0
+    assert main(["bench", "explorer-live", "--json", "--dataset", "demo"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["seconds"] > 0 and 0 < out["first_token_s"] <= out["seconds"]
     assert out["tokens_per_second"] == pytest.approx(out["tokens_generated"] / out["seconds"], rel=0.05)
     assert out["key"]["width"] == DEFAULT.width and out["key"]["k"] == DEFAULT.k and out["target_s"] == 10
+    assert main(["bench", "explorer-live", "--json"]) == 0  # the opening view: the arithmetic task
+    out = json.loads(capsys.readouterr().out)
+    assert out["key"]["dataset"] == OPENING_VIEW.dataset == "arithmetic" and out["key"]["k"] == 0
 
 
 def test_live_retriever_follows_the_retrieval_setting(monkeypatch):
@@ -394,3 +400,76 @@ def test_live_retriever_follows_the_retrieval_setting(monkeypatch):
     assert live.shared_retriever(DATASET) is first and built == ["toy"]  # built once
     options.use_settings(options.RetrieverSettings(url="http://127.0.0.1:8000"))  # the Engine page's switch
     assert live.shared_retriever(DATASET) is not first and built == ["toy", "toy"]
+
+
+# ---- the arithmetic task in the Explorer (#12: a question the shipped model answers right) ----
+
+def test_opening_view_is_a_question_the_shipped_model_answers_right():
+    """On the shipped data: the first view's question is answered right by the tree on screen,
+    and its configuration's accuracy over every library question is shown beside it."""
+    library = L.TreeLibrary(L.SHIPPED_TREES)
+    screen = V.explorer(OPENING_VIEW, library)
+    assert screen.task == "arithmetic" and screen.tree.exact
+    assert screen.tree.record["correct"] is True
+    right, total = screen.tree.accuracy
+    assert total == 8 and 0 < right < total  # a success and the rate, not a perfect score
+    point = screen.sweep_point()
+    assert point is not None and point["accuracy"] == pytest.approx(right / total)
+    labels = [m.label for m in screen.headline()]
+    assert labels[:2] == ["Accuracy", "KV kept (↓ better)"] and "Context tokens" not in labels
+    assert screen.suggestion == "" and not screen.warnings and not screen.infos  # no budget talk here
+
+
+def test_the_shipped_arithmetic_trees_are_the_bundled_sweeps_searches():
+    """The library's arithmetic trees were copied from data/search_results.sqlite, not searched
+    again: per policy and width, the same problems are right as in the sweep's table."""
+    from ragscale.search.results import BUNDLED_SEARCH_SWEEP
+
+    outcomes = L.TreeLibrary(L.SHIPPED_TREES).outcomes()
+    table = V.search_sweep_table(V._stamp(BUNDLED_SEARCH_SWEEP), "arithmetic")
+    assert len(table) == 5 * len(L.ARITHMETIC_WIDTHS)
+    for row in table.itertuples():
+        mine = [ok for k, ok in outcomes.items() if k.dataset == "arithmetic" and (k.policy, k.width) == (row.policy, row.width)]
+        assert len(mine) == row.questions and sum(mine) / len(mine) == pytest.approx(row.accuracy)
+
+
+def test_the_library_copies_a_sweep_tree_only_when_every_setting_matches(tmp_path):
+    from ragscale.explorer.precompute import sweep_trees
+    from ragscale.search.results import BUNDLED_SEARCH_SWEEP, load_sweep_records
+    from ragscale.search.tasks import arithmetic_dataset
+
+    same, hotter = (dict(r) for r in load_sweep_records(BUNDLED_SEARCH_SWEEP)[:2])
+    hotter["config"] = {**hotter["config"], "sampling_temperature": 1.0}  # another tree than the library's
+    found = sweep_trees([same, hotter], "arithmetic")
+    key = L.tree_key("arithmetic", same["qid"], same["policy"], same["width"], 2, 2, 1)
+    assert list(found) == [key] and (key.k, key.m, key.n) == (0, 0, 0)
+    summary = precompute(None, arithmetic_dataset(8), [key], out=tmp_path, from_sweep=found)  # no engine needed
+    assert (summary.reused, summary.trees) == (1, 0)
+    record = L.load_record(L.TreeLibrary(tmp_path).path(key))
+    assert record["tree"] == same["tree"] and record["engine"]["model"] == same["model"]
+
+
+def test_a_live_arithmetic_tree_uses_the_rule_checker_and_no_retrieval(monkeypatch):
+    from ragscale.explorer import live
+    from ragscale.search.tasks import arithmetic_dataset
+
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: pytest.fail("arithmetic retrieves nothing"))
+    dataset = arithmetic_dataset(1)
+    question = dataset.questions[0]
+    engine = ScriptedEngine(lambda prompt, params, i, rng: f"Answer: {question.answers[0]}\n")
+    key = L.tree_key("arithmetic", question.qid, "rebase", 2, 2, 2, 1)
+    record = run_tree(engine, dataset, question, key, embed=lambda texts: np.ones((len(texts), 2)))
+    assert record["key"] == key.to_dict() and record["verifier"] == "rules" and record["documents"] == {}
+    assert record["config"]["sampling_temperature"] == live.ARITHMETIC_SETTINGS["sampling_temperature"]
+    assert record["nodes"] > 1
+
+
+def test_a_tree_whose_documents_changed_since_is_flagged(records):
+    """A stored tree is only as good as the corpus it read: a retrieved document that differs
+    today (the demo world was redesigned) makes the Explorer say so, naming how many."""
+    record = records["ets"]
+    assert record["documents"] and V.stale_reason(record, QUESTIONS[1], DATASET) == ""
+    doc_id = next(iter(record["documents"]))
+    edited = {**record, "documents": {**record["documents"], doc_id: {"title": "Lake Orla", "text": "an older text"}}}
+    assert V.stale_reason(edited, QUESTIONS[1], DATASET) == "1 of the documents it retrieved differ or are gone"
+    assert V.stale_reason({**record, "question": "an older question"}, QUESTIONS[1], DATASET) == "its question text differs"

@@ -13,8 +13,11 @@ from ragscale.datasets.loaders import load_dataset
 from ragscale.explorer import library as L
 from ragscale.explorer import live
 from ragscale.explorer import screen as V
-from ragscale.explorer.state import DEFAULT, encode
+from ragscale.explorer.state import DEFAULT as OPENING_VIEW, encode
 from tests.fakes import ScriptedEngine
+
+# These tests are about the demo QA world (budget, k, m, n); the app opens on the arithmetic task.
+DEFAULT = OPENING_VIEW.with_(dataset="demo")
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "explorer.py")
 
@@ -69,7 +72,7 @@ def explorer(monkeypatch, tmp_path, trees):
 
     def make(params: dict | None = None) -> AppTest:
         at = AppTest.from_file(PAGE, default_timeout=120)
-        for name, value in (params or {}).items():
+        for name, value in {"dataset": "demo", **(params or {})}.items():  # the QA world unless a test says
             at.query_params[name] = value
         at.run()
         assert not at.exception, at.exception
@@ -339,7 +342,7 @@ def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, art
     needed = [L.TreeKey("demo", default.question.qid, "ets", w, 2, k, 1) for w, k in ((4, 2), (16, 2), (16, 5))]
     missing = [k for k in needed if library.path(k) is None]
     assert not missing, f"the bundled library lacks {missing}: run `ragscale explorer-precompute`"
-    page.goto(f"{app_url}/explorer")
+    page.goto(f"{app_url}/explorer?dataset=demo")  # the QA world, where k exists (the app opens on arithmetic)
     start = _tree_figures(page)
     _press(page, "ex_width", 2)  # 4 -> 8 -> 16
     assert page.locator(".st-key-ex_width input[type='range']").get_attribute("aria-valuetext") == "16"
@@ -374,17 +377,18 @@ def _nothing_cut_off(page) -> list[str]:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("width,height,present,name", [
-    (1280, 720, True, "explorer_present_1280x720.png"),
-    (1920, 1080, True, "explorer_present_1920x1080.png"),
-    (390, 844, False, "explorer_phone_390x844.png"),
+@pytest.mark.parametrize("width,height,present,name,world", [
+    (1280, 720, True, "explorer_present_1280x720.png", ""),  # the opening view: the arithmetic task
+    (1920, 1080, True, "explorer_present_1920x1080.png", ""),
+    (390, 844, False, "explorer_phone_390x844.png", ""),
+    (1280, 720, True, "explorer_present_demo_1280x720.png", "demo"),  # the QA world: budget, k, m, n
 ])
-def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, height, present, name):
+def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, height, present, name, world):
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
-        page.goto(f"{app_url}/explorer?present={int(present)}")
+        page.goto(f"{app_url}/explorer?present={int(present)}" + (f"&dataset={world}" if world else ""))
         wait_for_page(page)
         page.mouse.move(2, 2)
         page.wait_for_timeout(800)
@@ -405,3 +409,36 @@ def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, heig
             assert total < 4000, f"the phone view is {total} px tall (it was 4,700)"
     finally:
         context.close()
+
+
+@pytest.fixture
+def shipped_explorer(monkeypatch, tmp_path):
+    """The page on the shipped library and sweeps, as a first start shows it (no fixtures)."""
+    import streamlit as st
+
+    monkeypatch.setenv("RAGSCALE_WARMUP", "0")
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path))  # no live trees of this machine's user
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_first_start_opens_on_a_question_the_shipped_model_answers_right(shipped_explorer):
+    """#12: a room first sees a success and the rate: the arithmetic task, a tree answered right,
+    the sweep's accuracy against KV across widths, and no budget controls that would not apply."""
+    at = shipped_explorer
+    assert at.selectbox(key="ex_dataset").value == "arithmetic"
+    answer = next(m.value for m in at.markdown if m.value.startswith("**Answer:**"))
+    assert ":green[right]" in answer and "library questions right" in answer
+    shown = metrics(at)
+    assert shown["Accuracy"].value.endswith("%") and "vs width 1" in shown["Accuracy"].delta
+    assert shown["KV kept (↓ better)"].value != "—"
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # the sweep's trade-off, the tree, the KV per step
+    assert not [s for s in at.select_slider if s.key in ("ex_k", "ex_m", "ex_n", "ex_budget_slider")]
+    assert at.select_slider(key="ex_width").value == OPENING_VIEW.width
+    assert any("REBASE/ETS retained-KV ratio" in c.value for c in at.caption)
+    assert not at.warning

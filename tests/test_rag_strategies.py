@@ -236,3 +236,29 @@ def test_empty_or_cut_final_answer_falls_back_to_the_last_intermediate_answer():
     engine = ScriptedEngine(reply)
     row = StrategyRunner(engine, WordRetriever(data.corpus)).run(RunConfig("iterdrag", 1, 0, 1), data.questions[:1])[0]
     assert row["calls"] == 3 and row["prediction"] == "Paris" and row["em"] == 1.0
+
+
+def test_demonstrations_are_hop_aware():
+    """Each test question gets demonstrations with its own hop count first (then the nearest
+    counts, pool order within a count); questions with as many hops share one prompt prefix."""
+    data = tiny_dataset(n_test=4)
+    hops_of = {"q4": 1, "q5": 2, "q6": 3, "q7": 2}  # pool: Ed 1-hop, Flo 2, Gus 3, Hal 2
+    pool = [Question(q.qid, q.question, q.answers, hops=hops_of[q.qid]) for q in data.pool]
+    tests = [Question(q.qid, q.question, q.answers, hops=h) for q, h in zip(data.questions, (1, 2, 3, 2))]
+    demo = DemoPool(pool)
+    assert [q.qid for q in demo._ordered(2, False, hops=2)] == ["q5", "q7"]
+    assert [q.qid for q in demo._ordered(2, False, hops=3)] == ["q6", "q5"]
+    assert [q.qid for q in demo._ordered(1, False)] == ["q4"]  # no hop count: pool order, as before
+    assert demo.sources(1, False, hops=3) == ["gold-answer (3-hop)"]
+    engine = ScriptedEngine(lambda prompt, params, i, rng: answer_from_prompt(prompt))
+    runner = StrategyRunner(engine, WordRetriever(data.corpus), demo)
+    rows = {r["qid"]: r for r in runner.run(RunConfig("drag", 1, 1, 1), tests)}
+    demo_question = {qid: unpack_calls(r["calls_z"])[0]["prompt"].split("<|user|>")[1] for qid, r in rows.items()}
+    assert "Where was Ed born?" in demo_question["q0"]
+    assert "Where was Flo born?" in demo_question["q1"] and "Where was Flo born?" in demo_question["q3"]
+    assert "Where was Gus born?" in demo_question["q2"]
+    assert rows["q2"]["demo_sources"] == ["gold-answer (3-hop)"]
+    assert all(r["acc"] == 1.0 for r in rows.values())
+    # m = 0 runs are untouched: one group, no demonstrations
+    plain = runner.run(RunConfig("rag", 1, 0, 1), tests)
+    assert all(r["demo_sources"] == [] for r in plain)

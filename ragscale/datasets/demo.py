@@ -8,9 +8,17 @@ facts. Questions follow chains of those facts:
 
 - 1 hop: "In which city was Dorava Kest born?" -- one passage answers it (k >= 1 helps);
 - 2-3 hops: "In which country was the founder of the Amber Loom Ensemble born?" -- the first
-  passage names a bridge entity whose own passage must be retrieved next (IterDRAG's
-  follow-up retrieval helps). Passages never mention what points *to* them, so the bridge
-  cannot be skipped.
+  passage names a bridge entity whose own passage holds the next fact.
+
+Retrieval scaling is designed in. A person's passage names what they founded or made, in the
+words the questions use ("Corosk Kromos, the founder of the Juniper Arrow Trading Company, is
+an engineer who was born in Purmoor ..."). So a question that starts with a founder/creator hop
+retrieves its bridge passage itself, usually at rank 2-10 below the anchor's own passage and
+its look-alikes: more documents (k) reach the second hop, one document never does. Places and
+schools never list what points to them, so the third hop of a 3-hop question (and the second
+of a question that starts at a person or a place) is only reachable by a follow-up query
+(IterDRAG's n). The back-links also make a founder's or maker's passage compete with the
+1-hop question about that organisation or work, pushing some gold passages below rank 1.
 
 Every other passage of the same kind is a distractor with the same phrasing; people share
 surnames and organisations share words, so near-misses are common.
@@ -143,8 +151,25 @@ class _World:
         self.people = [self._person(surnames) for _ in range(420)]
         self.orgs = [self._org() for _ in range(230)]
         self.works = [self._work() for _ in range(260)]
+        self._link_back()
         for entity in self.entities:
             entity.passage = _PASSAGES[entity.kind](entity, rng)
+
+    def _link_back(self) -> None:
+        """Record on every entity what points to it, so that its passage can say so.
+
+        Why: a multi-hop question names only its anchor. When the bridge passage names the anchor
+        too ("Corosk Kromos is the founder of the Juniper Arrow Trading Company"), the question
+        itself retrieves it, typically just below the anchor's own passage: reading more
+        documents (k) then reaches the second hop. Uses no randomness, so the generator's stream,
+        the passages' ids and every question stay as they were.
+        """
+        for person in self.people:
+            person.facts.update(founded_orgs=[], made=[])
+        for org in self.orgs:
+            org.facts["founder"].facts["founded_orgs"].append(org)
+        for work in self.works:
+            work.facts["creator"].facts["made"].append(work)
 
     # --- names -------------------------------------------------------------------------
     def _word(self, syllables: int) -> str:
@@ -222,6 +247,11 @@ def _the(name: str) -> str:
     return f"the {name}"
 
 
+def _listing(names: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _country_passage(e: _Entity, rng: random.Random) -> str:
     f = e.facts
     return (f"{e.name} is a {f['geo']} country with about {f['millions']} million inhabitants. "
@@ -250,8 +280,11 @@ def _person_passage(e: _Entity, rng: random.Random) -> str:
     f = e.facts
     surname = e.name.split()[-1]
     article = "an" if f["profession"][0] in "aeiou" else "a"
-    return (f"{e.name} is {article} {f['profession']} who was born in {f['born_city'].name} in {f['birth_year']}. "
-            f"{surname} studied at {f['school'].name}. After {f['years_abroad']} years abroad, {e.name} settled "
+    roles = ([f"the founder of {_the(o.name)}" for o in f["founded_orgs"]]
+             + [f"the {_role(w)} of {w.name}" for w in f["made"]])
+    known_as = f", {_listing(roles)}," if roles else ""
+    return (f"{e.name}{known_as} is {article} {f['profession']} who was born in {f['born_city'].name} in "
+            f"{f['birth_year']}. {surname} studied at {f['school'].name}. After {f['years_abroad']} years abroad, {e.name} settled "
             f"in {f['settled_city'].name} and {f['career']}. Colleagues describe {surname} as {f['traits'][0]} "
             f"and {f['traits'][1]}. {e.name} {f['tail']}.")
 

@@ -8,9 +8,10 @@ import time
 
 from ragscale.engines.options import add_engine_args, engine_from_args, spec_from_args
 from ragscale.errors import UserError
-from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES
+from ragscale.explorer.library import ARITHMETIC_WIDTHS, GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, task_of
 from ragscale.explorer.state import DEFAULT, POLICIES
 from ragscale.commandline import csv_list, progress_bar
+from ragscale.config import prefer_passive_openmp
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 
@@ -28,44 +29,54 @@ def _shapes(text: str) -> list[tuple[int, int, int]]:
 
 
 def cmd_precompute(args) -> int:
-    # On a shared, busy CPU, OpenMP threads that spin at every barrier burn the time the other
-    # thread needs (measured: 917 s vs 264 s for one tree at load ~12). Must be set before torch
-    # loads; a user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ragscale.explorer.precompute import grid, library_size, pick_questions, precompute
+    # On a shared, busy CPU, spinning OpenMP threads cost a precompute 3.5x (917 s vs 264 s for
+    # one tree at load ~12).
+    prefer_passive_openmp()
+    from ragscale.explorer.precompute import grid, library_size, pick_questions, precompute, sweep_trees
     from ragscale.search.builder import load_questions
+    from ragscale.explorer.library import TreeLibrary
+    from ragscale.search.results import BUNDLED_SEARCH_SWEEP, load_sweep_records
 
     policies = csv_list(args.policies, "--policies")
     bad = [p for p in policies if p not in POLICIES]
     if bad:
         raise UserError(f"--policies takes a comma-separated subset of {', '.join(POLICIES)}; got {args.policies!r}")
-    widths = csv_list(args.widths, "--widths", int, minimum=1)
+    task = task_of(args.dataset)
+    default_widths = GRID_WIDTHS if task == "qa" else ARITHMETIC_WIDTHS
+    widths = csv_list(args.widths or ",".join(map(str, default_widths)), "--widths", int, minimum=1)
     if max(widths) > 64:
         raise UserError("--widths: the Explorer's width slider stops at 64")
-    shapes = _shapes(args.shapes)
+    if task != "qa" and args.shapes:
+        raise UserError(f"--shapes: {args.dataset} trees have no documents, demonstrations or iterations")
+    shapes = _shapes(args.shapes or ",".join(f"{k}:{m}:{n}" for k, m, n in GRID_SHAPES)) if task == "qa" else [(0, 0, 0)]
     if args.questions < 1:
         raise UserError(f"--questions must be >= 1; got {args.questions}")
     if args.minutes is not None and args.minutes <= 0:
         raise UserError("--minutes must be > 0")
-    dataset = load_questions("qa", args.dataset)  # bad input fails before a model loads
+    dataset = load_questions(task, args.dataset)  # bad input fails before a model loads
     if args.question and args.question not in {q.qid for q in dataset.questions}:
         raise UserError(f"no question {args.question!r} in {dataset.name}")
     questions = [q.qid for q in pick_questions(dataset, args.questions, args.question or "")]
     keys = list(grid(dataset.name, questions, policies, widths, shapes))
     retriever_settings_from_args(args)  # an unreachable --chroma-url fails before a model loads
-    engine = engine_from_args(args)
+    # Trees the search sweep already made are copied, not searched again (unless --force).
+    sweep = BUNDLED_SEARCH_SWEEP if args.from_sweep is None else args.from_sweep
+    from_sweep = {} if args.force or not sweep else sweep_trees(load_sweep_records(sweep), dataset.name)
+    stored = {} if args.force else TreeLibrary(args.out).index()
+    to_search = [key for key in keys if key not in stored and key not in from_sweep]
+    engine = engine_from_args(args) if to_search else None  # no model for a library that needs no search
 
     bar, progress = progress_bar("tree library")
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     try:
         summary = precompute(engine, dataset, keys, out=args.out, skip_existing=not args.force, progress=progress,
-                             deadline=deadline)
+                             deadline=deadline, from_sweep=from_sweep)
     finally:
         bar.close()
     out = {"dataset": dataset.name, "questions": questions, "policies": policies, "widths": widths,
            "shapes_kmn": [list(s) for s in shapes], "grid_trees": len(keys), **summary.to_dict(),
            "library": library_size(args.out), "load_1min": round(os.getloadavg()[0], 2),
-           "complete": summary.trees + summary.skipped == len(keys)}
+           "complete": summary.trees + summary.skipped + summary.reused == len(keys)}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0
 
@@ -74,16 +85,21 @@ def register(commands) -> None:
     parser = commands.add_parser(
         "explorer-precompute",
         help="fill the Explorer's tree library: every policy x width x (k, m, n) x question (resumable)")
-    parser.add_argument("--dataset", default=DEFAULT.dataset, help="QA dataset ('demo' or a file)")
+    parser.add_argument("--dataset", default="demo",
+                        help="'demo' or a QA file (IterDRAG trees), or 'arithmetic' (the search task)")
     parser.add_argument("--questions", type=int, default=3, help="how many questions (multi-hop first)")
     parser.add_argument("--question", help="the question to put first (default: the first multi-hop question)")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies")
-    parser.add_argument("--widths", default=",".join(map(str, GRID_WIDTHS)), help="comma-separated search widths")
-    parser.add_argument("--shapes", default=",".join(f"{k}:{m}:{n}" for k, m, n in GRID_SHAPES),
-                        help="comma-separated k:m:n (documents per step, demonstrations, IterDRAG iterations)")
+    parser.add_argument("--widths", help="comma-separated search widths (default: "
+                        f"{','.join(map(str, GRID_WIDTHS))}; arithmetic: {','.join(map(str, ARITHMETIC_WIDTHS))})")
+    parser.add_argument("--shapes", help="QA only: comma-separated k:m:n (documents per step, demonstrations, "
+                        f"IterDRAG iterations; default: {','.join(f'{k}:{m}:{n}' for k, m, n in GRID_SHAPES)})")
+    parser.add_argument("--from-sweep", help="a search-sweep store whose trees with the library's settings are "
+                        "copied, not searched (default: the bundled data/search_results.sqlite; '' for none)")
     parser.add_argument("--out", default=str(SHIPPED_TREES), help="the library folder")
     parser.add_argument("--minutes", type=float, help="stop after this long, between two trees (resume later)")
-    parser.add_argument("--force", action="store_true", help="search trees that already exist again")
+    parser.add_argument("--force", action="store_true",
+                        help="search every tree again (ignore the library's trees and the sweep's)")
     add_engine_args(parser)
     add_retrieval_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
@@ -135,25 +151,27 @@ def cmd_bench(args) -> int:
 
 
 def cmd_bench_live(args) -> int:
-    """A live run of the Explorer's default view, with the engine and index warmed first.
+    """A live run of the Explorer's opening view, with the engine and index warmed first.
 
-    OpenMP keeps its default wait policy here, as in the app's process: passive waiting (right
-    for long precomputes on a busy CPU) costs a live run ~40% on a quiet one (measured: decode
-    30 vs 48 tokens/s, prefill 430 vs 560 tokens/s, same machine, same hour)."""
+    OpenMP waits passively, as in the app's process (``prefer_passive_openmp``: a shared CPU is
+    the app's normal case); ``OMP_WAIT_POLICY=ACTIVE`` measures spinning threads instead."""
+    prefer_passive_openmp()
     from ragscale.explorer import live
     from ragscale.explorer import screen as S
-    from ragscale.explorer.library import TreeKey
+    from ragscale.explorer.library import task_of, tree_key
 
     spec = spec_from_args(args)
     retriever_settings_from_args(args)
-    screen = S.explorer(DEFAULT)  # the default view: its question and configuration
+    # The opening view (or its configuration in another world): its question and configuration.
+    screen = S.explorer(DEFAULT.with_(dataset=args.dataset or DEFAULT.dataset))
     state, question = screen.state, screen.question
-    key = TreeKey(state.dataset, question.qid, args.policy or state.policy, args.width or state.width,
-                  state.n, state.k, state.m)
+    key = tree_key(state.dataset, question.qid, args.policy or state.policy, args.width or state.width,
+                   state.n, state.k, state.m)
     started = time.perf_counter()
     engine = live.shared_engine(spec)
     dataset = S.load_dataset(state.dataset)
-    live.shared_retriever(dataset)
+    if task_of(state.dataset) == "qa":
+        live.shared_retriever(dataset)
     from ragscale.retrieval import embed_texts
 
     embed_texts(["warm up"])
@@ -196,7 +214,7 @@ def cmd_bench_live(args) -> int:
            "tokens_generated": best["tokens_generated"], "correct": best["correct"], "runs": len(runs),
            "all_seconds": [round(r["seconds"], 2) for r in runs], "warmup_s": round(warmup, 2),
            "key": key.to_dict(), "model": engine.info.model, "engine": engine.info.kind,
-           "target_s": 10, "load_1min": round(os.getloadavg()[0], 2)}
+           "target_s": 10, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_1min": round(os.getloadavg()[0], 2)}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0
 
@@ -208,8 +226,9 @@ def register_bench(benches) -> None:
     bench.set_defaults(func=cmd_bench)
 
     live = benches.add_parser("explorer-live",
-                              help="one live run of the Explorer's default view, engine and index warmed first")
+                              help="one live run of the Explorer's opening view, engine and index warmed first")
     live.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
+    live.add_argument("--dataset", help=f"another world than the opening view's ({DEFAULT.dataset}), e.g. demo")
     live.add_argument("--policy", choices=POLICIES, help="another policy than the default view's")
     live.add_argument("--width", type=int, help="another width than the default view's")
     add_engine_args(live)

@@ -4,6 +4,11 @@ A tree depends on (dataset, question, policy, width, n, k, m). ``ragscale explor
 fills the grid below (every policy x ``GRID_WIDTHS`` x ``GRID_SHAPES`` x a few questions) into
 ``data/explorer/``; "Run live" adds trees to the user cache directory. Between grid points, or
 where the grid is not filled yet, the nearest stored tree is shown with a note that says how near.
+
+Two worlds have trees: the demo QA world (IterDRAG steps with retrieval, so k, m and n shape the
+tree) and the arithmetic task (``ragscale.search.tasks.arithmetic``, one line per step, checked by
+rules), on which the shipped model gains from width. Arithmetic has no documents, demonstrations
+or iterations, so its keys carry k = m = n = 0 and only the policy and the width move its tree.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ SHIPPED_TREES = DATA_DIR / "explorer"
 GRID_WIDTHS = (1, 2, 4, 8, 16)
 GRID_SHAPES = ((2, 1, 2), (5, 1, 2), (1, 0, 1), (2, 1, 3))  # (k, m, n); the first is the default view
 KNOBS = ("width", "k", "m", "n")
+# Datasets that are not retrieval QA, and the search task that reads them.
+SEARCH_TASKS = {"arithmetic": "arithmetic"}
+ARITHMETIC_WIDTHS = (1, 2, 4, 8, 16, 32)  # the bundled search sweep's widths (data/search_results.md)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -59,6 +67,18 @@ class TreeKey:
         return TreeKey(**{**self.to_dict(), **changes})
 
 
+def task_of(dataset: str) -> str:
+    """The search task of a dataset's trees: ``qa`` (IterDRAG with retrieval) unless listed."""
+    return SEARCH_TASKS.get(dataset, "qa")
+
+
+def tree_key(dataset: str, question: str, policy: str, width: int, n: int, k: int, m: int) -> TreeKey:
+    """The key of the tree a view asks for: (k, m, n) only where the task has them."""
+    if task_of(dataset) != "qa":
+        return TreeKey(dataset, question, policy, width, 0, 0, 0)
+    return TreeKey(dataset, question, policy, width, n, k, m)
+
+
 def _log_gap(a: int, b: int) -> float:
     return abs(math.log2(1 + a) - math.log2(1 + b))
 
@@ -70,6 +90,8 @@ def key_distance(want: TreeKey, have: TreeKey) -> tuple:
 
 
 def on_grid(key: TreeKey) -> bool:
+    if task_of(key.dataset) != "qa":
+        return key.width in ARITHMETIC_WIDTHS
     return key.width in GRID_WIDTHS and (key.k, key.m, key.n) in GRID_SHAPES
 
 

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ragscale.engines import Engine, EngineSpec, SamplingParams, make_engine
-from ragscale.explorer.library import TreeKey
+from ragscale.explorer.library import TreeKey, task_of
 
-# The verifier the library's and live trees use: the generator as judge (runs on a laptop).
-VERIFIER = "judge"
+# The verifier each task's trees use: for QA the generator as judge (runs on a laptop); for
+# arithmetic the rule-based step checker (arithmetic right, numbers available; never the gold).
+VERIFIERS = {"qa": "judge", "arithmetic": "rules"}
+# Arithmetic trees are searched as the bundled search sweep was (Makefile SEARCH_SWEEP_ARGS), so a
+# tree of the sweep is the library's tree of the same key (``precompute`` checks the settings).
+ARITHMETIC_SETTINGS = {"sampling_temperature": 0.6}
 
 _lock = threading.Lock()
 _engines: dict[EngineSpec, Engine] = {}
@@ -113,9 +117,12 @@ def _warm(spec: EngineSpec, datasets: tuple[str, ...]) -> None:
 
 
 def search_config(key: TreeKey):
-    """The policy's recipe at the key's width; n iterations + the forced final answer as depth."""
+    """The policy's recipe at the key's width. QA: n iterations + the forced final answer as depth;
+    arithmetic: the task's depth and the bundled sweep's sampling temperature."""
     from ragscale.search.builder import search_config as build
 
+    if task_of(key.dataset) == "arithmetic":
+        return build(key.policy, "arithmetic", width=key.width, **ARITHMETIC_SETTINGS)
     return build(key.policy, "qa", width=key.width, max_depth=key.n + 1)
 
 
@@ -128,16 +135,20 @@ def run_tree(engine: Engine, dataset, question, key: TreeKey, progress=None, on_
     from ragscale.errors import UserError
     from ragscale.search.builder import build_search
 
-    if key.k < 1:
+    task = task_of(key.dataset)
+    if task == "qa" and key.k < 1:
         raise UserError("the tree search retrieves k >= 1 documents per step; raise k")
     config = search_config(key)
-    search = build_search(engine, dataset, "qa", k=key.k, demos=key.m, verifier=VERIFIER,
-                          retrieve=retrieve or shared_retriever(dataset), embed=embed)
+    if task == "qa":
+        retrieve = retrieve or shared_retriever(dataset)
+    search = build_search(engine, dataset, task, k=key.k, demos=key.m, verifier=VERIFIERS[task],
+                          retrieve=retrieve, embed=embed)
     result = search.run(question, config, progress=progress, on_step=on_step)
     record = result.to_dict(with_requests=False)
     record["key"] = key.to_dict()
     record["dataset"] = dataset.name
     record["engine"] = {"kind": engine.info.kind, "model": engine.info.model, "url": engine.info.url}
     record["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record["documents"] = {doc_id: {"title": d.title, "text": d.text} for doc_id, d in search.task.documents.items()}
+    documents = getattr(search.task, "documents", {})  # QA only: what the clicked nodes retrieved
+    record["documents"] = {doc_id: {"title": d.title, "text": d.text} for doc_id, d in documents.items()}
     return record

@@ -4,6 +4,11 @@
 shape and question first, its widths before other shapes), writes one JSON record per tree to
 ``data/explorer/`` as soon as it is searched, and skips trees already there, so it can be stopped
 at any time and resumed later (on a quiet machine) with the same command.
+
+A tree the bundled search sweep (``data/search_results.sqlite``) already holds is taken from it
+instead of searched again: same question, policy and width, and exactly the settings this
+library would search with (``sweep_trees`` compares them), so the arithmetic trees and the
+sweep's accuracy-per-width table are the same searches.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, TreeKey, TreeLibrary
-from ragscale.explorer.live import run_tree
+from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, TreeKey, TreeLibrary, tree_key
+from ragscale.explorer.live import VERIFIERS, run_tree, search_config
 from ragscale.explorer.state import POLICIES
 
 Progress = Callable[[int, int, str], None]
@@ -43,17 +48,40 @@ def grid(dataset: str, questions: Sequence[str], policies: Sequence[str] = POLIC
     return sorted(keys, key=rank)
 
 
+def sweep_trees(records, dataset: str) -> dict[TreeKey, dict]:
+    """Library records for every search of ``records`` (a search sweep's) that is exactly a tree
+    of this library: same dataset, the task's verifier, and the settings ``search_config`` gives
+    its key (anything else, e.g. another temperature or seed, is a different tree and is skipped)."""
+    from ragscale.explorer.library import task_of
+
+    task = task_of(dataset)
+    found: dict[TreeKey, dict] = {}
+    for r in records:
+        if r.get("dataset") != dataset or r.get("task") != task or r.get("verifier") != VERIFIERS.get(task):
+            continue
+        key = tree_key(dataset, r["qid"], r["policy"], int(r["width"]), 0, 0, 0)
+        wanted = search_config(key).to_dict()  # every setting a search reads (older stores list more)
+        if {name: (r.get("config") or {}).get(name) for name in wanted} != wanted or not r.get("tree"):
+            continue
+        record = {k: v for k, v in r.items() if k not in ("key", "engine", "model")}
+        record.update(key=key.to_dict(), engine={"kind": r.get("engine"), "model": r.get("model"), "url": None},
+                      documents={}, source="bundled search sweep (data/search_results.sqlite)")
+        found[key] = record
+    return found
+
+
 @dataclass
 class Summary:
     trees: int = 0  # searched now
     skipped: int = 0  # already in the library
+    reused: int = 0  # taken from the bundled search sweep
     seconds: float = 0.0  # searching, this run
     bytes_written: int = 0
     right: int = 0
 
     def to_dict(self) -> dict:
         per_minute = self.trees / (self.seconds / 60) if self.seconds else None
-        return {"trees_searched": self.trees, "trees_already_there": self.skipped,
+        return {"trees_searched": self.trees, "trees_already_there": self.skipped, "trees_from_sweep": self.reused,
                 "seconds": round(self.seconds, 1), "trees_per_minute": None if per_minute is None else round(per_minute, 2),
                 "mb_written": round(self.bytes_written / 1e6, 3), "answered_right": self.right}
 
@@ -79,9 +107,11 @@ def library_size(folder: str | Path) -> dict:
 
 def precompute(engine, dataset, keys: Sequence[TreeKey], out: str | Path = SHIPPED_TREES, skip_existing: bool = True,
                progress: Progress | None = None, retrieve=None, embed=None, deadline: float | None = None,
-               on_tree: Callable[[TreeKey, dict], None] | None = None) -> Summary:
-    """Search every key not yet in ``out`` (or all with ``skip_existing=False``); stop cleanly at
-    ``deadline`` (a ``time.time()``), between two trees."""
+               on_tree: Callable[[TreeKey, dict], None] | None = None,
+               from_sweep: dict[TreeKey, dict] | None = None) -> Summary:
+    """Search every key not yet in ``out`` (or all with ``skip_existing=False``), taking the trees
+    ``from_sweep`` holds instead of searching them; stop cleanly at ``deadline`` (a ``time.time()``),
+    between two trees. ``engine`` may be None when every key is stored or in ``from_sweep``."""
     library = TreeLibrary(out)
     stored = library.index()
     questions = {q.qid: q for q in dataset.questions}
@@ -90,6 +120,12 @@ def precompute(engine, dataset, keys: Sequence[TreeKey], out: str | Path = SHIPP
     for i, key in enumerate(keys):
         if skip_existing and key in stored:
             summary.skipped += 1
+            continue
+        if from_sweep and key in from_sweep:
+            path = library.save(from_sweep[key], out)
+            summary.reused += 1
+            summary.bytes_written += path.stat().st_size
+            summary.right += bool(from_sweep[key]["correct"])
             continue
         if deadline is not None and time.time() >= deadline:
             break

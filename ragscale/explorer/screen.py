@@ -9,6 +9,8 @@ library (``library``). This module only decides *which* of their results belong 
   paper's Gemini curve beside them as a labelled reference on its own axis (different models);
 - the tree: the library's tree for (dataset, question, policy, width, n, k, m), or the nearest
   one with a note that says how near, and the REBASE tree of the same key for the KV comparison;
+- for the arithmetic task (no retrieval: only policy and width shape its tree) the accuracy panel
+  is the bundled search sweep's accuracy against retained KV per width, not a budget curve;
 - the question: the link's, else one the shipped model answers right in the library;
 - the row of figures (effective tokens, retained KV, cache hits, predicted/observed, cost).
 
@@ -41,8 +43,10 @@ from ragscale.allocation import (
     token_usage,
 )
 from ragscale.config import DATA_DIR, SHARED_DATASETS_DIR
+from ragscale.search.results import BUNDLED_SEARCH_SWEEP
 from ragscale.errors import UserError
-from ragscale.explorer.library import SHIPPED_TREES, TreeKey, TreeLibrary, live_trees_dir, load_record, nearness
+from ragscale.explorer.library import (SEARCH_TASKS, SHIPPED_TREES, TreeKey, TreeLibrary, live_trees_dir,
+                                       load_record, nearness, task_of, tree_key)
 from ragscale.explorer.state import ExplorerState, shown
 from ragscale.formatting import fmt_tokens
 from ragscale.search.config import POLICY_LABELS
@@ -57,8 +61,9 @@ PAPER_LABEL = "paper's model (Gemini 1.5 Flash, Yue et al. 2025)"
 # ---- cached inputs ---------------------------------------------------------------------------
 
 def dataset_choices() -> list[str]:
-    """The demo set, then every JSON/JSONL sample beside the project (../shared/datasets)."""
-    names = ["demo"]
+    """The search task's problems and the demo QA set, then every JSON/JSONL sample beside the
+    project (../shared/datasets)."""
+    names = [*SEARCH_TASKS, "demo"]
     if SHARED_DATASETS_DIR.is_dir():
         names += sorted(p.stem for p in SHARED_DATASETS_DIR.iterdir() if p.suffix in (".json", ".jsonl"))
     return names
@@ -66,9 +71,18 @@ def dataset_choices() -> list[str]:
 
 @lru_cache(maxsize=8)
 def load_dataset(name: str):
-    from ragscale.datasets.loaders import load_dataset as load
+    from ragscale.search.builder import load_questions
 
-    return load(name)
+    return load_questions(task_of(name), name)
+
+
+@lru_cache(maxsize=4)
+def search_sweep_table(results: tuple[str, float], dataset: str) -> pd.DataFrame:
+    """Accuracy and mean retained KV per (policy, width) of a search sweep's runs on ``dataset``."""
+    from ragscale.search.results import load_sweep_records, tradeoff_table
+
+    records = load_sweep_records(results[0]) if results[1] else []
+    return tradeoff_table(r for r in records if r.get("dataset") == dataset)
 
 
 @lru_cache(maxsize=4)
@@ -202,13 +216,27 @@ def default_question(questions, outcomes: dict[TreeKey, bool | None], dataset: s
     if not questions:
         raise UserError("the dataset has no questions")
     right = [k for k, ok in outcomes.items() if ok and k.dataset == dataset]
-    shape = (state.width, state.n, state.k, state.m)
+    view = tree_key(dataset, "", state.policy, state.width, state.n, state.k, state.m)
+    shape = (view.width, view.n, view.k, view.m)
     for keys in ([k for k in right if (k.width, k.n, k.k, k.m) == shape], right):
         ids = {k.question for k in keys}
         for q in questions:
             if q.qid in ids:
                 return q
     return next((q for q in questions if (q.hops or 0) >= 2), questions[0])
+
+
+def stale_reason(record: dict | None, question, dataset) -> str:
+    """Why a stored tree does not belong to today's dataset ("" when nothing says so): its
+    question text, or a document it retrieved, differs from the dataset's."""
+    if record is None:
+        return ""
+    if record.get("question") not in (None, question.question):
+        return "its question text differs"
+    current = {d.doc_id: (d.title, d.text) for d in dataset.corpus}  # ~1 ms for the demo's 1,110
+    changed = [doc_id for doc_id, doc in (record.get("documents") or {}).items()
+               if current.get(doc_id) != (doc.get("title"), doc.get("text"))]
+    return f"{len(changed)} of the documents it retrieved differ or are gone" if changed else ""
 
 
 def library_accuracy(outcomes: dict[TreeKey, bool | None], key: TreeKey) -> tuple[int, int]:
@@ -326,6 +354,12 @@ class Metric:
     value: str
     delta: str | None
     help: str
+    higher_is_better: bool = False  # colours the badge: green when it moves the good way
+
+    @property
+    def unchanged(self) -> bool:
+        """A badge that says "no change" (drawn grey, without an arrow)."""
+        return bool(self.delta) and self.delta.lstrip("+-").startswith("0")
 
 
 @dataclass(frozen=True)
@@ -342,19 +376,28 @@ class Screen:
     curves: Curves
     tree: TreeView
     figures: Figures = field(repr=False)
+    task: str = "qa"  # "qa": IterDRAG trees and the budget panel; else a search task (only policy and width)
+    search_sweep: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # tradeoff_table of its sweep
+
+    def sweep_point(self) -> pd.Series | None:
+        """The search sweep's row for the policy and width on screen (None when it was not run)."""
+        t, s = self.search_sweep, self.state
+        if t.empty:
+            return None
+        hit = t[(t["policy"] == s.policy) & (t["width"] == s.width)]
+        return hit.iloc[0] if len(hit) else None
 
     def headline(self) -> list[Metric]:
         """The row of figures under the chart and the tree."""
+        if self.task != "qa":
+            return self._search_headline()
         f, a, (right, total) = self.figures, self.allocation, self.tree.accuracy
         hit = f.cache_hit_rate if f.cache_hit_rate is not None else f.cache_hit_upper_bound
         month = f.cost_per_month_usd
         return [
             Metric("Context tokens", fmt_tokens(f.effective_tokens), None,
                    "effective context length l(θ) of Yue et al. 2025: input tokens over every call for one question"),
-            Metric("KV kept (↓ better)", "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}",
-                   None if f.kv_vs_rebase is None else f"{f.kv_vs_rebase - 1:+.0%} vs REBASE",
-                   "mean unique tokens on the kept paths after each step of the tree on screen; the badge compares "
-                   "REBASE's tree of the same question and width (Hooper et al. 2025: ETS keeps 1.8x less)"),
+            self._kv_metric(),
             Metric("Cache hits" if f.cache_hit_rate is not None else "Cacheable", f"{hit:.0%}", None,
                    "prompt tokens the prefix cache served on this tree; the allocation model's bound is "
                    f"{f.cache_hit_upper_bound:.0%}"),
@@ -366,6 +409,39 @@ class Screen:
             Metric("$ / month", f"{month:,.0f}" if month >= 100 else f"{month:,.2f}", None,
                    f"USD at {self.state.qpd:,} queries a day, 30 days (${f.cost_per_query_usd * 1000:,.3g} per 1,000 "
                    "queries; illustrative Gemini 1.5 Flash prices, cached input discounted)"),
+        ]
+
+    def _kv_metric(self) -> Metric:
+        f = self.figures
+        return Metric("KV kept (↓ better)", "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}",
+                      None if f.kv_vs_rebase is None else f"{f.kv_vs_rebase - 1:+.0%} vs REBASE",
+                      "mean unique tokens on the kept paths after each step of the tree on screen; the badge compares "
+                      "REBASE's tree of the same question and width (Hooper et al. 2025: ETS keeps 1.8x less)")
+
+    def _search_headline(self) -> list[Metric]:
+        """A search task's figures: what width buys (the sweep) and what this tree cost."""
+        f, record, point, (right, total) = self.figures, self.tree.record or {}, self.sweep_point(), self.tree.accuracy
+        policy = POLICY_LABELS.get(self.state.policy, self.state.policy)
+        one = self.search_sweep[self.search_sweep["width"] == 1] if not self.search_sweep.empty else None
+        base = None if one is None or one.empty else float(one["accuracy"].mean())
+        hit = f.cache_hit_rate
+        return [
+            Metric("Accuracy", "—" if point is None else f"{point['accuracy']:.0%}",
+                   None if point is None or base is None else f"{100 * (point['accuracy'] - base):+.0f} pts vs width 1",
+                   f"share of the bundled sweep's {0 if point is None else int(point['questions'])} problems "
+                   f"{policy} answers right at width {self.state.width}"
+                   + (f"; the library's trees of this configuration: {right} of {total}. The badge compares the "
+                      "mean over policies at width 1" if total else ""), higher_is_better=True),
+            self._kv_metric(),
+            Metric("Cache hits", "—" if hit is None else f"{hit:.0%}", None,
+                   "prompt tokens the engine's prefix cache served on this tree's requests: branches share the problem's "
+                   "prompt (and a sweep's earlier searches of the same problem leave it cached)"),
+            Metric("Nodes", f"{record.get('nodes', 0):,}" if record else "—", None,
+                   "steps the tree holds: every sample the policy kept or pruned"),
+            Metric("Tokens generated", f"{record.get('tokens_generated', 0):,}" if record else "—", None,
+                   "decoded tokens over every branch of this tree"),
+            Metric("Engine requests", f"{record.get('generation_requests', 0):,}" if record else "—", None,
+                   "generation requests of this tree (the rule-based verifier checks steps without the model)"),
         ]
 
     def export(self, link: str | None = None) -> dict:
@@ -410,10 +486,11 @@ def _curves(state, allocation_model, percent, fitted, table, model_name) -> Curv
 
 
 def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: Path | None = None,
-             engine_model: str | None = None) -> Screen:
+             engine_model: str | None = None, search_results: Path | None = None) -> Screen:
     """Everything the Explorer shows for ``state`` (never loads a model)."""
     library = library if library is not None else default_library()
     results = _stamp(Path(results) if results is not None else DEMO_RESULTS)
+    search_results = _stamp(Path(search_results) if search_results is not None else BUNDLED_SEARCH_SWEEP)
     warnings: list[str] = []
     infos: list[str] = []
 
@@ -437,12 +514,15 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
         question = default_question(dataset.questions, outcomes, dataset.name, state)
     state = state.with_(question=question.qid)
 
+    task = task_of(state.dataset)
     model, percent, notice, fitted = _profile(state, results, engine_model)
-    if notice:
-        infos.append(notice)
     allocation, notices = _allocation(model, state)
-    warnings += notices
-    if not state.pinned:
+    if task == "qa":  # a search task has no budget to allocate: its panel is the search sweep
+        infos += [notice] if notice else []
+        warnings += notices
+    if task != "qa":
+        suggestion = ""
+    elif not state.pinned:
         state = state.with_(k=allocation.k, m=allocation.m, n=allocation.n)
         suggestion = (f"Optimised for {fmt_tokens(state.budget)}: **{allocation.strategy}** k={allocation.k} "
                       f"m={allocation.m} n={allocation.n} ({allocation.effective_tokens:,} tokens). "
@@ -454,7 +534,7 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
             f"{fmt_tokens(state.budget)} ({best.effective_tokens:,} tokens). Unpin to use it.")
 
     # The tree: exact, or nearest with a note; the node a link points at must be in it.
-    want = TreeKey(state.dataset, question.qid, state.policy, state.width, state.n, state.k, state.m)
+    want = tree_key(state.dataset, question.qid, state.policy, state.width, state.n, state.k, state.m)
     shown_key, exact = library.nearest(want)
     record, path = record_at(library, shown_key)
     rebase = None
@@ -468,8 +548,9 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
         else:
             warnings.append(f"Node {state.node} is not in the tree on screen; no node is selected.")
             state = state.with_(node="")
-    if record is not None and record.get("question") not in (None, question.question):
-        warnings.append("This tree was made on an earlier version of the dataset (its question text differs); "
+    stale = stale_reason(record, question, dataset)
+    if stale:
+        warnings.append(f"This tree was made on an earlier version of the dataset ({stale}); "
                         "re-run `ragscale explorer-precompute` or “Run live”.")
     accuracy = library_accuracy(outcomes, shown_key) if shown_key else (0, 0)
     tree = TreeView(want, shown_key, exact, nearness(want, shown_key, exact), record, path, rebase, focus, accuracy)
@@ -478,9 +559,12 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
     curves = _curves(state, model, percent, fitted, table, engine_model)
     figs = figures(state, allocation, record, rebase, table, percent)
     questions = {q.qid: q.question for q in dataset.questions}
+    sweep = search_sweep_table(search_results, state.dataset) if task != "qa" else pd.DataFrame()
     return Screen(state, warnings, infos, datasets, questions, question, allocation, percent, suggestion,
-                  curves, tree, figs)
+                  curves, tree, figs, task, sweep)
 
 
 def tree_title(key: TreeKey) -> str:
+    if task_of(key.dataset) != "qa":
+        return f"{POLICY_LABELS[key.policy]} · width {key.width}"
     return f"{POLICY_LABELS[key.policy]} · width {key.width} · n={key.n} k={key.k} m={key.m}"

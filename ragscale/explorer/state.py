@@ -28,8 +28,10 @@ QPD_RANGE = (1, 100_000_000)
 
 @dataclass(frozen=True)
 class ExplorerState:
-    dataset: str = "demo"
-    question: str = ""  # question id; "" = the dataset's first question
+    # The view opens on the task where the shipped model gains from search width (its library has
+    # right answers to show); the demo QA world, where budget, k, m and n move the tree, is one click away.
+    dataset: str = "arithmetic"
+    question: str = ""  # question id; "" = one the library answers right, else the first multi-hop one
     budget: int = 16_000  # L_max, input tokens per question
     # The default opens on a small IterDRAG configuration that the shipped trees cover; unpin to
     # let the allocation model choose (k, m, n) for the budget.

@@ -18,11 +18,12 @@ import html
 import textwrap
 from typing import Any, Iterable, Mapping, Sequence
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from ragscale.plots.style import sized
 from ragscale.search.config import POLICY_LABELS
-from ragscale.search.results import PAPER_REFERENCE, tradeoff_table
+from ragscale.search.results import PAPER_REFERENCE, as_tradeoff_table
 from ragscale.search.tree import Tree
 
 KEPT_EDGE = "#2563eb"
@@ -252,25 +253,37 @@ def kv_curve_figure(series: Mapping[str, Sequence[float]] | Sequence[float], tit
     return sized(fig, large)
 
 
-def tradeoff_figure(records: Iterable[Mapping[str, Any]], title: str | None = None, large: bool = False,
-                    reference: bool = True) -> go.Figure:
+# Legend names that fit five to a line in a narrow column.
+SHORT_POLICY_LABELS = {**POLICY_LABELS, "beam": "Beam", "bon": "BoN"}
+
+
+def tradeoff_figure(records: Iterable[Mapping[str, Any]] | pd.DataFrame, title: str | None = None,
+                    large: bool = False, reference: bool = True, current: tuple[str, int] | None = None,
+                    height: int = 400, compact: bool = False) -> go.Figure:
     """Accuracy against mean retained KV per policy, one point per width (the paper's trade-off),
-    with the paper's reference point written under the legend."""
-    table = tradeoff_table(records)
+    with the paper's reference point written under the legend; ``current`` = (policy, width)
+    is ringed (the configuration on screen). ``compact`` (a narrow column): short legend names,
+    widths on hover only (labels on every point collide there)."""
+    table = as_tradeoff_table(records)
     fig = go.Figure()
     for policy, part in table.groupby("policy", sort=True):
         part = part.sort_values("width")
         fig.add_trace(go.Scatter(
-            x=part["kv_mean"], y=part["accuracy"], mode="lines+markers+text",
-            name=POLICY_LABELS.get(str(policy), str(policy)),
+            x=part["kv_mean"], y=part["accuracy"], mode="lines+markers" if compact else "lines+markers+text",
+            name=(SHORT_POLICY_LABELS if compact else POLICY_LABELS).get(str(policy), str(policy)),
             text=[f"w={w}" for w in part["width"]], textposition="top center",
             customdata=part[["width", "questions"]].to_numpy(),
             hovertemplate=f"<b>{policy}</b><br>width %{{customdata[0]}} · %{{customdata[1]}} questions"
                           "<br>mean retained KV %{x:,.0f} tokens<br>accuracy %{y:.2f}<extra></extra>",
         ))
+    here = table[(table["policy"] == current[0]) & (table["width"] == current[1])] if current else table.iloc[0:0]
+    if len(here):
+        fig.add_trace(go.Scatter(x=here["kv_mean"], y=here["accuracy"], mode="markers", name="on screen",
+                                 marker=dict(size=18, symbol="circle-open", line=dict(width=3), color="#111827"),
+                                 hoverinfo="skip", showlegend=False))
     fig.update_layout(title=title, xaxis=dict(title="mean retained KV (tokens, log; lower is cheaper)", type="log"),
                       yaxis=dict(title="accuracy", rangemode="tozero"),
-                      margin=dict(l=10, r=10, t=40 if title is None else 70, b=40), height=400)
+                      margin=dict(l=10, r=10, t=40 if title is None else 70, b=40), height=height)
     if reference:
         fig.add_annotation(text=f"Reference — {PAPER_REFERENCE}", showarrow=False, xref="paper", yref="paper",
                            x=0, y=-0.22, xanchor="left", font=dict(color="#64748b"))

@@ -194,7 +194,30 @@ def register(commands) -> None:
     report.set_defaults(func=cmd_report)
 
 
+def bench_demo_reach(args) -> int:
+    from ragscale.datasets import load_dataset
+    from ragscale.rag.reach import retrieval_reach
+    from ragscale.retrieval import build_retriever
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be >= 1")
+    dataset = load_dataset(args.dataset)
+    questions = dataset.questions[: args.limit] if args.limit else dataset.questions
+    started = time.perf_counter()
+    reach = retrieval_reach(questions, build_retriever(dataset))
+    summary = {"bench": "demo-reach", "dataset": dataset.name, "questions": len(questions),
+               "passages": len(dataset.corpus), "by_hops": reach, "seconds": round(time.perf_counter() - started, 1)}
+    print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
+    return 0
+
+
 def register_bench(benches) -> None:
+    reach = benches.add_parser("demo-reach", help="where a question's supporting passages rank when the question "
+                                                  "is the query, per hop count (what more documents can reach)")
+    reach.add_argument("--dataset", default="demo", help="dataset name or file (default: demo)")
+    reach.add_argument("--limit", type=int, default=None, help="first N test questions (default: all)")
+    reach.add_argument("--json", action="store_true", help="print one JSON line")
+    reach.set_defaults(func=bench_demo_reach)
     bench = benches.add_parser("sweep", help="DRAG sweep with the prefix cache on and off")
     bench.add_argument("--dataset", help=f"default: the shared {HOTPOT_SAMPLE}")
     bench.add_argument("--k", default="2")

@@ -67,29 +67,37 @@ class DemoPool:
     chains: dict[str, Chain] = field(default_factory=dict)
     chain_note: str = ""  # how the IterDRAG chains were obtained, for reports
 
-    def _ordered(self, m: int, iterative: bool) -> list[Question]:
+    def _ordered(self, m: int, iterative: bool, hops: int | None = None) -> list[Question]:
+        """The m demonstrations; with ``hops`` (the test question's hop count), hop-aware: pool
+        questions with as many hops come first, then the nearest counts, each group in pool order.
+
+        Why: a small model copies the shape of its demonstration. A 1-hop demonstration before a
+        2-hop question teaches it to answer from the first document it sees; a 3-hop chain
+        before a 3-hop question shows the three follow-ups it has to ask."""
         if m > len(self.questions):
             from ragscale.errors import UserError
 
             raise UserError(f"m = {m} needs {m} demonstrations but the pool holds {len(self.questions)}")
+        distance = lambda q: abs(q.hops - hops) if hops is not None and q.hops is not None else 0
         if not iterative:
-            return self.questions[:m]
-        # Generated (correct) chains first: they are the paper's demonstrations.
+            return sorted(self.questions, key=distance)[:m]  # stable: pool order within a distance
+        # Then generated (correct) chains first: they are the paper's demonstrations.
         rank = {"generated": 0, "gold-decomposition": 1, "one-step": 2}
-        ordered = sorted(self.questions, key=lambda q: rank.get(self._chain(q).source, 3))
+        ordered = sorted(self.questions, key=lambda q: (distance(q), rank.get(self._chain(q).source, 3)))
         return ordered[:m]
 
     def _chain(self, question: Question) -> Chain:
         return self.chains.get(question.qid) or fallback_chain(question)
 
-    def sources(self, m: int, iterative: bool) -> list[str]:
+    def sources(self, m: int, iterative: bool, hops: int | None = None) -> list[str]:
+        chosen = self._ordered(m, iterative, hops)
         if not iterative:
-            return ["gold-answer"] * m
-        return [self._chain(q).source for q in self._ordered(m, True)]
+            return [f"gold-answer ({q.hops}-hop)" if q.hops else "gold-answer" for q in chosen]
+        return [self._chain(q).source for q in chosen]
 
     def examples(self, k: int, m: int, iterative: bool,
-                 retrieve: Callable[[Sequence[str], int], list[list[Document]]]) -> list[Example]:
-        chosen = self._ordered(m, iterative)
+                 retrieve: Callable[[Sequence[str], int], list[list[Document]]], hops: int | None = None) -> list[Example]:
+        chosen = self._ordered(m, iterative, hops)
         docs = retrieve([q.question for q in chosen], k)
         if not iterative:
             return [Example(q.question, d, q.answers[0]) for q, d in zip(chosen, docs)]
@@ -115,7 +123,10 @@ def fallback_chain(question: Question) -> Chain:
 
 
 def _chain_cache_path(dataset: Dataset, pool: Sequence[Question], model: str, k: int, n: int) -> Path:
-    ident = json.dumps([CHAIN_CACHE_VERSION, dataset.name, dataset.source, len(dataset.corpus),
+    # The corpus by content, not size: chains made on an older version of a corpus with as many
+    # passages (the demo world gained back-links without gaining passages) must not be reused.
+    corpus = hashlib.sha256(json.dumps([[d.doc_id, d.text] for d in dataset.corpus]).encode()).hexdigest()
+    ident = json.dumps([CHAIN_CACHE_VERSION, dataset.name, dataset.source, corpus,
                         [q.qid for q in pool], model, k, n])
     digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
     return cache_dir() / "iterdrag_chains" / f"{dataset.name}-{digest}.json"

@@ -88,9 +88,10 @@ class Retriever(Protocol):
 
 
 class Demonstrations(Protocol):
-    def examples(self, k: int, m: int, iterative: bool, retrieve: Callable[[Sequence[str], int], list[list[Document]]]) -> list[prompts.Example]: ...
+    def examples(self, k: int, m: int, iterative: bool, retrieve: Callable[[Sequence[str], int], list[list[Document]]],
+                 hops: int | None = None) -> list[prompts.Example]: ...
 
-    def sources(self, m: int, iterative: bool) -> list[str]: ...
+    def sources(self, m: int, iterative: bool, hops: int | None = None) -> list[str]: ...
 
 
 @dataclass
@@ -194,25 +195,31 @@ class StrategyRunner:
     # ---- strategies ------------------------------------------------------------------------
     def run(self, config: RunConfig, questions: Sequence[Question]) -> list[dict]:
         started = time.perf_counter()
-        demos = self._demos(config)
         works = []
         for q, docs in zip(questions, self.retrieve([q.question for q in questions], config.k)):
             works.append(_Work(q, list(docs), [q.question] * len(docs), [], [], started=started))
-        if config.iterative:
-            self._run_iterdrag(config, works, demos)
-        else:
-            self._run_one_call(works, demos)
+        # Hop-aware demonstrations: questions with as many hops share one set (and one cached
+        # prefix); with m = 0 or a dataset without hop counts this is a single group.
+        groups: dict = {}
+        for work in works:
+            groups.setdefault(work.question.hops if config.m else None, []).append(work)
+        for hops, group in groups.items():
+            demos = self._demos(config, hops)
+            if config.iterative:
+                self._run_iterdrag(config, group, demos)
+            else:
+                self._run_one_call(group, demos)
         seconds = (time.perf_counter() - started) / max(len(works), 1)
         return [self._row(config, work, seconds) for work in works]
 
-    def _demos(self, config: RunConfig) -> list[prompts.Example]:
+    def _demos(self, config: RunConfig, hops: int | None = None) -> list[prompts.Example]:
         if config.m == 0:
             return []
         if self.demonstrations is None:
             from ragscale.errors import UserError
 
             raise UserError("m > 0 needs a demonstration pool")
-        return self.demonstrations.examples(config.k, config.m, config.iterative, self.retrieve)
+        return self.demonstrations.examples(config.k, config.m, config.iterative, self.retrieve, hops)
 
     def _run_one_call(self, works: list[_Work], demos: list[prompts.Example]) -> None:
         tok = self.engine.tokenizer
@@ -297,7 +304,8 @@ class StrategyRunner:
             "calls": len(calls), "iterations": len(work.steps),
             "steps": [list(s) for s in work.steps],
             "documents": [{"doc_id": d.doc_id, "title": d.title, "query": qq} for d, qq in zip(work.documents, work.queries)],
-            "demo_sources": self.demonstrations.sources(config.m, config.iterative) if (self.demonstrations and config.m) else [],
+            "demo_sources": (self.demonstrations.sources(config.m, config.iterative, q.hops)
+                             if (self.demonstrations and config.m) else []),
             "seconds": round(seconds, 4),
             "calls_z": pack_calls(calls),
         }

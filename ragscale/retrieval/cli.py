@@ -47,7 +47,7 @@ def _settings(args):
 
 
 def index_command(args) -> int:
-    from ragscale.retrieval.embeddings import prefer_passive_openmp
+    from ragscale.config import prefer_passive_openmp
 
     prefer_passive_openmp()  # before torch loads
     settings = _settings(args)

@@ -80,14 +80,6 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 # ---- bulk embedding for indexing: one code path for CPU and GPU -------------------------------
 
-# OpenMP threads that spin at every barrier burn the time the other thread needs on a shared,
-# busy CPU (measured in one run at load ~3 on 2 cores: 68.9 vs 50.3 passages/s). Read once,
-# when torch loads, so indexing commands set it before any import of torch; a user's value wins.
-PASSIVE_OPENMP = ("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def prefer_passive_openmp() -> None:
-    os.environ.setdefault(*PASSIVE_OPENMP)
 
 DEVICES = ("auto", "cpu", "cuda")
 

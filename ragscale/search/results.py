@@ -41,6 +41,13 @@ def tradeoff_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return grouped.sort_values(["policy", "width"]).reset_index(drop=True)
 
 
+def as_tradeoff_table(records_or_table) -> pd.DataFrame:
+    """``tradeoff_table`` of search records, or the table itself when it is one already."""
+    if isinstance(records_or_table, pd.DataFrame):
+        return records_or_table
+    return tradeoff_table(records_or_table)
+
+
 def kv_at_accuracy(table: pd.DataFrame, policy: str, accuracy: float) -> tuple[float, int] | None:
     """(mean retained KV, width) of the cheapest width at which ``policy`` reaches ``accuracy``."""
     part = table[(table["policy"] == policy) & (table["accuracy"] >= accuracy - 1e-9)]

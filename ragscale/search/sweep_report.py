@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from ragscale.errors import UserError
-from ragscale.search.results import PAPER_KV_RATIO, matched_accuracy_kv_ratio, tradeoff_table
+from ragscale.search.results import PAPER_KV_RATIO, as_tradeoff_table, matched_accuracy_kv_ratio, tradeoff_table
 
 POLICY_ORDER = ("bon", "beam", "dvts", "rebase", "ets")
 
@@ -97,10 +97,11 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
     return "\n".join(lines) + "\n"
 
 
-def sweep_note(records: Iterable[Mapping[str, Any]]) -> str:
+def sweep_note(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> str:
     """One paragraph for a page caption: accuracy from the narrowest to the widest width per
-    policy and the REBASE/ETS KV ratio at matched accuracy, all computed from ``records``."""
-    table = tradeoff_table(records)
+    policy and the REBASE/ETS KV ratio at matched accuracy, all computed from ``records`` (or
+    their ``tradeoff_table``)."""
+    table = as_tradeoff_table(records)
     if table.empty:
         return "No search records."
     questions = int(table["questions"].max())
