@@ -92,12 +92,15 @@ def test_an_unsupported_architecture_is_refused(tmp_path, capsys):
 @pytest.mark.model
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_lean_forward_matches_transformers(tiny_dir, dtype):
+    from transformers import AutoModelForCausalLM
+
     from ragscale.engines import model_files
 
-    loaded = model_files.load(str(tiny_dir), dtype)
+    loaded = model_files.load(str(tiny_dir), dtype)  # weights read straight from the safetensors
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=getattr(torch, dtype)).eval()
     ids = list(range(5, 5 + 2 * PAGE + 7))
     with torch.inference_mode():
-        reference = loaded.model(input_ids=torch.tensor([ids])).logits[0].float()
+        reference = model(input_ids=torch.tensor([ids])).logits[0].float()
         kv = loaded.decoder.new_kv(1, len(ids))
         hidden = loaded.decoder.prefill(kv, 0, ids, 0)
         ours = loaded.decoder.logits(hidden)
@@ -176,3 +179,36 @@ def test_a_dense_linear_gives_f_linear_bits(dtype):
     for rows in (1, 3, PAGE):
         x = torch.randn(rows, 64).to(dtype)
         assert torch.equal(layer(x), torch.nn.functional.linear(x, weight, bias))
+
+
+@pytest.mark.parametrize("rope", [
+    None,
+    {"rope_type": "linear", "factor": 2.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 256},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256},
+    {"rope_type": "dynamic", "factor": 2.0},
+])
+def test_rope_tables_have_the_bits_of_transformers_rotary_embedding(rope):
+    """The lean pass computes cos/sin without importing modeling_llama; they must be its bits."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from ragscale.engines.forward import rope_tables
+
+    extra = {"rope_parameters": {"rope_theta": 50000.0, **rope}} if rope else {}
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=1024, **extra)
+    cos, sin = rope_tables(config, 16)
+    want_cos, want_sin = LlamaRotaryEmbedding(config=config)(torch.zeros(1), torch.arange(1024)[None])
+    assert torch.equal(cos, want_cos[0]) and torch.equal(sin, want_sin[0])
+
+
+def test_int8_head_quantised_in_chunks_has_the_one_shot_bits():
+    """Int8Linear quantises row chunks (a lower peak at load); each row's bits are unchanged."""
+    torch.manual_seed(3)
+    weight = (torch.randn(300, 64) * torch.rand(300, 1)).to(torch.bfloat16)
+    w = weight.float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    chunked = Int8Linear(weight, torch.bfloat16, rows_per_chunk=7)
+    assert torch.equal(chunked.q, q) and torch.equal(chunked.scale, scale.to(torch.bfloat16))

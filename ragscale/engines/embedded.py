@@ -100,7 +100,7 @@ class EmbeddedEngine(Engine):
         self._stats = CacheStats(cache_capacity_tokens=cache_tokens if prefix_cache else 0)
         self.last_call_seconds = (0.0, 0.0)  # (prompt phase, decode phase) of the latest generate
         self._lock = threading.RLock()  # one request at a time (the server and app tabs share us)
-        self._stop_ids = _stop_ids(self._tokenizer, loaded.model)
+        self._stop_ids = _stop_ids(self._tokenizer, loaded.eos_token_ids)
 
     # -- Engine interface ------------------------------------------------------------------
     @property
@@ -320,11 +320,9 @@ class EmbeddedEngine(Engine):
         row.text = text
 
 
-def _stop_ids(tokenizer, model) -> set[int]:
+def _stop_ids(tokenizer, eos_token_ids) -> set[int]:
     """End-of-sequence ids: the tokenizer's, the generation config's, and ChatML's <|im_end|>."""
-    ids = {tokenizer.eos_token_id}
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    ids = {tokenizer.eos_token_id, *eos_token_ids}
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     if im_end != tokenizer.unk_token_id:
         ids.add(im_end)

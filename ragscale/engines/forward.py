@@ -76,11 +76,17 @@ class Int4Linear:
 class Int8Linear:
     """Weight-only int8 with one scale per output row (torch's ``_weight_int8pack_mm``)."""
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype):
-        w = weight.float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
-        self.q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-        self.scale = scale.to(dtype)
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, rows_per_chunk: int = 4096):
+        # Row by row in chunks (each row's scale and values depend on that row alone): an LM
+        # head in float32 at once held ~4 copies of it, a 300 MB peak at load for SmolLM2.
+        self.q = torch.empty(weight.shape, dtype=torch.int8)
+        scales = []
+        for start in range(0, weight.shape[0], rows_per_chunk):
+            w = weight[start:start + rows_per_chunk].float()
+            scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+            self.q[start:start + rows_per_chunk] = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            scales.append(scale)
+        self.scale = torch.cat(scales).to(dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
@@ -89,9 +95,9 @@ class Int8Linear:
 @dataclass
 class Layer:
     attn_norm: torch.Tensor
+    mlp_norm: torch.Tensor
     qkv: DenseLinear
     o: DenseLinear
-    mlp_norm: torch.Tensor
     gate_up: DenseLinear
     down: DenseLinear
     # 4-bit (or int8) twins for decode; None: decode is dense
@@ -104,6 +110,43 @@ class Layer:
 SUPPORTED_MODEL_TYPES = ("llama",)
 
 
+def rope_tables(config, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 cos and sin [context window, head_dim] of every position, with the bits of
+    transformers' LlamaRotaryEmbedding (checked in the tests) and any rope scaling the config
+    asks for. Its module is not imported for the usual rope types: importing modeling_llama
+    pulls in ~1,500 modules (accelerate, sympy ...) and 126 MB of resident memory, for two lines
+    of arithmetic. Rope types whose frequencies depend on the sequence length (dynamic,
+    longrope) take transformers' module itself."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    positions = torch.arange(config.max_position_embeddings)[None]
+    rope = config.rope_parameters
+    if rope["rope_type"] in ("dynamic", "longrope"):
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+        cos, sin = LlamaRotaryEmbedding(config=config)(torch.zeros(1, dtype=torch.float32), positions)
+        return cos[0], sin[0]
+    if rope["rope_type"] == "default":
+        inverse_freq = 1.0 / (rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        scaling = 1.0
+    else:
+        inverse_freq, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
+    angles = positions[0, :, None].float() * inverse_freq.float()
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos() * scaling, angles.sin() * scaling
+
+
+class MissingWeight(KeyError):
+    """The model's files lack a parameter the forward pass needs."""
+
+
+def _required(tensor, name: str) -> torch.Tensor:
+    value = tensor(name)
+    if value is None:
+        raise MissingWeight(f"no {name} in the model's weights")
+    return value
+
+
 class LlamaDecoder:
     """Prefill pages and decode steps for a Llama-architecture model (SmolLM2, TinyLlama, Llama 2/3 ...).
 
@@ -111,13 +154,18 @@ class LlamaDecoder:
     position ``p`` lives at ``[:, :, b, :, p]``.
     """
 
-    def __init__(self, model, q4_blocks: dict | None = None):
-        """``model``: a transformers LlamaForCausalLM in its compute dtype (eval mode).
-        ``q4_blocks``: {parameter name: (q, d, m)} for every projection weight, from a Q4_1
-        GGUF (``model_files.q4_1_blocks``), to decode with 4-bit weights; None: dense decode."""
-        config = model.config
+    def __init__(self, config, dtype: torch.dtype, tensor, q4_blocks=None):
+        """``config``: the model's transformers config. ``tensor(name)``: the parameter ``name``
+        (Hugging Face naming, e.g. ``model.layers.0.mlp.up_proj.weight``) in ``dtype``, or None
+        if the model has none (a bias). ``q4_blocks(names)``: {name: (q, d, m)} for those
+        projection weights, from a Q4_1 GGUF (``model_files.unpack_q4_1``), to decode with 4-bit
+        weights; None: dense decode.
+
+        Weights are read one layer at a time and each source tensor is dropped once packed, so
+        the model is never held twice (a transformers model built first, then repacked, kept
+        ~1 GB resident after load: glibc does not return its freed arena)."""
         self.config = config
-        self.dtype = model.dtype
+        self.dtype = dtype
         self.layers_n = config.num_hidden_layers
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
@@ -126,58 +174,46 @@ class LlamaDecoder:
         self._q_end = self.heads * self.head_dim  # the fused projection's q | k | v column bounds
         self._rope_end = self._q_end + self.kv_heads * self.head_dim
         self.eps = config.rms_norm_eps
-        body = model.model
-        self.embed = body.embed_tokens.weight.detach()
-        self.final_norm = body.norm.weight.detach()
-        self.head = DenseLinear(model.lm_head.weight.detach(), None)
+        self.embed = _required(tensor, "model.embed_tokens.weight")
+        self.final_norm = _required(tensor, "model.norm.weight")
+        # Tied models use the embedding as the LM head (as transformers does, whatever the file holds).
+        head = self.embed if getattr(config, "tie_word_embeddings", False) else _required(tensor, "lm_head.weight")
+        self.head = DenseLinear(head, None)
         self.context_window = config.max_position_embeddings
-        positions = torch.arange(self.context_window)[None]
-        probe = torch.zeros(1, dtype=torch.float32)
-        cos, sin = body.rotary_emb(probe, positions)  # float32, any rope scaling the config asks for
-        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+        cos, sin = rope_tables(config, self.head_dim)
+        self.cos, self.sin = cos.to(self.dtype), sin.to(self.dtype)
 
-        def weight(mod):
-            return mod.weight.detach()
-
-        def bias(*mods):
-            biases = [m.bias for m in mods]
+        def bias(names, weights):
+            biases = [tensor(n[:-len("weight")] + "bias") for n in names]
             if all(b is None for b in biases):
                 return None
-            return torch.cat([b.detach() if b is not None else torch.zeros(m.weight.shape[0], dtype=self.dtype)
-                              for b, m in zip(biases, mods)])
+            return torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=self.dtype)
+                              for b, w in zip(biases, weights)])
 
+        def linear(names):
+            weights = [_required(tensor, n) for n in names]
+            # Fused projections: one GEMM (one pass over the input) instead of three or two.
+            return DenseLinear(weights[0] if len(weights) == 1 else torch.cat(weights), bias(names, weights))
+
+        self.quantized_decode = q4_blocks is not None and self.dtype == torch.bfloat16
         self.layers = []
-        for block in body.layers:
-            att, mlp = block.self_attn, block.mlp
-            self.layers.append(Layer(
-                attn_norm=block.input_layernorm.weight.detach(),
-                # Fused projections: one GEMM (one pass over the input) instead of three or two.
-                qkv=DenseLinear(torch.cat([weight(att.q_proj), weight(att.k_proj), weight(att.v_proj)]),
-                                bias(att.q_proj, att.k_proj, att.v_proj)),
-                o=DenseLinear(weight(att.o_proj), att.o_proj.bias),
-                mlp_norm=block.post_attention_layernorm.weight.detach(),
-                gate_up=DenseLinear(torch.cat([weight(mlp.gate_proj), weight(mlp.up_proj)]), bias(mlp.gate_proj, mlp.up_proj)),
-                down=DenseLinear(weight(mlp.down_proj), mlp.down_proj.bias),
-            ))
-        self.quantized_decode = bool(q4_blocks) and self.dtype == torch.bfloat16
-        self.head_q = None
-        if self.quantized_decode:
-            self._attach_int4(q4_blocks)
-            self.head_q = Int8Linear(model.lm_head.weight.detach(), self.dtype)
-
-    def _attach_int4(self, blocks: dict) -> None:
-        def fused(names, biased: DenseLinear):
-            parts = [blocks[n] for n in names]
-            q, d, m = (torch.cat([p[i] for p in parts]) for i in range(3))
-            return Int4Linear(q, d, m, biased.bias, self.dtype)
-
-        for i, layer in enumerate(self.layers):
+        for i in range(self.layers_n):
             pre = f"model.layers.{i}."
-            att = [pre + f"self_attn.{p}_proj.weight" for p in "qkv"]
-            layer.qkv_q = fused(att, layer.qkv)
-            layer.o_q = fused([pre + "self_attn.o_proj.weight"], layer.o)
-            layer.gate_up_q = fused([pre + "mlp.gate_proj.weight", pre + "mlp.up_proj.weight"], layer.gate_up)
-            layer.down_q = fused([pre + "mlp.down_proj.weight"], layer.down)
+            groups = {"qkv": [pre + f"self_attn.{p}_proj.weight" for p in "qkv"],
+                      "o": [pre + "self_attn.o_proj.weight"],
+                      "gate_up": [pre + "mlp.gate_proj.weight", pre + "mlp.up_proj.weight"],
+                      "down": [pre + "mlp.down_proj.weight"]}
+            layer = Layer(attn_norm=_required(tensor, pre + "input_layernorm.weight"),
+                          mlp_norm=_required(tensor, pre + "post_attention_layernorm.weight"),
+                          **{name: linear(names) for name, names in groups.items()})
+            if self.quantized_decode:
+                blocks = q4_blocks([n for names in groups.values() for n in names])
+                for name, names in groups.items():
+                    parts = [blocks.pop(n) for n in names]
+                    q, d, m = (torch.cat([p[j] for p in parts]) for j in range(3))
+                    setattr(layer, name + "_q", Int4Linear(q, d, m, getattr(layer, name).bias, self.dtype))
+            self.layers.append(layer)
+        self.head_q = Int8Linear(head, self.dtype) if self.quantized_decode else None
 
     # -- buffers ---------------------------------------------------------------------------
     def new_kv(self, rows: int, capacity: int) -> torch.Tensor:

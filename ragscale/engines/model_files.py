@@ -56,8 +56,8 @@ class ModelSource:
 @dataclass
 class LoadedModel:
     source: ModelSource
-    model: object  # transformers LlamaForCausalLM, eval mode, compute dtype
     tokenizer: object
+    eos_token_ids: tuple[int, ...]  # the generation config's end-of-sequence ids
     decoder: object  # forward.LlamaDecoder
     context_window: int
 
@@ -310,11 +310,14 @@ def load(model: str | None = None, dtype: str | None = None) -> LoadedModel:
 
 
 def _load(source: ModelSource, dtype: str) -> LoadedModel:
+    """Config and tokenizer from transformers; the weights straight from the safetensors files,
+    one layer at a time, into the lean forward pass (``forward.LlamaDecoder``). No transformers
+    model is built: holding one next to the packed weights cost ~1 GB resident after load."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from ragscale.engines.forward import SUPPORTED_MODEL_TYPES, LlamaDecoder
+    from ragscale.engines.forward import SUPPORTED_MODEL_TYPES, LlamaDecoder, MissingWeight
 
     hf_logging.disable_progress_bar()  # a one-second "Loading weights" bar on stderr is noise in the CLI's output
     folder = ensure_copy(source) if source.kind == "gguf" else source.path
@@ -324,20 +327,75 @@ def _load(source: ModelSource, dtype: str) -> LoadedModel:
         raise EngineError(f"cannot read the model's config.json: {str(exc).splitlines()[0][:200]}") from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise EngineError(f"the embedded engine runs Llama-architecture models; {source.name} is {config.model_type!r}")
+    compute = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+        weights = SafetensorsWeights(sorted(p for p in folder.glob("*.safetensors") if p.name != Q4_FILE), compute)
+        blocks = None
+        if dtype == "bfloat16" and (folder / Q4_FILE).exists():
+            q4 = SafetensorsWeights([folder / Q4_FILE], None)
+
+            def blocks(names):
+                return {n[:-len(".blocks")]: unpack_q4_1(t) for n, t in q4.read([n + ".blocks" for n in names]).items()}
+        with torch.inference_mode():
+            decoder = LlamaDecoder(config, compute, weights, blocks)
+    except MissingWeight as exc:
+        raise EngineError(f"cannot load {source.name}: {exc.args[0]}") from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise EngineError(f"cannot load {source.name}: {str(exc).splitlines()[0][:200]}") from None
-    model.eval()
-    blocks = None
-    if dtype == "bfloat16" and (folder / Q4_FILE).exists():
-        from safetensors.torch import load_file
+    return LoadedModel(source, tokenizer, _eos_token_ids(folder, config), decoder, decoder.context_window)
 
-        blocks = {name[:-len(".blocks")]: unpack_q4_1(t) for name, t in load_file(str(folder / Q4_FILE)).items()}
-    with torch.inference_mode():
-        decoder = LlamaDecoder(model, blocks)
-    return LoadedModel(source, model, tokenizer, decoder, decoder.context_window)
+
+class SafetensorsWeights:
+    """Tensors of a model's safetensors files, read one at a time and converted to ``dtype``
+    (None: as stored). A file is opened (memory-mapped) only while a read lasts, so its pages do
+    not stay in this process's resident set after load."""
+
+    def __init__(self, files: list[Path], dtype):
+        from safetensors import safe_open
+
+        self.dtype = dtype
+        self.where: dict[str, Path] = {}
+        for file in files:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    self.where.setdefault(name, file)
+        # A checkpoint saved from the bare model (LlamaModel) names its tensors without "model.".
+        for name in [n for n in self.where if not n.startswith(("model.", "lm_head."))]:
+            self.where.setdefault("model." + name, self.where[name])
+
+    def read(self, names: list[str]) -> dict:
+        from safetensors import safe_open
+
+        by_file: dict[Path, list[str]] = {}
+        for name in names:
+            if name in self.where:
+                by_file.setdefault(self.where[name], []).append(name)
+        out = {}
+        for file, file_names in by_file.items():
+            with safe_open(str(file), framework="pt") as handle:
+                stored = set(handle.keys())
+                for name in file_names:
+                    key = name if name in stored else name[len("model."):]
+                    tensor = handle.get_tensor(key)
+                    out[name] = tensor if self.dtype is None else tensor.to(self.dtype)
+        return out
+
+    def __call__(self, name: str):
+        return self.read([name]).get(name)
+
+
+def _eos_token_ids(folder: Path, config) -> tuple[int, ...]:
+    """The end-of-sequence ids generation uses: generation_config.json's, else the config's
+    (what transformers' ``from_pretrained`` puts in ``model.generation_config``)."""
+    from transformers import GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(folder).eos_token_id
+    except (OSError, ValueError):
+        eos = getattr(config, "eos_token_id", None)
+    eos = eos if isinstance(eos, (list, tuple)) else [eos]
+    return tuple(i for i in eos if isinstance(i, int))
 
 
 def set_threads(threads: int | None) -> None:
