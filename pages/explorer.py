@@ -181,7 +181,6 @@ with controls:
             st.selectbox("Strategy", STRATEGIES, **widget("strategy"),
                          help="auto: the optimiser may pick any strategy; the tree always runs IterDRAG steps")
             st.number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
-    if qa:
         budget_and_knobs()
     else:
         stepped_slider(*knob("width"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, TreeKey, TreeLibrary, tree_key
+from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, TreeKey, TreeLibrary, task_of, tree_key
 from ragscale.explorer.live import VERIFIERS, run_tree, search_config
 from ragscale.explorer.state import POLICIES
 
@@ -52,8 +52,6 @@ def sweep_trees(records, dataset: str) -> dict[TreeKey, dict]:
     """Library records for every search of ``records`` (a search sweep's) that is exactly a tree
     of this library: same dataset, the task's verifier, and the settings ``search_config`` gives
     its key (anything else, e.g. another temperature or seed, is a different tree and is skipped)."""
-    from ragscale.explorer.library import task_of
-
     task = task_of(dataset)
     found: dict[TreeKey, dict] = {}
     for r in records:

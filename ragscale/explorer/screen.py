@@ -517,21 +517,21 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
     task = task_of(state.dataset)
     model, percent, notice, fitted = _profile(state, results, engine_model)
     allocation, notices = _allocation(model, state)
-    if task == "qa":  # a search task has no budget to allocate: its panel is the search sweep
+    if task != "qa":  # a search task has no budget to allocate: its panel is the search sweep
+        suggestion = ""
+    else:
         infos += [notice] if notice else []
         warnings += notices
-    if task != "qa":
-        suggestion = ""
-    elif not state.pinned:
-        state = state.with_(k=allocation.k, m=allocation.m, n=allocation.n)
-        suggestion = (f"Optimised for {fmt_tokens(state.budget)}: **{allocation.strategy}** k={allocation.k} "
-                      f"m={allocation.m} n={allocation.n} ({allocation.effective_tokens:,} tokens). "
-                      "Pin to set k, m, n yourself.")
-    else:
-        best, problems = _allocation(model, state.with_(pinned=False))
-        suggestion = "" if problems else (
-            f"The allocation model would pick **{best.strategy}** k={best.k} m={best.m} n={best.n} for "
-            f"{fmt_tokens(state.budget)} ({best.effective_tokens:,} tokens). Unpin to use it.")
+        if not state.pinned:
+            state = state.with_(k=allocation.k, m=allocation.m, n=allocation.n)
+            suggestion = (f"Optimised for {fmt_tokens(state.budget)}: **{allocation.strategy}** k={allocation.k} "
+                          f"m={allocation.m} n={allocation.n} ({allocation.effective_tokens:,} tokens). "
+                          "Pin to set k, m, n yourself.")
+        else:
+            best, problems = _allocation(model, state.with_(pinned=False))
+            suggestion = "" if problems else (
+                f"The allocation model would pick **{best.strategy}** k={best.k} m={best.m} n={best.n} for "
+                f"{fmt_tokens(state.budget)} ({best.effective_tokens:,} tokens). Unpin to use it.")
 
     # The tree: exact, or nearest with a note; the node a link points at must be in it.
     want = tree_key(state.dataset, question.qid, state.policy, state.width, state.n, state.k, state.m)

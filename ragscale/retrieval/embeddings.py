@@ -80,7 +80,6 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 # ---- bulk embedding for indexing: one code path for CPU and GPU -------------------------------
 
-
 DEVICES = ("auto", "cpu", "cuda")
 
 
