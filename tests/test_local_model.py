@@ -212,3 +212,17 @@ def test_int8_head_quantised_in_chunks_has_the_one_shot_bits():
     q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
     chunked = Int8Linear(weight, torch.bfloat16, rows_per_chunk=7)
     assert torch.equal(chunked.q, q) and torch.equal(chunked.scale, scale.to(torch.bfloat16))
+
+
+@pytest.mark.model
+def test_the_start_probe_imports_everything_a_load_imports(tiny_dir):
+    """``bench engine`` times library imports apart from the load: after ``import_libraries`` a
+    load (from a model folder) must import nothing more, or the figures would be mislabelled."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ragscale.engines import model_files\nmodel_files.import_libraries()\n"
+            f"before = set(sys.modules)\nmodel_files.load({str(tiny_dir)!r}, 'float32')\n"
+            "print(sorted(set(sys.modules) - before))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -105,15 +105,22 @@ def prefix_cache_benchmark(progress: Progress | None = None) -> dict:
     }
 
 
-# Run in a fresh interpreter so that nothing is loaded yet; prints one JSON line.
+# Run in a fresh interpreter so that nothing is loaded yet; prints one JSON line. Libraries are
+# imported (what every start imports, ``model_files.import_libraries``) and timed apart from the
+# load; modules the load still imports are counted, so a probe that misses some shows it.
 _START_PROBE = """
-import json, time
+import json, sys, time
 started = time.perf_counter()
-import transformers.models.llama.modeling_llama, transformers.models.auto  # library import, paid once per process
+from ragscale.engines import model_files
+model_files.import_libraries()
 imported = time.perf_counter()
-from ragscale.engines.model_files import load
-load()
-print(json.dumps({"import_seconds": imported - started, "load_seconds": time.perf_counter() - imported}))
+before = set(sys.modules)
+model_files.load()
+loaded = time.perf_counter()
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"import_seconds": imported - started, "load_seconds": loaded - imported,
+                  "modules_imported": len(before), "modules_imported_by_load": len(set(sys.modules) - before),
+                  "rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}))
 """
 
 STREAM_NEW_TOKENS = 128  # single-stream decode length (as the README's llama.cpp comparison)
@@ -161,12 +168,16 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
         results[dtype] = throughput(dtype)
         if progress:
             progress(step, 5, f"throughput {dtype}")
+    starts = {name: {key: round(value, 2) if isinstance(value, float) else value for key, value in probe_result.items()}
+              for name, probe_result in (("first", first), ("later", later), ("user_cache", usual))}
     return {
-        "first_start_load_seconds": round(first["load_seconds"], 2),
-        "later_start_load_seconds": round(later["load_seconds"], 2),
-        "user_cache_load_seconds": round(usual["load_seconds"], 2),
-        "library_import_seconds": round(later["import_seconds"], 2),
+        "first_start_load_seconds": starts["first"]["load_seconds"],
+        "later_start_load_seconds": starts["later"]["load_seconds"],
+        "user_cache_load_seconds": starts["user_cache"]["load_seconds"],
+        "library_import_seconds": starts["later"]["import_seconds"],
         "first_over_later": round(first["load_seconds"] / later["load_seconds"], 1),
+        # each start (fresh process): import and load seconds, modules, resident memory after load
+        "starts": starts,
         "default_dtype": dtypes[0],
         "throughput": results,
         "threads": torch.get_num_threads(),
