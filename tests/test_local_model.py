@@ -214,6 +214,74 @@ def test_int8_head_quantised_in_chunks_has_the_one_shot_bits():
     assert torch.equal(chunked.q, q) and torch.equal(chunked.scale, scale.to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_rope_in_place_has_the_bits_of_transformers_rotation(dtype):
+    """One ``roll`` against a sign-folded sin table == transformers' q * cos + rotate_half(q) * sin."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from ragscale.engines.forward import rope_in_place
+
+    torch.manual_seed(5)
+    heads, kv_heads, dim, tokens = 4, 2, 16, 7
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim).to(dtype)
+    angles = torch.rand(tokens, dim // 2) * 50
+    cos, sin = torch.cat((angles, angles), -1).cos().to(dtype), torch.cat((angles, angles), -1).sin().to(dtype)
+    q = qkv[:, :heads * dim].view(tokens, heads, dim).transpose(0, 1)[None]
+    k = qkv[:, heads * dim:(heads + kv_heads) * dim].view(tokens, kv_heads, dim).transpose(0, 1)[None]
+    want_q, want_k = apply_rotary_pos_emb(q, k, cos[None], sin[None])
+    signed_sin = torch.cat((-sin[:, :dim // 2], sin[:, dim // 2:]), -1)
+    ours = qkv.clone()
+    rope_in_place(ours, cos[:, None], signed_sin[:, None], heads + kv_heads, dim)
+    assert torch.equal(ours[:, :heads * dim], want_q[0].transpose(0, 1).reshape(tokens, -1))
+    assert torch.equal(ours[:, heads * dim:(heads + kv_heads) * dim], want_k[0].transpose(0, 1).reshape(tokens, -1))
+    assert torch.equal(ours[:, (heads + kv_heads) * dim:], qkv[:, (heads + kv_heads) * dim:])  # v untouched
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("dtype, four_bit", [("float32", False), ("bfloat16", True)])
+def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, four_bit, monkeypatch):
+    """Decode runs ``decode_layers`` compiled by TorchScript; run eagerly, the same function gives
+    the same logits and KV bit for bit: one row, rows in step, rows at different positions."""
+    from transformers import AutoConfig
+
+    from ragscale.engines import forward, model_files
+
+    compute = getattr(torch, dtype)
+    weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), compute)
+    generator = torch.Generator().manual_seed(1)
+
+    def q4_blocks(names):  # random Q4_1 blocks shaped like each weight: the 4-bit decode path
+        out = {}
+        for name in names:
+            n, k = weights(name).shape
+            out[name] = (torch.randint(0, 16, (n, k), generator=generator),
+                         torch.rand(n, k // 32, generator=generator) / 20, torch.randn(n, k // 32, generator=generator) / 20)
+        return out
+
+    with torch.inference_mode():
+        decoder = forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), compute, weights,
+                                       q4_blocks if four_bit else None)
+    assert decoder.quantized_decode == four_bit
+    assert isinstance(forward.scripted_decode_layers(), torch.jit.ScriptFunction)  # not the eager fallback
+    ids = [(13 * i) % 500 + 3 for i in range(PAGE + 5)]
+    steps = [([0], [7], [len(ids)]), ([0, 1, 2], [4, 5, 6], [len(ids)] * 3), ([0, 2], [8, 9], [len(ids) + 1, len(ids)])]
+
+    def run() -> tuple[list[torch.Tensor], torch.Tensor]:
+        with torch.inference_mode():
+            kv = decoder.new_kv(3, len(ids) + 4)
+            for row in range(3):
+                decoder.prefill(kv, row, ids, 0)
+            return [decoder.decode(kv, *step) for step in steps], kv[..., :len(ids) + 2, :]
+
+    scripted_logits, scripted_kv = run()
+    monkeypatch.setattr(forward, "scripted_decode_layers", lambda: forward.decode_layers)
+    eager_logits, eager_kv = run()
+    assert all(torch.equal(a, b) for a, b in zip(scripted_logits, eager_logits))
+    # (the buffers are uninitialised past what was written: row 0 up to len + 1, rows 1 and 2 to len)
+    assert torch.equal(scripted_kv[:, :, 0], eager_kv[:, :, 0])
+    assert torch.equal(scripted_kv[:, :, 1:, :, :len(ids) + 1], eager_kv[:, :, 1:, :, :len(ids) + 1])
+
+
 @pytest.mark.model
 def test_the_start_probe_imports_everything_a_load_imports(tiny_dir):
     """``bench engine`` times library imports apart from the load: after ``import_libraries`` a

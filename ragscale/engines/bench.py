@@ -14,6 +14,7 @@ server under concurrent requests, merged vs one at a time.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from typing import Callable
@@ -190,24 +191,25 @@ def throughput(dtype: str | None = None) -> dict:
 
     - single stream: one ~1,015-token prompt, then up to 128 new tokens;
     - 8 branches: the 8 prompts of the tree workload (1,000 shared tokens each, prefilled in
-      full since the cache is off) and 32 new tokens each, decoded as one batch.
-
-    Prefill rate = prompt tokens / time to the first token; decode rate = the other generated
-    tokens / the rest of the time, both timed inside one call (on a noisy shared machine, a
-    separately timed prefill made the decode rate swing by 5x)."""
+      full since the cache is off) and 32 new tokens each, decoded as one batch."""
     from ragscale.engines.embedded import EmbeddedEngine
 
     engine = EmbeddedEngine(prefix_cache=False, dtype=dtype)
     engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))  # first-call overheads
-    out = {"decode": "4-bit" if engine.decoder.quantized_decode else "dense"}
-    for name, prompts, new_tokens in (("single_stream", [stream_prompt(engine)], STREAM_NEW_TOKENS),
-                                      ("branches_8", workload_prompts(engine), NEW_TOKENS)):
-        # ignore_eos: every row decodes its full length, whatever this model says (a rate, not a text)
-        gens = engine.generate(prompts, SamplingParams(max_new_tokens=new_tokens, ignore_eos=True))
-        prefill_seconds, decode_seconds = engine.last_call_seconds
-        decoded = sum(len(g.output_ids) - 1 for g in gens)
-        out[name] = _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, decode_seconds)
-    return out
+    return {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
+            "single_stream": embedded_rates(engine, [stream_prompt(engine)], STREAM_NEW_TOKENS),
+            "branches_8": embedded_rates(engine, workload_prompts(engine), NEW_TOKENS)}
+
+
+def embedded_rates(engine, prompts: list[list[int]], new_tokens: int) -> dict:
+    """One ``generate`` of ``prompts`` (``ignore_eos``: every row decodes its full length, whatever
+    this model says; a rate, not a text). Prefill rate = prompt tokens / time to the first token;
+    decode rate = the other generated tokens / the rest of the time, both timed inside one call
+    (on a noisy shared machine, a separately timed prefill made the decode rate swing by 5x)."""
+    gens = engine.generate(prompts, SamplingParams(max_new_tokens=new_tokens, ignore_eos=True))
+    prefill_seconds, decode_seconds = engine.last_call_seconds
+    decoded = sum(len(g.output_ids) - 1 for g in gens)
+    return _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, decode_seconds)
 
 
 def _rates(prompt_tokens: int, prefill_seconds: float, decoded: int, decode_seconds: float) -> dict:
@@ -221,25 +223,29 @@ def llamacpp_missing() -> bool:
     return importlib.util.find_spec("llama_cpp") is None
 
 
-def llamacpp_benchmark(progress: Progress | None = None) -> dict:
+def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
     """The ``throughput`` workloads on llama.cpp (llama-cpp-python, same GGUF, same threads) and on
     the embedded engine, in one process run, so the ratio is measured side by side.
 
-    llama.cpp's 8 branches run one after another on one sequence (its prompt cache reuses the
-    shared 1,000 tokens from the second branch on); its prefill rate counts the tokens it actually
-    computed. Batching branches needs llama.cpp's low-level multi-sequence API, not used here."""
+    The single stream runs ``rounds`` times, the two engines alternating, and the ratio is of the
+    medians: on a shared machine one engine's lone run can land in another job's burst (a 17x
+    "ratio" was seen that way). llama.cpp's 8 branches run one after another on one sequence (its
+    prompt cache reuses the shared 1,000 tokens from the second branch on); its prefill rate counts
+    the tokens it actually computed. Batching branches needs llama.cpp's low-level multi-sequence
+    API, not used here."""
+    import statistics
+
     import llama_cpp
     import torch
 
     from ragscale.engines.embedded import EmbeddedEngine
     from ragscale.engines.model_files import resolve_model
 
+    steps = rounds + 2
     threads = torch.get_num_threads()
     engine = EmbeddedEngine(prefix_cache=False)
     llm = _llama(llama_cpp)(model_path=str(resolve_model(None).path), n_ctx=4096, n_batch=512, n_threads=threads,
                             n_threads_batch=threads, verbose=False)
-    if progress:
-        progress(1, 4, "loaded")
 
     def run(prompt: list[int], new_tokens: int, reset: bool) -> tuple[int, float, int, float]:
         """(prompt tokens computed, prefill seconds, decoded tokens after the first, decode seconds)."""
@@ -257,29 +263,40 @@ def llamacpp_benchmark(progress: Progress | None = None) -> dict:
 
     stream = stream_prompt(engine)
     run(engine.encode("Warm up."), 2, True)
-    computed, prefill_s, decoded, decode_s = run(stream, STREAM_NEW_TOKENS, True)
-    single = _rates(computed, prefill_s, decoded, decode_s)
-    if progress:
-        progress(2, 4, "llama.cpp single stream")
+    engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
+    singles: dict[str, list[dict]] = {"llamacpp": [], "embedded": []}
+    for done in range(rounds):
+        llm.reset()  # the whole prompt is computed again each round, as on the embedded side
+        singles["llamacpp"].append(_rates(*run(stream, STREAM_NEW_TOKENS, True)))
+        singles["embedded"].append(embedded_rates(engine, [stream], STREAM_NEW_TOKENS))
+        if progress:
+            progress(done + 1, steps, f"single stream, round {done + 1}/{rounds}")
     totals = [0, 0.0, 0, 0.0]
     for prompt in workload_prompts(engine):
         # reset=True: reset=False failed here with "failed to find a memory slot" (0.3.36); the
         # shared prefix is reused either way (see ``run``)
         for j, value in enumerate(run(prompt, NEW_TOKENS, reset=True)):
             totals[j] += value
-    branches = _rates(*totals)
     if progress:
-        progress(3, 4, "llama.cpp 8 branches")
-    del llm
-    embedded = throughput()
+        progress(rounds + 1, steps, "llama.cpp 8 branches")
+    embedded_branches = embedded_rates(engine, workload_prompts(engine), NEW_TOKENS)
     if progress:
-        progress(4, 4, "embedded engine")
+        progress(steps, steps, "embedded 8 branches")
+
+    def median_run(runs: list[dict]) -> dict:
+        return {**sorted(runs, key=lambda r: r["decode_tok_s"])[len(runs) // 2],
+                "decode_tok_s_rounds": [r["decode_tok_s"] for r in runs]}
+
+    medians = {name: statistics.median(r["decode_tok_s"] for r in runs) for name, runs in singles.items()}
     return {
         "llamacpp_version": getattr(llama_cpp, "__version__", "?"),
         "threads": threads,
-        "llamacpp": {"single_stream": single, "branches_8_sequential": branches},
-        "embedded": embedded,
-        "single_stream_decode_ratio": round(embedded["single_stream"]["decode_tok_s"] / single["decode_tok_s"], 2),
+        "rounds": rounds,
+        "llamacpp": {"single_stream": median_run(singles["llamacpp"]), "branches_8_sequential": _rates(*totals)},
+        "embedded": {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
+                     "single_stream": median_run(singles["embedded"]), "branches_8": embedded_branches},
+        "single_stream_decode_ratio": round(medians["embedded"] / medians["llamacpp"], 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 

@@ -187,7 +187,7 @@ def _bench_llamacpp(args) -> int:
     if llamacpp_missing():
         print("skipped: llama-cpp-python is not installed (optional: pip install llama-cpp-python, ~6 min to compile)")
         return 0
-    return _run_bench(llamacpp_benchmark, 4, "llamacpp", args.json)
+    return _run_bench(llamacpp_benchmark, 5, "llamacpp", args.json)
 
 
 def _bench_serve(args) -> int:

@@ -22,6 +22,9 @@ machine's memory gives: 16-18 tokens/s. Here:
   tokens do not depend on what it is batched with. Without 4-bit weights (float32, or a model
   that ships dense weights) decode is dense.
 - KV lives in preallocated buffers, written in place; nothing is concatenated per token.
+- a decode step's ~45 small ops per layer (norms, RoPE, residuals, views) run in TorchScript's
+  interpreter (``decode_step.decode_layers``): the same ops and bits as eager, without ~1,300
+  Python calls per token.
 """
 
 from __future__ import annotations
@@ -31,10 +34,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ragscale.engines.decode_step import (
+    DENSE,
+    INT4,
+    ONEDNN,
+    DecodeShape,
+    DecodeWeights,
+    decode_layers,
+    gated_mlp,
+    linear,
+    rms_norm,
+    rope_in_place,
+    scripted_decode_layers,
+)
+
 PAGE = 64  # tokens per prefill chunk and per cached KV page
 Q4_GROUP = 32  # GGUF Q4_1 block size = the int4 kernel's group size
-
-
 class DenseLinear:
     """y = x W^T + b, with W reordered once for oneDNN where torch has it: ``F.linear`` reorders
     the weight on every call, a cost the size of the GEMM itself for a page of tokens (measured
@@ -43,17 +58,13 @@ class DenseLinear:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pack: bool = True):
         """``pack=False``: no reordered copy (``F.linear`` on ``weight`` itself, same bits)."""
-        self.bias = bias
-        self.weight = self.packed = None
         if pack and torch.backends.mkldnn.is_available() and weight.dtype == torch.bfloat16:
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PAGE)
+            self.kernel = (ONEDNN, torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PAGE), None, bias)
         else:
-            self.weight = weight.contiguous()
+            self.kernel = (DENSE, weight.contiguous(), None, bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return linear(x, *self.kernel)
 
 
 class Int4Linear:
@@ -64,14 +75,13 @@ class Int4Linear:
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bias: torch.Tensor | None,
                  dtype: torch.dtype):
         # q: [N, K] ints 0..15; scale, offset (Q4_1's d and m): [N, K / 32]
-        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
         zero = offset.float() + 8 * scale.float()
-        self.scales_zeros = torch.stack([scale.float(), zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
-        self.bias = bias
+        scales_zeros = torch.stack([scale.float(), zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
+        self.kernel = (INT4, packed, scales_zeros, bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, Q4_GROUP, self.scales_zeros)
-        return y if self.bias is None else y + self.bias
+        return linear(x, *self.kernel)
 
 
 class Int8Linear:
@@ -175,6 +185,8 @@ class LlamaDecoder:
         self._q_end = self.heads * self.head_dim  # the fused projection's q | k | v column bounds
         self._rope_end = self._q_end + self.kv_heads * self.head_dim
         self.eps = config.rms_norm_eps
+        self._eps = torch.tensor(self.eps, dtype=torch.float32)
+        self._inverse_width = torch.tensor(1 / config.hidden_size, dtype=torch.float32)
         self.embed = _required(tensor, "model.embed_tokens.weight")
         self.final_norm = _required(tensor, "model.norm.weight")
         self.quantized_decode = q4_blocks is not None and self.dtype == torch.bfloat16
@@ -186,7 +198,11 @@ class LlamaDecoder:
         self.head = DenseLinear(head, None, pack=not (tied and self.quantized_decode))
         self.context_window = config.max_position_embeddings
         cos, sin = rope_tables(config, self.head_dim)
-        self.cos, self.sin = cos.to(self.dtype), sin.to(self.dtype)
+        half = self.head_dim // 2
+        self.cos = cos.to(self.dtype)
+        self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).to(self.dtype)  # see rope_in_place
+        self._decode_shape = DecodeShape(self.heads, self.kv_heads, self.head_dim, self.scaling)
+        self._weights: DecodeWeights | None = None  # built at the first decode
 
         def bias(names, weights):
             biases = [tensor(n[:-len("weight")] + "bias") for n in names]
@@ -195,7 +211,7 @@ class LlamaDecoder:
             return torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=self.dtype)
                               for b, w in zip(biases, weights)])
 
-        def linear(names):
+        def fused_linear(names):
             weights = [_required(tensor, n) for n in names]
             # Fused projections: one GEMM (one pass over the input) instead of three or two.
             return DenseLinear(weights[0] if len(weights) == 1 else torch.cat(weights), bias(names, weights))
@@ -209,13 +225,13 @@ class LlamaDecoder:
                       "down": [pre + "mlp.down_proj.weight"]}
             layer = Layer(attn_norm=_required(tensor, pre + "input_layernorm.weight"),
                           mlp_norm=_required(tensor, pre + "post_attention_layernorm.weight"),
-                          **{name: linear(names) for name, names in groups.items()})
+                          **{name: fused_linear(names) for name, names in groups.items()})
             if self.quantized_decode:
                 blocks = q4_blocks([n for names in groups.values() for n in names])
                 for name, names in groups.items():
                     parts = [blocks.pop(n) for n in names]
                     q, d, m = (torch.cat([p[j] for p in parts]) for j in range(3))
-                    setattr(layer, name + "_q", Int4Linear(q, d, m, getattr(layer, name).bias, self.dtype))
+                    setattr(layer, name + "_q", Int4Linear(q, d, m, getattr(layer, name).kernel[3], self.dtype))
             self.layers.append(layer)
         self.head_q = Int8Linear(head, self.dtype) if self.quantized_decode else None
 
@@ -227,30 +243,6 @@ class LlamaDecoder:
 
     def page_shape(self) -> tuple[int, ...]:
         return (self.layers_n, 2, self.kv_heads, PAGE, self.head_dim)
-
-    # -- building blocks -------------------------------------------------------------------
-    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # As transformers' LlamaRMSNorm: in float32, back to the compute dtype, then the weight.
-        # (torch.rms_norm and .mean() take 15 and 3 us on a 576-vector here; these ops 1 us each,
-        # and a decoded token runs 61 norms)
-        h = x.float()
-        inverse_rms = torch.rsqrt((h * h).sum(-1, keepdim=True).mul_(1 / h.shape[-1]).add_(self.eps))
-        return weight * (h * inverse_rms).to(x.dtype)
-
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
-
-    def _rope_in_place(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """RoPE on the q and k parts of a fused [tokens, q | k | v] projection, together and in
-        place: k and v then sit side by side, for one KV write."""
-        qk = qkv[:, :self._rope_end].view(qkv.shape[0], self.heads + self.kv_heads, self.head_dim)
-        qk.copy_(self._rope(qk, cos, sin))
-
-    def _mlp(self, x: torch.Tensor, gate_up, down) -> torch.Tensor:
-        gate, up = gate_up(x).chunk(2, dim=-1)
-        return down(F.silu(gate) * up)
 
     # -- prefill ---------------------------------------------------------------------------
     def prefill(self, kv: torch.Tensor, row: int, ids: list[int], start: int) -> torch.Tensor:
@@ -269,20 +261,23 @@ class LlamaDecoder:
         tokens = len(ids)
         end = begin + tokens
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        q_end = self._q_end
+        q_end, norm = self._q_end, self._norm
         h = F.embedding(torch.tensor(ids), self.embed)
-        cos, sin = self.cos[begin:end, None], self.sin[begin:end, None]
+        cos, sin = self.cos[begin:end, None], self.signed_sin[begin:end, None]
         causal = torch.ones(tokens, end, dtype=torch.bool).tril(begin)  # query t sees keys 0 .. begin + t
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(self._norm(h, layer.attn_norm))
-            self._rope_in_place(qkv, cos, sin)
+            qkv = layer.qkv(norm(h, layer.attn_norm))
+            rope_in_place(qkv, cos, sin, heads + kv_heads, dim)
             kv[i, :, :, begin:end] = qkv[:, q_end:].view(tokens, 2, kv_heads, dim).permute(1, 2, 0, 3)
             q = qkv[:, :q_end].view(tokens, heads, dim).transpose(0, 1)[None]
             attn = F.scaled_dot_product_attention(q, kv[i, 0, None, :, :end], kv[i, 1, None, :, :end],
                                                   attn_mask=causal, scale=self.scaling, enable_gqa=True)
             h = h + layer.o(attn[0].transpose(0, 1).reshape(tokens, q_end))
-            h = h + self._mlp(self._norm(h, layer.mlp_norm), layer.gate_up, layer.down)
-        return self._norm(h, self.final_norm)
+            h = h + gated_mlp(norm(h, layer.mlp_norm), layer.gate_up.kernel, layer.down.kernel)
+        return norm(h, self.final_norm)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, weight, self._inverse_width, self._eps)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Dense LM head, float32 logits (prefill's last token and scoring)."""
@@ -291,38 +286,30 @@ class LlamaDecoder:
     # -- decode ----------------------------------------------------------------------------
     def decode(self, kv: torch.Tensor, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One token for each of ``rows`` (token ``tokens[j]`` at ``positions[j]``): writes its KV
-        and returns float32 logits [len(rows), vocab]."""
-        quantized = self.quantized_decode
-        n = len(rows)
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        q_end = self._q_end
-        h = F.embedding(torch.tensor(tokens), self.embed)
-        if n == 1:
-            row, p = rows[0], positions[0]
-            cos, sin = self.cos[p:p + 1, None], self.sin[p:p + 1, None]
+        and returns float32 logits [len(rows), vocab]. The layers run in ``decode_layers``."""
+        if len(rows) == 1:
+            p = positions[0]
+            cos, sin = self.cos[p:p + 1, None], self.signed_sin[p:p + 1, None]
         else:
-            pos, row_index = torch.tensor(positions), torch.tensor(rows)
-            cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
-        attn = torch.empty(n, q_end, dtype=self.dtype)
-        groups = _same_length_runs(rows, positions)
-        for i, layer in enumerate(self.layers):
-            qkv = (layer.qkv_q if quantized else layer.qkv)(self._norm(h, layer.attn_norm))
-            self._rope_in_place(qkv, cos, sin)
-            new_kv = qkv[:, q_end:].view(n, 2, kv_heads, dim)
-            if n == 1:
-                kv[i, :, row, :, p] = new_kv[0]
-            else:
-                kv[i][:, row_index, :, pos] = new_kv
-            # Each row attends over its own keys only: no padding, no dependence on the batch.
-            for j, size, r, pj in groups:
-                attn[j:j + size] = F.scaled_dot_product_attention(
-                    qkv[j:j + size, :q_end].view(size, heads, 1, dim), kv[i, 0, r:r + size, :, :pj + 1],
-                    kv[i, 1, r:r + size, :, :pj + 1], scale=self.scaling, enable_gqa=True).view(size, -1)
-            h = h + (layer.o_q if quantized else layer.o)(attn)
-            x = self._norm(h, layer.mlp_norm)
-            h = h + (self._mlp(x, layer.gate_up_q, layer.down_q) if quantized else self._mlp(x, layer.gate_up, layer.down))
-        h = self._norm(h, self.final_norm)
-        return (self.head_q(h) if quantized else self.head(h)).float()
+            pos = torch.tensor(positions)
+            cos, sin = self.cos[pos][:, None], self.signed_sin[pos][:, None]
+        h = F.embedding(torch.tensor(tokens), self.embed)
+        weights = self._decode_weights
+        # Dense bf16 decode (a model without a GGUF) uses oneDNN-packed weights: eager only.
+        run = decode_layers if ONEDNN in weights.kinds else scripted_decode_layers()
+        h = run(h, kv, rows, positions, _same_length_runs(rows, positions), cos, sin, weights, self._decode_shape)
+        return (self.head_q(h) if self.quantized_decode else self.head(h)).float()
+
+    @property
+    def _decode_weights(self) -> DecodeWeights:
+        if self._weights is None:
+            kernels = [getattr(layer, name + ("_q" if self.quantized_decode else "")).kernel
+                       for layer in self.layers for name in ("qkv", "o", "gate_up", "down")]
+            self._weights = DecodeWeights(
+                [w for layer in self.layers for w in (layer.attn_norm, layer.mlp_norm)], self.final_norm,
+                [k[0] for k in kernels], [k[1] for k in kernels], [k[2] for k in kernels], [k[3] for k in kernels],
+                self._inverse_width, self._eps)
+        return self._weights
 
 
 def _same_length_runs(rows: list[int], positions: list[int]) -> list[tuple[int, int, int, int]]:
