@@ -61,6 +61,8 @@ def register_bench(benches) -> None:
         ("serve", "embedded server, 8 concurrent requests: merged vs one at a time", _bench_serve),
         ("router", "the same sweep through sglang-router over 2 workers: cache_aware vs round_robin", _bench_router),
         ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
+        ("serve-memory", "resident memory of serve embedded: ready, after 24 long requests, after /flush_cache "
+                         "(default and a small cache budget)", _bench_serve_memory),
     ):
         bench = benches.add_parser(name, help=help_text)
         bench.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -188,6 +190,12 @@ def _bench_llamacpp(args) -> int:
         print("skipped: llama-cpp-python is not installed (optional: pip install llama-cpp-python, ~6 min to compile)")
         return 0
     return _run_bench(llamacpp_benchmark, 5, "llamacpp", args.json)
+
+
+def _bench_serve_memory(args) -> int:
+    from ragscale.engines.bench import server_memory_benchmark
+
+    return _run_bench(server_memory_benchmark, 2, "serve-memory", args.json)
 
 
 def _bench_serve(args) -> int:
