@@ -186,3 +186,44 @@ def test_the_default_models_window_constant_is_its_configs(on):
     from ragscale.engines import model_files
 
     assert on.info.model == model_files.MODEL_NAME and on.info.context_window == model_files.CONTEXT_WINDOW
+
+
+def _page_refs(engine) -> list:
+    import weakref
+
+    return [weakref.ref(page) for node in engine.cache._nodes() for page in node.value.pages]
+
+
+def test_flushing_and_eviction_drop_every_kv_page_the_cache_held(on):
+    """The memory half of /flush_cache and LRU eviction: once the tree lets go of a page, nothing
+    else holds it, and a page owns just its own KV (not a view keeping a whole batch's buffer)."""
+    from ragscale.engines.embedded import EmbeddedEngine
+
+    documents = [on.encode(f"Document {i}. " + "A long passage about lighthouses and their keepers. " * 30)
+                 for i in range(3)]
+    on.generate(documents[:2], SamplingParams(max_new_tokens=1))
+    refs = _page_refs(on)
+    assert len(refs) >= 4
+    assert all(page.untyped_storage().nbytes() == page.numel() * page.element_size()
+               for node in on.cache._nodes() for page in node.value.pages)
+    on.flush_cache()
+    assert on.cache.total_tokens() == 0 and all(ref() is None for ref in refs)
+
+    small = EmbeddedEngine(prefix_cache=True, cache_tokens=len(documents[0]) // PAGE * PAGE)  # shares the weights
+    small.generate([documents[0]], SamplingParams(max_new_tokens=1))
+    first = _page_refs(small)
+    small.generate([documents[1]], SamplingParams(max_new_tokens=1))  # evicts the first document's pages
+    assert small.cache.total_tokens() <= small.cache.token_budget
+    assert first and all(ref() is None for ref in first)
+
+
+def test_a_tied_head_keeps_no_second_copy_of_the_embedding(on):
+    """With 4-bit decode (or float32) the dense head only serves prefill and scoring: it runs on
+    the embedding itself (same bits as a reordered copy; see the DenseLinear test)."""
+    import torch
+
+    decoder = on.decoder
+    if decoder.quantized_decode or decoder.dtype == torch.float32:
+        from ragscale.engines.forward import DENSE
+
+        assert decoder.head.kernel[0] == DENSE and decoder.head.kernel[1] is decoder.embed

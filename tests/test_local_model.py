@@ -280,3 +280,17 @@ def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, four_b
     # (the buffers are uninitialised past what was written: row 0 up to len + 1, rows 1 and 2 to len)
     assert torch.equal(scripted_kv[:, :, 0], eager_kv[:, :, 0])
     assert torch.equal(scripted_kv[:, :, 1:, :, :len(ids) + 1], eager_kv[:, :, 1:, :, :len(ids) + 1])
+
+
+@pytest.mark.model
+def test_the_start_probe_imports_everything_a_load_imports(tiny_dir):
+    """``bench engine`` times library imports apart from the load: after ``import_libraries`` a
+    load (from a model folder) must import nothing more, or the figures would be mislabelled."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ragscale.engines import model_files\nmodel_files.import_libraries()\n"
+            f"before = set(sys.modules)\nmodel_files.load({str(tiny_dir)!r}, 'float32')\n"
+            "print(sorted(set(sys.modules) - before))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

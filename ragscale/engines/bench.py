@@ -9,7 +9,8 @@ computed with a RadixCache holding no KV, so it is independent of the engine.
 
 engine: start-up in fresh processes, prefill and decode tokens/s for one stream and for 8
 branches. llamacpp: the same workloads on llama.cpp, side by side. serve: the SGLang-compatible
-server under concurrent requests, merged vs one at a time.
+server under concurrent requests, merged vs one at a time. serve-memory: the server process's
+resident memory before and after requests and after ``/flush_cache``.
 """
 
 from __future__ import annotations
@@ -106,15 +107,22 @@ def prefix_cache_benchmark(progress: Progress | None = None) -> dict:
     }
 
 
-# Run in a fresh interpreter so that nothing is loaded yet; prints one JSON line.
+# Run in a fresh interpreter so that nothing is loaded yet; prints one JSON line. Libraries are
+# imported (what every start imports, ``model_files.import_libraries``) and timed apart from the
+# load; modules the load still imports are counted, so a probe that misses some shows it.
 _START_PROBE = """
-import json, time
+import json, sys, time
 started = time.perf_counter()
-import transformers.models.llama.modeling_llama, transformers.models.auto  # library import, paid once per process
+from ragscale.engines import model_files
+model_files.import_libraries()
 imported = time.perf_counter()
-from ragscale.engines.model_files import load
-load()
-print(json.dumps({"import_seconds": imported - started, "load_seconds": time.perf_counter() - imported}))
+before = set(sys.modules)
+model_files.load()
+loaded = time.perf_counter()
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"import_seconds": imported - started, "load_seconds": loaded - imported,
+                  "modules_imported": len(before), "modules_imported_by_load": len(set(sys.modules) - before),
+                  "rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}))
 """
 
 STREAM_NEW_TOKENS = 128  # single-stream decode length (as the README's llama.cpp comparison)
@@ -162,12 +170,16 @@ def engine_benchmark(progress: Progress | None = None) -> dict:
         results[dtype] = throughput(dtype)
         if progress:
             progress(step, 5, f"throughput {dtype}")
+    starts = {name: {key: round(value, 2) if isinstance(value, float) else value for key, value in probe_result.items()}
+              for name, probe_result in (("first", first), ("later", later), ("user_cache", usual))}
     return {
-        "first_start_load_seconds": round(first["load_seconds"], 2),
-        "later_start_load_seconds": round(later["load_seconds"], 2),
-        "user_cache_load_seconds": round(usual["load_seconds"], 2),
-        "library_import_seconds": round(later["import_seconds"], 2),
+        "first_start_load_seconds": starts["first"]["load_seconds"],
+        "later_start_load_seconds": starts["later"]["load_seconds"],
+        "user_cache_load_seconds": starts["user_cache"]["load_seconds"],
+        "library_import_seconds": starts["later"]["import_seconds"],
         "first_over_later": round(first["load_seconds"] / later["load_seconds"], 1),
+        # each start (fresh process): import and load seconds, modules, resident memory after load
+        "starts": starts,
         "default_dtype": dtypes[0],
         "throughput": results,
         "threads": torch.get_num_threads(),
@@ -379,3 +391,70 @@ def serving_benchmark(progress: Progress | None = None) -> dict:
         # Batching changes float rounding, so greedy tokens can differ; reported, not assumed.
         "same_outputs": serial_out == merged_out,
     }
+
+
+MEMORY_DOCUMENTS = 24  # distinct ~900-token prompts: ~22k tokens of prefixes, more than the default cache budget
+SMALL_CACHE_TOKENS = 2048
+
+
+def server_memory_benchmark(progress: Progress | None = None) -> dict:
+    """Resident memory of ``ragscale serve embedded`` (its own process, as users start it): when
+    ready, after 24 distinct ~900-token requests (4 at a time, 8 new tokens, greedy), and after
+    ``POST /flush_cache``; once with the default cache budget (the requests overflow it, so LRU
+    eviction runs) and once with ``--max-total-tokens 2048`` (eviction keeps the cache small)."""
+    runs = {}
+    for step, budget in enumerate((None, SMALL_CACHE_TOKENS), start=1):
+        runs["default_budget" if budget is None else f"max_total_tokens_{budget}"] = _server_memory_run(budget)
+        if progress:
+            progress(step, 2, f"server, cache budget {budget or 'default'}")
+    return runs
+
+
+def _server_memory_run(budget: int | None) -> dict:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    command = [sys.executable, "-m", "ragscale", "serve", "embedded", "--port", "0"]
+    if budget is not None:
+        command += ["--max-total-tokens", str(budget)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def rss_mb() -> float:
+        with open(f"/proc/{server.pid}/status") as status:
+            return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmRSS:"))
+
+    try:
+        url = None
+        for line in server.stdout:  # "serving ... on http://HOST:PORT", then "ready: MODEL"
+            if " on http://" in line:
+                url = line.strip().rsplit(" ", 1)[-1]
+            if line.startswith("ready:"):
+                break
+        if url is None or server.poll() is not None:
+            raise RuntimeError("the server did not start")
+
+        def call(path: str, body: dict | None = None) -> dict | bytes:
+            request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=900) as response:
+                return response.read()
+
+        def document(i: int) -> str:
+            words = _PASSAGE.split()
+            return f"Document {i}: " + " ".join(words[i % len(words):] + words[:i % len(words)]) * 10 + "\nSummarise."
+
+        ready = rss_mb()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: call("/generate", {"text": document(i), "sampling_params": {
+                "max_new_tokens": 8, "temperature": 0}}), range(MEMORY_DOCUMENTS)))
+        after = rss_mb()
+        held = json.loads(call("/get_server_info"))["internal_states"][0]["num_used_tokens"]
+        call("/flush_cache", {})
+        return {"rss_mb_ready": ready, "rss_mb_after_requests": after, "cache_tokens_held": held,
+                "rss_mb_after_flush": rss_mb()}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

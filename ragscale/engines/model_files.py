@@ -309,6 +309,23 @@ def load(model: str | None = None, dtype: str | None = None) -> LoadedModel:
         return _loaded[key]
 
 
+def import_libraries() -> None:
+    """Import what every load imports: torch, safetensors, transformers' config, tokenizer and
+    generation-config machinery with the config classes of the supported architectures (the Llama
+    config alone pulls in ~1,000 modules: transformers' activations and weight-loading code,
+    torch.distributed, sympy, accelerate), and the forward pass. The start benchmark times this
+    apart from reading the weights; a first start (GGUF conversion) imports more inside ``load``."""
+    import safetensors.torch  # noqa: F401
+    import torch  # noqa: F401
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # noqa: F401
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from ragscale.engines.forward import SUPPORTED_MODEL_TYPES
+
+    for model_type in SUPPORTED_MODEL_TYPES:
+        CONFIG_MAPPING[model_type]  # imports the config class's module
+
+
 def _load(source: ModelSource, dtype: str) -> LoadedModel:
     """Config and tokenizer from transformers; the weights straight from the safetensors files,
     one layer at a time, into the lean forward pass (``forward.LlamaDecoder``). No transformers
