@@ -50,6 +50,8 @@ from ragscale.engines.decode_step import (
 
 PAGE = 64  # tokens per prefill chunk and per cached KV page
 Q4_GROUP = 32  # GGUF Q4_1 block size = the int4 kernel's group size
+
+
 class DenseLinear:
     """y = x W^T + b, with W reordered once for oneDNN where torch has it: ``F.linear`` reorders
     the weight on every call, a cost the size of the GEMM itself for a page of tokens (measured
@@ -182,8 +184,7 @@ class LlamaDecoder:
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scaling = self.head_dim ** -0.5
-        self._q_end = self.heads * self.head_dim  # the fused projection's q | k | v column bounds
-        self._rope_end = self._q_end + self.kv_heads * self.head_dim
+        self._q_end = self.heads * self.head_dim  # where the fused projection's q ends and k | v begin
         self.eps = config.rms_norm_eps
         self._eps = torch.tensor(self.eps, dtype=torch.float32)
         self._inverse_width = torch.tensor(1 / config.hidden_size, dtype=torch.float32)
