@@ -119,11 +119,19 @@ imported = time.perf_counter()
 before = set(sys.modules)
 model_files.load()
 loaded = time.perf_counter()
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+by_load = len(set(sys.modules) - before)
+from ragscale.engines.bench import process_memory_mb
 print(json.dumps({"import_seconds": imported - started, "load_seconds": loaded - imported,
-                  "modules_imported": len(before), "modules_imported_by_load": len(set(sys.modules) - before),
-                  "rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}))
+                  "modules_imported": len(before), "modules_imported_by_load": by_load, **process_memory_mb()}))
 """
+
+
+def process_memory_mb(pid: int | str = "self") -> dict:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return {"rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
+            "peak_rss_mb": round(int(fields["VmHWM"].split()[0]) / 1024, 1)}
 
 STREAM_NEW_TOKENS = 128  # single-stream decode length (as the README's llama.cpp comparison)
 
@@ -193,13 +201,19 @@ def throughput(dtype: str | None = None) -> dict:
     - single stream: one ~1,015-token prompt, then up to 128 new tokens;
     - 8 branches: the 8 prompts of the tree workload (1,000 shared tokens each, prefilled in
       full since the cache is off) and 32 new tokens each, decoded as one batch."""
-    from ragscale.engines.embedded import EmbeddedEngine
-
-    engine = EmbeddedEngine(prefix_cache=False, dtype=dtype)
-    engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))  # first-call overheads
+    engine = _warm_engine(dtype)
     return {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
             "single_stream": embedded_rates(engine, [stream_prompt(engine)], STREAM_NEW_TOKENS),
             "branches_8": embedded_rates(engine, workload_prompts(engine), NEW_TOKENS)}
+
+
+def _warm_engine(dtype: str | None = None):
+    """An embedded engine, cache off, past its first-call overheads."""
+    from ragscale.engines.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine(prefix_cache=False, dtype=dtype)
+    engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
+    return engine
 
 
 def embedded_rates(engine, prompts: list[list[int]], new_tokens: int) -> dict:
@@ -239,12 +253,11 @@ def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dic
     import llama_cpp
     import torch
 
-    from ragscale.engines.embedded import EmbeddedEngine
     from ragscale.engines.model_files import resolve_model
 
     steps = rounds + 2
     threads = torch.get_num_threads()
-    engine = EmbeddedEngine(prefix_cache=False)
+    engine = _warm_engine()
     llm = _llama(llama_cpp)(model_path=str(resolve_model(None).path), n_ctx=4096, n_batch=512, n_threads=threads,
                             n_threads_batch=threads, verbose=False)
 
@@ -264,7 +277,6 @@ def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dic
 
     stream = stream_prompt(engine)
     run(engine.encode("Warm up."), 2, True)
-    engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
     singles: dict[str, list[dict]] = {"llamacpp": [], "embedded": []}
     for done in range(rounds):
         llm.reset()  # the whole prompt is computed again each round, as on the embedded side
@@ -423,8 +435,7 @@ def _server_memory_run(budget: int | None) -> dict:
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def rss_mb() -> float:
-        with open(f"/proc/{server.pid}/status") as status:
-            return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmRSS:"))
+        return process_memory_mb(server.pid)["rss_mb"]
 
     try:
         url = None

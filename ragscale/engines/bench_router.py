@@ -86,17 +86,10 @@ LOAD_CLIENTS = 32
 LOAD_REQUESTS_PER_CLIENT = 4
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def serve_load_benchmark(progress: Progress | None = None) -> dict:
     import requests
 
+    from ragscale.engines.bench import process_memory_mb
     from ragscale.engines.embedded import EmbeddedEngine
     from ragscale.engines.server import make_server
 
@@ -107,7 +100,7 @@ def serve_load_benchmark(progress: Progress | None = None) -> dict:
     prompts = [engine.encode(engine.chat_prompt(f"Say one word about the number {i}.")) for i in range(LOAD_CLIENTS)]
     requests.post(url + "/generate", json={"input_ids": prompts[0], "sampling_params": {"max_new_tokens": 2}},
                   timeout=120).raise_for_status()  # first-call overheads
-    rss_before = _rss_mb()
+    rss_before = process_memory_mb()["rss_mb"]
     if progress:
         progress(1, 2, "warm")
     latencies, resets, errors = [], 0, 0
@@ -142,7 +135,7 @@ def serve_load_benchmark(progress: Progress | None = None) -> dict:
     for t in threads:
         t.join()
     seconds = time.perf_counter() - started
-    rss_after = _rss_mb()
+    rss_after = process_memory_mb()["rss_mb"]
     server.shutdown()
     server.server_close()
     if progress:

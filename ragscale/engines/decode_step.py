@@ -89,10 +89,13 @@ class DecodeShape(NamedTuple):
 
 
 def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], positions: list[int],
-                  groups: list[tuple[int, int, int, int]], cos: torch.Tensor, signed_sin: torch.Tensor,
+                  row_index: torch.Tensor | None, pos: torch.Tensor | None,
+                  groups: list[tuple[int, int, int, int]] | None, cos: torch.Tensor, signed_sin: torch.Tensor,
                   w: DecodeWeights, shape: DecodeShape) -> torch.Tensor:
     """Every layer for one new token per row (row ``rows[j]``'s token at ``positions[j]``, embedded
-    in ``h``): writes its KV into ``kv`` and returns the final-normed hidden states.
+    in ``h``): writes its KV into ``kv`` and returns the final-normed hidden states. Several rows
+    also come as tensors (``row_index``, ``pos``) and as runs of rows in step (``groups``); one row
+    needs neither (None).
 
     Attention is PyTorch's fused kernel with grouped KV heads, each row over its own keys only:
     no padding, no dependence on the batch (adjacent rows at one position share a call, same
@@ -102,7 +105,6 @@ def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], positions:
     q_end = heads * dim
     # views taken once per step (a single row: its keys 0 .. p, and where position p's KV goes)
     keys, values, kv_at_p = kv[:, 0], kv[:, 1], kv[:, :, 0, :, 0]
-    row_index, pos = torch.tensor(rows), torch.tensor(positions)
     attn = torch.empty(0)
     if n == 1:
         row, p = rows[0], positions[0]
@@ -119,6 +121,7 @@ def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], positions:
             attn = F.scaled_dot_product_attention(qkv[:, :q_end].view(1, heads, 1, dim), keys[i], values[i],
                                                   scale=shape.scaling, enable_gqa=True).view(1, q_end)
         else:
+            assert row_index is not None and pos is not None and groups is not None
             kv[i][:, row_index, :, pos] = qkv[:, q_end:].view(n, 2, kv_heads, dim)
             for j, size, r, pj in groups:
                 attn[j:j + size] = F.scaled_dot_product_attention(

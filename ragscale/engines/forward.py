@@ -203,7 +203,6 @@ class LlamaDecoder:
         self.cos = cos.to(self.dtype)
         self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).to(self.dtype)  # see rope_in_place
         self._decode_shape = DecodeShape(self.heads, self.kv_heads, self.head_dim, self.scaling)
-        self._weights: DecodeWeights | None = None  # built at the first decode
 
         def bias(names, weights):
             biases = [tensor(n[:-len("weight")] + "bias") for n in names]
@@ -235,6 +234,14 @@ class LlamaDecoder:
                     setattr(layer, name + "_q", Int4Linear(q, d, m, getattr(layer, name).kernel[3], self.dtype))
             self.layers.append(layer)
         self.head_q = Int8Linear(head, self.dtype) if self.quantized_decode else None
+        kernels = [getattr(layer, name + ("_q" if self.quantized_decode else "")).kernel
+                   for layer in self.layers for name in ("qkv", "o", "gate_up", "down")]
+        self._decode_weights = DecodeWeights(
+            [w for layer in self.layers for w in (layer.attn_norm, layer.mlp_norm)], self.final_norm,
+            [k[0] for k in kernels], [k[1] for k in kernels], [k[2] for k in kernels], [k[3] for k in kernels],
+            self._inverse_width, self._eps)
+        # Dense bf16 decode (a model without a GGUF) uses oneDNN-packed weights: eager only.
+        self._decode_eagerly = ONEDNN in self._decode_weights.kinds
 
     # -- buffers ---------------------------------------------------------------------------
     def new_kv(self, rows: int, capacity: int) -> torch.Tensor:
@@ -291,26 +298,15 @@ class LlamaDecoder:
         if len(rows) == 1:
             p = positions[0]
             cos, sin = self.cos[p:p + 1, None], self.signed_sin[p:p + 1, None]
+            row_index = pos = groups = None
         else:
-            pos = torch.tensor(positions)
+            pos, row_index = torch.tensor(positions), torch.tensor(rows)
             cos, sin = self.cos[pos][:, None], self.signed_sin[pos][:, None]
+            groups = _same_length_runs(rows, positions)
         h = F.embedding(torch.tensor(tokens), self.embed)
-        weights = self._decode_weights
-        # Dense bf16 decode (a model without a GGUF) uses oneDNN-packed weights: eager only.
-        run = decode_layers if ONEDNN in weights.kinds else scripted_decode_layers()
-        h = run(h, kv, rows, positions, _same_length_runs(rows, positions), cos, sin, weights, self._decode_shape)
+        run = decode_layers if self._decode_eagerly else scripted_decode_layers()
+        h = run(h, kv, rows, positions, row_index, pos, groups, cos, sin, self._decode_weights, self._decode_shape)
         return (self.head_q(h) if self.quantized_decode else self.head(h)).float()
-
-    @property
-    def _decode_weights(self) -> DecodeWeights:
-        if self._weights is None:
-            kernels = [getattr(layer, name + ("_q" if self.quantized_decode else "")).kernel
-                       for layer in self.layers for name in ("qkv", "o", "gate_up", "down")]
-            self._weights = DecodeWeights(
-                [w for layer in self.layers for w in (layer.attn_norm, layer.mlp_norm)], self.final_norm,
-                [k[0] for k in kernels], [k[1] for k in kernels], [k[2] for k in kernels], [k[3] for k in kernels],
-                self._inverse_width, self._eps)
-        return self._weights
 
 
 def _same_length_runs(rows: list[int], positions: list[int]) -> list[tuple[int, int, int, int]]:
