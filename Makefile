@@ -17,7 +17,7 @@ DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --
 # ... and one-call RAG/DRAG one step further in k (IterDRAG at k = 5 would double the run time).
 DEMO_SWEEP_MORE_DOCS ?= --strategies rag,drag --k 5 --m 0,1 --limit 16 --batch-size 16 --dtype float32
 
-.PHONY: install run test test-fast browser-deps demo-results search-results bench clean
+.PHONY: install run test test-fast browser-deps demo-results search-results bench compare-engines clean
 
 install: $(STAMP)
 
@@ -69,6 +69,14 @@ bench: install
 		echo "== ragscale bench $$name" >&2; \
 		$(BIN)/python -m ragscale bench $$name --json || exit 1; \
 	done
+
+# Comparison engines for `ragscale bench llamacpp` (optional; never part of `run` or `test`).
+# llama-cpp-python has no wheels on the registry, so it compiles (about 16 min on 2 cores):
+# niced and one compile job at a time so the machine stays usable. The benches skip with one
+# line when it is absent. vLLM's CPU build lives in its own environment (`make vllm`).
+LLAMA_CPP_PYTHON ?= llama-cpp-python==0.3.36
+compare-engines: install
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} nice -n 15 $(BIN)/pip install -q --no-cache-dir $(LLAMA_CPP_PYTHON)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
