@@ -202,7 +202,7 @@ def throughput(dtype: str | None = None) -> dict:
     - 8 branches: the 8 prompts of the tree workload (1,000 shared tokens each, prefilled in
       full since the cache is off) and 32 new tokens each, decoded as one batch."""
     engine = _warm_engine(dtype)
-    return {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
+    return {"decode": engine.decoder.decode_kernel, "cpu": cpu_model(),
             "single_stream": embedded_rates(engine, [stream_prompt(engine)], STREAM_NEW_TOKENS),
             "branches_8": embedded_rates(engine, workload_prompts(engine), NEW_TOKENS)}
 
@@ -230,6 +230,64 @@ def embedded_rates(engine, prompts: list[list[int]], new_tokens: int) -> dict:
 def _rates(prompt_tokens: int, prefill_seconds: float, decoded: int, decode_seconds: float) -> dict:
     return {"prompt_tokens": prompt_tokens, "prefill_tok_s": round(prompt_tokens / prefill_seconds, 1),
             "decoded_tokens": decoded, "decode_tok_s": round(decoded / max(decode_seconds, 1e-9), 1)}
+
+
+def decode_kernels_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
+    """Quantised decode with each candidate kernel (``model_files.DECODE_KERNELS``: torch's 4-bit
+    groups, int8 rows on the integer GEMM), loaded side by side in one process, the kernels
+    alternating round by round: the single stream and the 8 branches of ``throughput``, and
+    the greedy text of one question (the kernels round differently)."""
+    import statistics
+
+    from ragscale.engines import model_files
+
+    engines = {}
+    saved = os.environ.get("RAGSCALE_DECODE_KERNEL")
+    try:
+        for kernel in model_files.DECODE_KERNELS:
+            os.environ["RAGSCALE_DECODE_KERNEL"] = kernel
+            engines[kernel] = _warm_engine()
+    finally:
+        if saved is None:
+            os.environ.pop("RAGSCALE_DECODE_KERNEL", None)
+        else:
+            os.environ["RAGSCALE_DECODE_KERNEL"] = saved
+    some = next(iter(engines.values()))
+    stream, branches = [stream_prompt(some)], workload_prompts(some)
+    runs: dict[str, dict[str, list]] = {k: {"single_stream": [], "branches_8": []} for k in engines}
+    for done in range(rounds):
+        for kernel, engine in engines.items():
+            runs[kernel]["single_stream"].append(embedded_rates(engine, stream, STREAM_NEW_TOKENS)["decode_tok_s"])
+            runs[kernel]["branches_8"].append(embedded_rates(engine, branches, NEW_TOKENS)["decode_tok_s"])
+        if progress:
+            progress(done + 1, rounds, f"round {done + 1}/{rounds}")
+    question = some.chat_prompt("What is the capital of France? Answer in one sentence.")
+    greedy = SamplingParams(max_new_tokens=24)
+    return {
+        "chosen_here": model_files.decode_kernel(), "cpu": cpu_model(), "rounds": rounds,
+        "decode_tok_s": {k: {name: {"median": statistics.median(v), "rounds": v} for name, v in r.items()}
+                         for k, r in runs.items()},
+        "greedy_text": {k: e.generate([question], greedy)[0].text for k, e in engines.items()},
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the instruction sets the kernel choice looks at."""
+    from ragscale.engines.model_files import _cpu_flags
+
+    name = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = _cpu_flags()
+    present = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+               if f in flags]
+    return f"{name} ({os.cpu_count()} cores; {', '.join(present) or 'no AVX2'})"
 
 
 def llamacpp_missing() -> bool:
@@ -306,7 +364,8 @@ def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dic
         "threads": threads,
         "rounds": rounds,
         "llamacpp": {"single_stream": median_run(singles["llamacpp"]), "branches_8_sequential": _rates(*totals)},
-        "embedded": {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
+        "cpu": cpu_model(),
+        "embedded": {"decode": engine.decoder.decode_kernel,
                      "single_stream": median_run(singles["embedded"]), "branches_8": embedded_branches},
         "single_stream_decode_ratio": round(medians["embedded"] / medians["llamacpp"], 2),
         "load_average_1min": round(os.getloadavg()[0], 2),

@@ -58,6 +58,7 @@ def register_bench(benches) -> None:
         ("engine", "embedded engine: start-up, prefill and decode tokens/s (1 stream, 8 branches)", _bench_engine),
         ("llamacpp", "the engine workloads on llama.cpp (llama-cpp-python, optional) side by side with the "
                      "embedded engine", _bench_llamacpp),
+        ("decode-kernels", "quantised decode with each candidate kernel (4-bit, int8), side by side", _bench_kernels),
         ("serve", "embedded server, 8 concurrent requests: merged vs one at a time", _bench_serve),
         ("router", "the same sweep through sglang-router over 2 workers: cache_aware vs round_robin", _bench_router),
         ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
@@ -183,11 +184,17 @@ def _bench_engine(args) -> int:
     return _run_bench(engine_benchmark, 5, "engine", args.json)
 
 
+def _bench_kernels(args) -> int:
+    from ragscale.engines.bench import decode_kernels_benchmark
+
+    return _run_bench(decode_kernels_benchmark, 3, "decode-kernels", args.json)
+
+
 def _bench_llamacpp(args) -> int:
     from ragscale.engines.bench import llamacpp_benchmark, llamacpp_missing
 
     if llamacpp_missing():
-        print("skipped: llama-cpp-python is not installed (optional: pip install llama-cpp-python, ~6 min to compile)")
+        print("skipped: llama-cpp-python is not installed (optional: make compare-engines, ~16 min to compile)")
         return 0
     return _run_bench(llamacpp_benchmark, 5, "llamacpp", args.json)
 
