@@ -104,8 +104,10 @@ def test_lean_forward_matches_transformers(tiny_dir, dtype):
         kv = loaded.decoder.new_kv(1, len(ids))
         hidden = loaded.decoder.prefill(kv, 0, ids, 0)
         ours = loaded.decoder.logits(hidden)
-        # decode the last token again from the prefix's KV
-        stepped = loaded.decoder.decode(kv, [0], [ids[-1]], [len(ids) - 1])[0]
+        # decode the last token again from the prefix's KV (the shared part: all but the last token)
+        own = loaded.decoder.new_kv(1, 1)
+        shared = len(ids) - 1
+        stepped = loaded.decoder.decode(own, [0], [ids[-1]], [shared], [shared], [kv[:, :, 0, :, :shared]], [0])[0]
     tolerance = 2e-4 if dtype == "float32" else 0.3  # bf16: rounding of a different op order
     assert (ours - reference).abs().max() < tolerance
     assert (stepped - reference[-1]).abs().max() < tolerance

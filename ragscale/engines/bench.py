@@ -481,6 +481,69 @@ def server_memory_benchmark(progress: Progress | None = None) -> dict:
     return runs
 
 
+def server_kv_benchmark(progress: Progress | None = None) -> dict:
+    """Issue #24's KV requests against ``ragscale serve embedded`` (its own process): a
+    2,000-token prompt with n = 16 and one new token (peak RSS over the ready server's RSS), then
+    one 6,000-token prompt with 255 one-token prompts (the HTTP status: served or a clear 4xx,
+    never 500)."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "ragscale", "serve", "embedded", "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = _await_server(server)
+
+        def post(body: dict) -> tuple[int, float]:
+            request = urllib.request.Request(url + "/generate", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=1800) as response:
+                    response.read()
+                    return response.status, time.perf_counter() - started
+            except urllib.error.HTTPError as error:
+                return error.code, time.perf_counter() - started
+
+        ready = process_memory_mb(server.pid)["rss_mb"]
+        with open(f"/proc/{server.pid}/clear_refs", "w") as refs:
+            refs.write("5")  # peak RSS := current RSS (the load's own peak is not the request's)
+        status_n16, seconds_n16 = post({"input_ids": [1000 + (7 * i) % 20000 for i in range(2000)],
+                                        "sampling_params": {"max_new_tokens": 1, "n": 16, "temperature": 0}})
+        peak = process_memory_mb(server.pid)["peak_rss_mb"]
+        if progress:
+            progress(1, 2, "2,000 tokens, n = 16")
+        status_mixed, seconds_mixed = post({"input_ids": [[1000 + (7 * i) % 20000 for i in range(6000)]]
+                                            + [[1000 + i] for i in range(255)],
+                                            "sampling_params": {"max_new_tokens": 1, "temperature": 0}})
+        if progress:
+            progress(2, 2, "6,000 + 255 x 1 tokens")
+        return {"rss_mb_ready": ready, "n16_status": status_n16, "n16_seconds": round(seconds_n16, 1),
+                "n16_peak_rss_rise_mb": round(peak - ready, 1), "target_rise_mb": 250,
+                "mixed_6000_plus_255_status": status_mixed, "mixed_seconds": round(seconds_mixed, 1),
+                "peak_rss_mb": process_memory_mb(server.pid)["peak_rss_mb"],
+                "load_average_1min": round(os.getloadavg()[0], 2)}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _await_server(server) -> str:
+    """The URL of a ``ragscale serve`` subprocess once it printed ``ready:``."""
+    url = None
+    for line in server.stdout:  # "serving ... on http://HOST:PORT", then "ready: MODEL"
+        if " on http://" in line:
+            url = line.strip().rsplit(" ", 1)[-1]
+        if line.startswith("ready:"):
+            break
+    if url is None or server.poll() is not None:
+        raise RuntimeError("the server did not start")
+    return url
+
+
 def _server_memory_run(budget: int | None) -> dict:
     import json
     import subprocess
@@ -497,14 +560,7 @@ def _server_memory_run(budget: int | None) -> dict:
         return process_memory_mb(server.pid)["rss_mb"]
 
     try:
-        url = None
-        for line in server.stdout:  # "serving ... on http://HOST:PORT", then "ready: MODEL"
-            if " on http://" in line:
-                url = line.strip().rsplit(" ", 1)[-1]
-            if line.startswith("ready:"):
-                break
-        if url is None or server.poll() is not None:
-            raise RuntimeError("the server did not start")
+        url = _await_server(server)
 
         def call(path: str, body: dict | None = None) -> dict | bytes:
             request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),

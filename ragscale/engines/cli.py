@@ -60,6 +60,8 @@ def register_bench(benches) -> None:
                      "embedded engine", _bench_llamacpp),
         ("decode-kernels", "quantised decode with each candidate kernel (4-bit, int8), side by side", _bench_kernels),
         ("serve", "embedded server, 8 concurrent requests: merged vs one at a time", _bench_serve),
+        ("serve-kv", "serve embedded under issue #24's KV requests: 2,000 tokens x n = 16; 6,000 + 255 x 1 tokens",
+         _bench_serve_kv),
         ("router", "the same sweep through sglang-router over 2 workers: cache_aware vs round_robin", _bench_router),
         ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
         ("serve-memory", "resident memory of serve embedded: ready, after 24 long requests, after /flush_cache "
@@ -197,6 +199,12 @@ def _bench_llamacpp(args) -> int:
         print("skipped: llama-cpp-python is not installed (optional: make compare-engines, ~16 min to compile)")
         return 0
     return _run_bench(llamacpp_benchmark, 5, "llamacpp", args.json)
+
+
+def _bench_serve_kv(args) -> int:
+    from ragscale.engines.bench import server_kv_benchmark
+
+    return _run_bench(server_kv_benchmark, 2, "serve-kv", args.json)
 
 
 def _bench_serve_memory(args) -> int:

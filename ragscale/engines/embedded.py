@@ -7,16 +7,22 @@ Hugging Face folder or GGUF file. One ``generate`` call runs like a small SGLang
    tokens) and only the rest is prefilled, page by page (``forward.py``); the prompt's whole
    pages go into the tree at once, so a later prompt in the same call that shares the prefix
    prefills it once;
-2. every sample of every prompt then decodes in one batch (sibling samples copy the prompt's
-   KV); each row attends over its own KV, so rows never wait for or pad to each other.
+2. every sample of every prompt then decodes in one batch. KV is shared, not copied: the samples
+   of a prompt read its KV as one tensor, and prompts of the call that share whole pages read
+   those pages as one tensor (``SharedPrefixes``); each row owns only the rest (cascade
+   attention, ``forward.py``). One engine-wide KV budget (``kv_tokens``) bounds a batch plus the
+   prefix cache: a call that needs more runs as several batches, a prompt that alone needs more
+   is refused before anything is allocated, and the cache gives way to running batches.
 
 What is promised about outputs (greedy, or sampled with a seed): they depend on the request
-(prompt ids, sampling parameters, seed), the model and the dtype only — not on whether the cache
-is on, cold or warm, not on the run (first run or later: every load computes from the same
-verified copy), and, with 4-bit decode (bf16 + a Q4_1 model, the default here), not on what else
-is batched with the request. Dense decode (float32, or a model without 4-bit weights) batches
-rows through one GEMM whose rounding depends on the batch size, so there a request merged with
-others can differ from the same request alone in a near-tie token.
+(prompt ids, sampling parameters, seed), the model, the dtype and the decode kernel chosen for
+the CPU — not on whether the cache is on, cold or warm, and not on the run (first run or later:
+every load computes from the same verified copy). With quantised decode (bf16 + a Q4_1 model,
+the default here) a prompt's samples get the bits they get alone, and so does a prompt batched
+with prompts it shares no whole page with; prompts that share pages in one call compute their
+attention over those pages together, so their rounding (and in a near-tie a token) can depend
+on the batch. Dense decode (float32, or a model without quantised weights) batches rows through
+one GEMM whose rounding depends on the batch size, with the same consequence.
 
 Decoded tokens' KV is not put into the tree: it was computed one token at a time, not as a
 page, so reusing it would make a continuation differ from the same prompt sent cold.

@@ -13,14 +13,21 @@ machine's memory gives: 16-18 tokens/s. Here:
   construction. (GEMM rows are *not* independent of the chunk's size here, measured, so chunks
   cannot be merged across pages.) 64-token pages ran 1.6x faster than 32 for a 1,000-token
   prompt; the price is the unreused part of the last page.
-- **decode** reads 4-bit weights where the model has them (the GGUF's Q4_1 blocks, repacked for
-  torch's ``_weight_int4pack_mm_for_cpu``; the tied LM head as per-channel int8): ~95 MB per
-  token instead of 270 MB, which is what llama.cpp reads. Both kernels compute each row on its
-  own (checked bit for bit in the tests). Attention is PyTorch's fused kernel with grouped KV
-  heads (3.4x the hand-written matmul-softmax-matmul at 1,100 keys in bf16), per row over that
-  row's own KV (adjacent samples at one position share a call: the same bits), so a request's
-  tokens do not depend on what it is batched with. Without 4-bit weights (float32, or a model
-  that ships dense weights) decode is dense.
+- **decode** reads quantised weights where the model has them (the GGUF's Q4_1 blocks), with
+  the kernel chosen per CPU at load (``model_files.decode_kernel``): where the CPU has AMX, the
+  4-bit groups repacked for torch's ``_weight_int4pack_mm_for_cpu`` and the tied LM head as
+  per-channel int8 (~95 MB per token, what llama.cpp reads); elsewhere (AVX-512/AVX VNNI, no
+  AMX: torch's 4-bit kernel ran at 0.45x llama.cpp there) the same weights as int8 rows through
+  an integer GEMM with each activation row quantised on its own (``decode_step.linear``). Every
+  kernel computes each row on its own (checked bit for bit in the tests).
+- **attention in decode is cascaded**: a row's keys are a shared prefix (one tensor read by all
+  samples of a prompt, or by prompts that share whole pages) and its own part (the rest of its
+  prompt, then what it generates). Each part is one call of PyTorch's fused kernel, which
+  returns the log-sum-exp, and the two are merged as one softmax over all keys would weigh them.
+  A row's queries sit in one batch entry, its KV head's query group in the query dimension, and
+  the prefix is ``expand``ed over the batch (no copy): the kernel computes each batch entry
+  alone, so a sample gets the bits it gets decoded by itself. Without quantised weights
+  (float32, or a model that ships dense weights) the linear layers are dense.
 - KV lives in preallocated buffers, written in place; nothing is concatenated per token.
 - a decode step's ~45 small ops per layer (norms, RoPE, residuals, views) run in TorchScript's
   interpreter (``decode_step.decode_layers``): the same ops and bits as eager, without ~1,300
@@ -173,8 +180,9 @@ def _required(tensor, name: str) -> torch.Tensor:
 class LlamaDecoder:
     """Prefill pages and decode steps for a Llama-architecture model (SmolLM2, TinyLlama, Llama 2/3 ...).
 
-    KV buffers are ``[layers, 2, rows, kv_heads, capacity, head_dim]``; row ``b``'s token at
-    position ``p`` lives at ``[:, :, b, :, p]``.
+    KV buffers are ``[layers, 2, rows, kv_heads, capacity, head_dim]``; in prefill row ``b``'s
+    token at position ``p`` lives at ``[:, :, b, :, p]``; in decode a row's own buffer holds
+    its keys from its shared prefix's end on (``decode``).
     """
 
     def __init__(self, config, dtype: torch.dtype, tensor, q4_blocks=None, decode_kernel: str = INT4):
