@@ -207,7 +207,9 @@ def test_fitted_profile_and_observed_points_from_stored_runs(explorer, monkeypat
     assert "\"name\":\"fitted\"" in curve and "paper →" in curve and '"yaxis":"y2"' in curve
 
 
-def test_run_live_searches_the_exact_configuration_and_keeps_it(explorer, monkeypatch, tmp_path, trees):
+def test_run_live_searches_the_exact_configuration_for_this_session_only(explorer, monkeypatch, tmp_path, trees):
+    """#23 finding 6: a live run's tree is this viewer's: shown in their session, written nowhere,
+    so a later viewer (a new session, a shared link) still sees the stored tree."""
     import numpy as np
 
     import pages.common
@@ -217,16 +219,25 @@ def test_run_live_searches_the_exact_configuration_and_keeps_it(explorer, monkey
     monkeypatch.setattr(pages.common, "get_engine", lambda: ScriptedEngine(reply, logprob=lambda p, c: -0.5))
     monkeypatch.setattr(live, "shared_retriever", lambda ds: lambda q, k: ds.corpus[:k])
     monkeypatch.setattr(ragscale.retrieval, "embed_texts", lambda texts: np.ones((len(texts), 3)) / np.sqrt(3))
+    before = sorted(p.name for p in Path(trees[0]).iterdir())
     at = explorer({"width": "2", "policy": "beam"})
     assert any("Nearest stored tree" in i.value for i in at.info)
     next(b for b in at.button if b.label.endswith("Run live")).click().run()
     assert not at.exception and not at.error
     assert not any("Nearest stored tree" in i.value for i in at.info)
-    key = tree_key(DEFAULT.with_(width=2, policy="beam"), trees[1].qid)
-    saved = tmp_path / "explorer" / key.filename()
-    assert saved.exists() and L.load_record(saved)["config"]["width"] == 2
     assert any("Beam search · width 2" in m.value for m in at.markdown)
-    assert dataset.corpus[0].doc_id in L.load_record(saved)["documents"]
+    assert any("Your live run" in c.value and "stays in this session" in c.value for c in at.caption)
+    details = next(m.value for m in at.markdown if m.value.startswith("**Answer:**"))
+    # nothing written: not the bundled folder, not the user cache every later viewer reads
+    assert sorted(p.name for p in Path(trees[0]).iterdir()) == before
+    assert not list(tmp_path.rglob("*.json"))
+    # the same link in a new session (another viewer, a shared link): the stored tree again
+    other = explorer({"width": "2", "policy": "beam"})
+    assert any("Nearest stored tree" in i.value for i in other.info)
+    assert not any("Your live run" in c.value for c in other.caption)
+    # and this viewer can go back to the stored tree
+    next(b for b in at.button if b.label == "Stored tree").click().run()
+    assert any("Nearest stored tree" in i.value for i in at.info) and details
 
 
 def test_presentation_mode_injects_css(explorer):
