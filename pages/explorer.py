@@ -28,7 +28,7 @@ from ragscale.search.sweep_report import sweep_note
 
 # the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
 STATE, LINK, LIVE, RUN = "ex.state", "ex.link", "ex.live", "ex.run"
-CHART_HEIGHT, TREE_HEIGHT = 400, 420
+CHART_HEIGHT, TREE_HEIGHT = 400, 420  # presentation mode: see ``heights``
 KNOBS = {  # name: (label, slider steps, help)
     "k": ("k — documents", (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000), "retrieved per IterDRAG step"),
     "m": ("m — demos", (0, 1, 2, 4, 8, 16, 32, 64, 128, 256), "in-context demonstrations in the shared prefix"),
@@ -61,11 +61,16 @@ def tree_fig(path: str, mtime: float, focus: int | None, large: bool, height: in
     return tree_figure(ex.load_record(path)["tree"], focus=focus, height=height, large=large)
 
 
+def heights(large: bool) -> tuple[int, int]:
+    """(chart, tree) heights: on a projector both fit under the figures in a 1280x720 first screen."""
+    return (370, 380) if large else (CHART_HEIGHT, TREE_HEIGHT)
+
+
 def tree_of(tree: ex.TreeView, large: bool):
     """The tree on screen as a figure: a library tree from the shared cache, a live one drawn afresh."""
     if tree.live:
-        return tree_figure(tree.record["tree"], focus=tree.focus, height=TREE_HEIGHT, large=large)
-    return tree_fig(str(tree.path), tree.path.stat().st_mtime, tree.focus, large, TREE_HEIGHT)
+        return tree_figure(tree.record["tree"], focus=tree.focus, height=heights(large)[1], large=large)
+    return tree_fig(str(tree.path), tree.path.stat().st_mtime, tree.focus, large, heights(large)[1])
 
 
 def knob(name: str) -> tuple:
@@ -101,13 +106,13 @@ def accuracy_panel(screen: ex.Screen, large: bool) -> None:
                                               predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
                                               observed=c.observed, reference=c.reference,
                                               current_on_reference=c.current_on_reference, large=large,
-                                              height=CHART_HEIGHT),
+                                              height=heights(large)[0]),
                         key="ex_curve", config=chart_config("ragscale-explorer-curve"))
         st.caption(c.caption)
         return
     st.subheader("Accuracy vs retained KV across widths")
     st.plotly_chart(tradeoff_figure(screen.search_sweep, large=large, current=(state.policy, state.width),
-                                    height=CHART_HEIGHT, compact=True, reference=False),
+                                    height=heights(large)[0], compact=True, reference=False),
                     key="ex_tradeoff", config=chart_config("ragscale-explorer-tradeoff"))
     st.caption("The bundled search sweep (`make search-results`; data/search_results.md), one point per width; "
                f"the ring is the policy and width on screen. {sweep_note(screen.search_sweep)}")
@@ -142,8 +147,11 @@ def controls(screen: ex.Screen) -> None:
 def tree_panel(screen: ex.Screen, large: bool) -> None:
     """Right: the tree on screen (a click selects a node, whose details sit right above the figure)."""
     tree, qa = screen.tree, screen.task == "qa"
-    head = st.columns([3, 2], vertical_alignment="bottom")
-    head[0].subheader("Search tree")
+    if not large:  # on a projector the tree's own title line heads the column: the room needs the height
+        st.subheader("Search tree")
+    head = st.columns([3, 1], vertical_alignment="center")
+    if tree.record is not None:
+        head[0].markdown(f"**{ex.tree_title(tree.shown)}** on *{screen.question.question}*")
     head[1].button("Run live", icon=":material/play_arrow:", type="primary", on_click=lambda: ss.update({RUN: True}),
                    help="search this exact configuration with the active engine: the tree grows as it runs; "
                         "the result stays in your session (a shared link shows the stored tree)", width="stretch")
@@ -152,7 +160,6 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
     if tree.record is None:
         return st.empty()
     record = tree.record
-    st.markdown(f"**{ex.tree_title(tree.shown)}** on *{screen.question.question}*")
     if tree.live:
         row = st.columns([4, 1], vertical_alignment="center")
         row[0].caption(f"Your live run on {record['engine'].get('model', '?')} ({record['created']}): it stays in "
@@ -207,7 +214,8 @@ def run_live(screen: ex.Screen, large: bool, figures, drawing) -> None:
             with drawing.container():
                 st.caption(f"Running live · depth {step.depth + 1} of {step.max_depth} · {partial['nodes']} nodes · "
                            f"{step.seconds:.1f} s")
-                st.plotly_chart(tree_figure(partial["tree"], height=TREE_HEIGHT, large=large), key=f"ex_live_{step.depth}",
+                st.plotly_chart(tree_figure(partial["tree"], height=heights(large)[1], large=large, max_depth=step.max_depth),
+                                key=f"ex_live_{step.depth}",
                                 config=chart_config("live-tree"))
     except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
         drawing.error(f"Live run failed: {exc}")
@@ -240,7 +248,7 @@ if ss[LINK][0] is None:  # the link's view as first shown: its notices stay unti
 large = state.present
 page_style(large)
 
-head, tools = st.columns([3, 2], vertical_alignment="bottom")
+head, tools = st.columns([2, 3], vertical_alignment="bottom")
 head.title("Explorer")
 if not large:  # on a projector the title says enough; the room needs the space
     head.caption("How much accuracy a token budget buys (Yue et al. 2025) and what the search tree keeps in KV cache "
