@@ -27,7 +27,9 @@ from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search.sweep_report import sweep_note
 
 # the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
-STATE, LINK, LIVE, RUN = "ex.state", "ex.link", "ex.live", "ex.run"
+STATE, LINK, LIVE, RUN, CLICKED = "ex.state", "ex.link", "ex.live", "ex.run", "ex.clicked"
+SCROLL_TO_NODE = ("<script>setTimeout(() => document.querySelector('.st-key-ex_node_panel')"
+                  "?.scrollIntoView({block: 'nearest', behavior: 'smooth'}), 150)</script>")
 CHART_HEIGHT, TREE_HEIGHT = 400, 420  # presentation mode: see ``heights``
 KNOBS = {  # name: (label, slider steps, help)
     "k": ("k — documents", (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000), "retrieved per IterDRAG step"),
@@ -169,12 +171,15 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
     if tree.focus is not None:  # above the tree, where the eye already is
         with st.container(border=True, key="ex_node_panel", height=170 if large else "content"):
             node_panel(ex.node_details(record, tree.focus))
+        if ss.pop(CLICKED, False):  # a click just now: bring the details into the window if the page has scrolled
+            st.html(SCROLL_TO_NODE, unsafe_allow_javascript=True)
     slot = st.empty()
     fig = tree_of(tree, large)
     clicked = clicked_node(slot.plotly_chart(fig, key="ex_tree", on_select="rerun", selection_mode="points",
                                              config=chart_config("ragscale-explorer-tree")), fig)
     if clicked is not None and clicked != tree.focus:
         update(node=str(clicked))
+        ss[CLICKED] = True
         st.rerun()
     verdict = ":green[right]" if record.get("correct") else ":red[wrong]"
     right_count, total = tree.accuracy
@@ -214,9 +219,9 @@ def run_live(screen: ex.Screen, large: bool, figures, drawing) -> None:
             with drawing.container():
                 st.caption(f"Running live · depth {step.depth + 1} of {step.max_depth} · {partial['nodes']} nodes · "
                            f"{step.seconds:.1f} s")
-                st.plotly_chart(tree_figure(partial["tree"], height=heights(large)[1], large=large, max_depth=step.max_depth),
-                                key=f"ex_live_{step.depth}",
-                                config=chart_config("live-tree"))
+                fig = tree_figure(partial["tree"], height=heights(large)[1], large=large, max_depth=step.max_depth)
+                # no key: the same chart is updated in place (a new key would rebuild it); ``meta`` keeps its id unique
+                st.plotly_chart(fig.update_layout(meta=step.depth), config=chart_config("live-tree"))
     except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
         drawing.error(f"Live run failed: {exc}")
         return

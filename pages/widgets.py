@@ -102,8 +102,11 @@ def page_style(presenting: bool) -> None:
 def node_panel(d: dict) -> None:
     """What a clicked tree node holds (``ragscale.explorer.screen.node_details``)."""
     score = "—" if d["score"] is None else f"{d['score']:.3f}"
+    step = d["text"].strip() if d["text"] and not d["sub_query"] else ""  # a search task's step (arithmetic)
     st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {d['status']} · score **{score}** · "
-                f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix")
+                f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix" + (" · the step said:" if step else ""))
+    if step:
+        st.code(step, language=None, wrap_lines=True)
     for label, value in (("Question", d["question"]), ("Sub-query", d["sub_query"]),
                          ("Intermediate answer", d["intermediate"]), ("Final answer", d["answer"])):
         if value:

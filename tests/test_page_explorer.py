@@ -380,11 +380,39 @@ def _nothing_cut_off(page) -> list[str]:
         for (const el of document.querySelectorAll('.js-plotly-plot .legend')) {
             const plot = el.closest('.js-plotly-plot').getBoundingClientRect(), box = el.getBoundingClientRect();
             if (box.right > plot.right + 1 || box.left < plot.left - 1) out.push('legend outside its chart');
-            const rows = new Set([...el.querySelectorAll('.traces')].map(t =>
-                Math.round(t.transform.baseVal.consolidate()?.matrix.f ?? 0)));
-            if (rows.size > 1) out.push(`legend on ${rows.size} lines`);
+            for (const t of el.querySelectorAll('.legendtext')) {  // an entry cut short ("REB…") or past the chart
+                const r = t.getBoundingClientRect();
+                if (r.right > plot.right + 1) out.push('legend entry cut: ' + t.textContent);
+            }
+            // a toolbar over the legend (a touch screen shows it all the time)
+            const bar = el.closest('.js-plotly-plot').querySelector('.modebar-container');
+            if (bar && getComputedStyle(bar).display !== 'none' && bar.getBoundingClientRect().height) {
+                const b = bar.getBoundingClientRect();
+                if (b.left < box.right && b.right > box.left && b.top < box.bottom && b.bottom > box.top)
+                    out.push('toolbar over the legend');
+            }
         }
         return out; }""")
+
+
+def _first_screen(page) -> dict:
+    """Where the charts, the tree and the answer line end, and the charts' tick label sizes."""
+    return page.evaluate("""() => {
+        const box = sel => { const e = document.querySelector(sel); return e ? e.getBoundingClientRect() : null; };
+        const chart = box('.st-key-ex_tradeoff .js-plotly-plot, .st-key-ex_curve .js-plotly-plot');
+        const tree = box('.st-key-ex_tree .js-plotly-plot .nsewdrag');  // the tree's plot area: every node
+        const answer = [...document.querySelectorAll("[data-testid='stMarkdownContainer']")]
+            .find(e => e.innerText.startsWith('Answer:'));
+        const ticks = [...document.querySelectorAll('.js-plotly-plot .xtick text, .js-plotly-plot .ytick text')]
+            .map(t => parseFloat(getComputedStyle(t).fontSize));
+        const leaves = [...document.querySelectorAll('.st-key-ex_tree .scatterlayer .trace')]
+            .filter(t => t.querySelector('.textpoint'));
+        const overlaps = leaves.flatMap(t => [...t.querySelectorAll('.textpoint')].map((label, i) => {
+            const a = label.getBoundingClientRect(), b = t.querySelectorAll('.points path')[i].getBoundingClientRect();
+            return a.left < b.right - 1 && a.right > b.left + 1 && a.top < b.bottom && a.bottom > b.top; }));
+        return {height: window.innerHeight, chart_bottom: chart?.bottom, tree_bottom: tree?.bottom,
+                answer_bottom: answer?.getBoundingClientRect().bottom, tick_px: Math.min(...ticks),
+                labels: overlaps.length, labels_over_diamonds: overlaps.filter(Boolean).length}; }""")
 
 
 @pytest.mark.browser
@@ -395,7 +423,11 @@ def _nothing_cut_off(page) -> list[str]:
     (1280, 720, True, "explorer_present_demo_1280x720.png", "demo"),  # the QA world: budget, k, m, n
 ])
 def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, height, present, name, world):
-    context = browser.new_context(viewport={"width": width, "height": height})
+    """#23 findings 2 and 9: on a 1280x720 projector the figures, the accuracy chart and the tree
+    share the first screen (at 1920x1080 the answer line too), tick labels grow, no legend is cut;
+    on a phone no toolbar covers a legend and no answer label sits on its diamond."""
+    phone = width < 500
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=phone, has_touch=phone)
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
@@ -404,15 +436,21 @@ def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, heig
         page.mouse.move(2, 2)
         page.wait_for_timeout(800)
         assert _nothing_cut_off(page) == []
+        seen = _first_screen(page)
+        assert seen["labels"] and seen["labels_over_diamonds"] == 0, seen
         if present:  # headline numbers are larger than their labels, not shrunk to label size
             sizes = page.evaluate("""() => ['stMetricValue', 'stMetricLabel'].map(id =>
                 parseFloat(getComputedStyle(document.querySelector(`[data-testid='${id}'] p, [data-testid='${id}'] div`)).fontSize))""")
             assert sizes[0] >= 1.8 * sizes[1], sizes
             assert page.locator("[data-testid='stSidebar']").is_hidden()
-            # every headline figure in the first screen, without scrolling
+            # every headline figure, the accuracy chart and the tree's nodes in the first screen
             bottoms = page.evaluate("""() => [...document.querySelectorAll("[data-testid='stMetric']")].map(
                 el => el.getBoundingClientRect().bottom)""")
             assert len(bottoms) == 6 and max(bottoms) <= height, bottoms
+            assert seen["chart_bottom"] <= height and seen["tree_bottom"] <= height, seen
+            assert seen["tick_px"] >= 18, seen  # a projector's tick labels (16 px before)
+            if height >= 1080:
+                assert seen["answer_bottom"] <= height, seen
         screenshots = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
         page.screenshot(path=str(screenshots / name), full_page=not present)
         if not present:  # Streamlit scrolls its main block, not the document
@@ -420,6 +458,70 @@ def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, heig
             assert total < 4000, f"the phone view is {total} px tall (it was 4,700)"
     finally:
         context.close()
+
+
+def _nodes_shown(page) -> str:
+    return page.locator("[data-testid='stMetric']", has_text="Nodes").locator("[data-testid='stMetricValue']").inner_text()
+
+
+@pytest.mark.browser
+@pytest.mark.model
+def test_browser_run_live_grows_the_tree_step_by_step(app_url, browser, artifacts_dir):
+    """#23 finding 1: on the opening view, "Run live" redraws the tree and the Nodes figure at every
+    depth: at least three successive node counts reach the screen before the run ends."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    try:
+        page.goto(f"{app_url}/explorer?present=1")
+        wait_for_page(page)
+        stored = _nodes_shown(page)
+        page.get_by_role("button", name="Run live").click()
+        counts: list[str] = []
+        shots = 0
+        page.wait_for_function("() => document.body.innerText.includes('Running live')", timeout=180_000)
+        while "Running live" in page.inner_text("body"):
+            shown = _nodes_shown(page)
+            if shown.isdigit() and (not counts or counts[-1] != shown):
+                counts.append(shown)
+                if shots < 2:
+                    page.screenshot(path=str(artifacts_dir / f"explorer_live_step{shots}.png"))
+                    shots += 1
+            page.wait_for_timeout(50)
+        wait_for_page(page)
+        assert len(counts) >= 3 and [int(c) for c in counts] == sorted(int(c) for c in counts), (stored, counts)
+        assert "Your live run" in page.inner_text("body")
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_browser_clicked_arithmetic_node_shows_its_step_in_view(app_url, browser, artifacts_dir):
+    """#23 finding 5: a click on an arithmetic node shows what the step said, and its details
+    appear inside the window (not below the fold), at a desk and on a projector."""
+    for width, height, present in ((1400, 1000, 0), (1280, 720, 1)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{app_url}/explorer?present={present}")
+            wait_for_page(page)
+            point = page.locator(".st-key-ex_tree .scatterlayer .trace .points path").nth(2)
+            point.scroll_into_view_if_needed()  # as a viewer scrolls to the tree
+            box = point.bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            panel = page.locator(".st-key-ex_node_panel")
+            panel.wait_for(timeout=30_000)
+            wait_for_page(page)
+            assert "the step said:" in panel.inner_text() and panel.locator("code").inner_text().strip()
+            top, bottom, box_bottom = page.evaluate("""() => {
+                const r = document.querySelector('.st-key-ex_node_panel code').getBoundingClientRect();
+                return [r.top, r.bottom, document.querySelector('.st-key-ex_node_panel').getBoundingClientRect().bottom]; }""")
+            # the step itself in the window, not scrolled away inside its box
+            assert 0 <= top and bottom <= min(height, box_bottom), (top, bottom, box_bottom, height)
+            page.screenshot(path=str(artifacts_dir / f"explorer_node_{width}x{height}.png"))
+        finally:
+            context.close()
 
 
 @pytest.fixture
