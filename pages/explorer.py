@@ -15,22 +15,17 @@ import streamlit as st
 import yaml
 
 from pages.common import engine_spec, get_engine
-from ragscale.engines import describe_spec
+from pages.explorer_view import SCROLL_TO_NODE, accuracy_panel, metric_row, run_live, tree_of
 from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_node, node_panel, page_style,
                            stepped_slider)
-from ragscale.explorer import live
+from ragscale.engines import describe_spec
 from ragscale.explorer import screen as ex
-from ragscale.explorer.live_layer import LiveLayer, LiveStep, paced_steps
+from ragscale.explorer.live_layer import LiveLayer
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
-from ragscale.plots.explorer import explorer_curve_figure
-from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
-from ragscale.search.sweep_report import sweep_note
+from ragscale.plots.tree import kv_curve_figure
 
 # the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
 STATE, LINK, LIVE, RUN, CLICKED = "ex.state", "ex.link", "ex.live", "ex.run", "ex.clicked"
-SCROLL_TO_NODE = ("<script>setTimeout(() => document.querySelector('.st-key-ex_node_panel')"
-                  "?.scrollIntoView({block: 'nearest', behavior: 'smooth'}), 150)</script>")
-CHART_HEIGHT, TREE_HEIGHT = 400, 420  # presentation mode: see ``heights``
 KNOBS = {  # name: (label, slider steps, help)
     "k": ("k — documents", (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000), "retrieved per IterDRAG step"),
     "m": ("m — demos", (0, 1, 2, 4, 8, 16, 32, 64, 128, 256), "in-context demonstrations in the shared prefix"),
@@ -58,23 +53,6 @@ def widget(name: str) -> dict:
     return {"key": key, "on_change": lambda: update(**{name: ss[key]})}
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)  # figures are shared, never mutated
-def tree_fig(path: str, mtime: float, focus: int | None, large: bool, height: int):
-    return tree_figure(ex.load_record(path)["tree"], focus=focus, height=height, large=large)
-
-
-def heights(large: bool) -> tuple[int, int]:
-    """(chart, tree) heights: on a projector both fit under the figures in a 1280x720 first screen."""
-    return (370, 380) if large else (CHART_HEIGHT, TREE_HEIGHT)
-
-
-def tree_of(tree: ex.TreeView, large: bool):
-    """The tree on screen as a figure: a library tree from the shared cache, a live one drawn afresh."""
-    if tree.live:
-        return tree_figure(tree.record["tree"], focus=tree.focus, height=heights(large)[1], large=large)
-    return tree_fig(str(tree.path), tree.path.stat().st_mtime, tree.focus, large, heights(large)[1])
-
-
 def knob(name: str) -> tuple:
     """Arguments of ``stepped_slider`` for the state field ``name``."""
     label, steps, help_text = KNOBS[name]
@@ -97,27 +75,6 @@ def budget_and_knobs() -> None:
     for column, name in zip(st.columns(4, gap="medium"), KNOBS):
         with column:
             stepped_slider(*knob(name))
-
-
-def accuracy_panel(screen: ex.Screen, large: bool) -> None:
-    """Left: accuracy against the token budget (demo QA) or against retained KV across widths (search)."""
-    state, c = screen.state, screen.curves
-    if screen.task == "qa":
-        st.subheader("Accuracy vs token budget")
-        st.plotly_chart(explorer_curve_figure(c.predicted, state.budget, screen.allocation.to_dict(),
-                                              predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
-                                              observed=c.observed, reference=c.reference,
-                                              current_on_reference=c.current_on_reference, large=large,
-                                              height=heights(large)[0]),
-                        key="ex_curve", config=chart_config("ragscale-explorer-curve"))
-        st.caption(c.caption)
-        return
-    st.subheader("Accuracy vs retained KV across widths")
-    st.plotly_chart(tradeoff_figure(screen.search_sweep, large=large, current=(state.policy, state.width),
-                                    height=heights(large)[0], compact=True, reference=False),
-                    key="ex_tradeoff", config=chart_config("ragscale-explorer-tradeoff"))
-    st.caption("The bundled search sweep (`make search-results`; data/search_results.md), one point per width; "
-               f"the ring is the policy and width on screen. {sweep_note(screen.search_sweep)}")
 
 
 def controls(screen: ex.Screen) -> None:
@@ -166,7 +123,7 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
         row = st.columns([4, 1], vertical_alignment="center")
         row[0].caption(f"Your live run on {record['engine'].get('model', '?')} ({record['created']}): it stays in "
                        "this session; a shared link shows the stored tree.")
-        row[1].button("Stored tree", on_click=lambda: ss[LIVE].drop(engine_label(), tree.want),
+        row[1].button("Stored tree", on_click=lambda: ss[LIVE].drop(engine_label, tree.want),
                       help="forget this live run and show the stored tree")
     if tree.focus is not None:  # above the tree, where the eye already is
         with st.container(border=True, key="ex_node_panel", height=170 if large else "content"):
@@ -193,51 +150,6 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
     return slot
 
 
-def engine_label() -> str:
-    return describe_spec(engine_spec())
-
-
-def run_live(screen: ex.Screen, large: bool, figures, drawing) -> None:
-    """Search the exact configuration; every depth redraws the tree and the figures in place of the
-    stored ones. The finished tree goes to this session's live layer (never to the library)."""
-    key = screen.tree.want
-    if screen.task == "qa" and key.k < 1:
-        drawing.error("The tree search retrieves documents at every step: set k >= 1.")
-        return
-    metric_row(screen.with_live(None), figures)
-    drawing.info("Running live: waiting for the engine …", icon=":material/hourglass_top:")
-    engine = get_engine()
-    steps = paced_steps(engine, lambda on_step: live.run_tree(engine, ex.load_dataset(key.dataset), screen.question,
-                                                             key, on_step=on_step), live.search_config(key).max_depth)
-    try:
-        for step in steps:
-            if not isinstance(step, LiveStep):
-                ss[LIVE].add(engine_label(), step)
-                break
-            partial = step.record()
-            metric_row(screen.with_live(partial), figures)
-            with drawing.container():
-                st.caption(f"Running live · depth {step.depth + 1} of {step.max_depth} · {partial['nodes']} nodes · "
-                           f"{step.seconds:.1f} s")
-                fig = tree_figure(partial["tree"], height=heights(large)[1], large=large, max_depth=step.max_depth)
-                # no key: the same chart is updated in place (a new key would rebuild it); ``meta`` keeps its id unique
-                st.plotly_chart(fig.update_layout(meta=step.depth), config=chart_config("live-tree"))
-    except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
-        drawing.error(f"Live run failed: {exc}")
-        return
-    update(node="")
-    st.rerun()
-
-
-def metric_row(screen: ex.Screen, slot=None) -> None:
-    # A wrapping row, not columns: on a phone the six figures sit two or three abreast instead of stacking.
-    row = (slot or st).container(horizontal=True, gap="small")
-    for m in screen.headline():
-        color = "off" if m.unchanged else "normal" if m.higher_is_better else "inverse"
-        row.metric(m.label, m.value, m.delta, delta_color=color, delta_arrow="off" if m.unchanged else "auto",
-                   border=True, help=m.help, width="stretch")
-
-
 # ---- the page --------------------------------------------------------------------------------
 if STATE not in ss:  # a new session: the URL decides (a shared link); invalid values fall back
     ss[STATE], notices = decode(st.query_params.to_dict())
@@ -246,7 +158,8 @@ ss.setdefault(LIVE, LiveLayer())
 engine_model = None
 if engine_spec().kind == "embedded":
     from ragscale.engines.model_files import MODEL_NAME as engine_model
-screen = ex.explorer(ss[STATE], engine_model=engine_model, live=ss[LIVE].trees(engine_label()))
+engine_label = describe_spec(engine_spec())  # live runs are kept per engine
+screen = ex.explorer(ss[STATE], engine_model=engine_model, live=ss[LIVE].trees(engine_label))
 state = ss[STATE] = screen.state
 if ss[LINK][0] is None:  # the link's view as first shown: its notices stay until the view moves on
     ss[LINK] = (state, ss[LINK][1])
@@ -298,5 +211,9 @@ if tree.record is not None:
             series["REBASE"] = tree.rebase["kv"]["per_step"]
         st.plotly_chart(kv_curve_figure(series, large=large, height=260, compact=True), key="ex_kv",
                         config=chart_config("ragscale-explorer-kv"))
-if ss.pop(RUN, False):
-    run_live(screen, large, figures, drawing)
+if ss.pop(RUN, False):  # after the layout: the run redraws the figures and the tree in their places
+    if screen.task == "qa" and screen.tree.want.k < 1:
+        drawing.error("The tree search retrieves documents at every step: set k >= 1.")
+    elif run_live(screen, large, get_engine, figures, drawing, lambda record: ss[LIVE].add(engine_label, record)):
+        update(node="")
+        st.rerun()
