@@ -199,3 +199,11 @@ def nearness(want: TreeKey, shown: TreeKey | None, exact: bool) -> str:
     why = ("between the library's grid points" if not on_grid(want)
            else "this grid point is not in the library yet")
     return f"Nearest stored tree ({why}): differs in " + ", ".join(diffs) + ". “Run live” searches the exact one."
+
+
+def same_view(library: TreeLibrary, want: TreeKey) -> TreeKey | None:
+    """The stored tree of ``want``'s question, policy and width, the closest in (n, k, m); None when
+    the library has no tree of that question, policy and width (never another question's tree)."""
+    same = [have for have in library.index() if (have.dataset, have.question, have.policy, have.width)
+            == (want.dataset, want.question, want.policy, want.width)]
+    return min(same, key=lambda have: (key_distance(want, have), have.filename()), default=None)
