@@ -15,14 +15,13 @@ import streamlit as st
 import yaml
 
 from pages.common import engine_spec, get_engine
-from pages.explorer_view import SCROLL_TO_NODE, accuracy_panel, metric_row, run_live, tree_of
+from pages.explorer_view import SCROLL_TO_NODE, accuracy_panel, kv_panel, metric_row, run_live, tree_of
 from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_node, node_panel, page_style,
                            stepped_slider)
 from ragscale.engines import describe_spec
 from ragscale.explorer import screen as ex
 from ragscale.explorer.live_layer import LiveLayer
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
-from ragscale.plots.tree import kv_curve_figure
 
 # the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
 STATE, LINK, LIVE, RUN, CLICKED = "ex.state", "ex.link", "ex.live", "ex.run", "ex.clicked"
@@ -190,9 +189,9 @@ for text in screen.infos:
 
 # On a projector the figures, the chart and the tree come first (the first screen at 1280x720);
 # the controls follow. On a desk or a phone the controls lead.
-figures = st.empty()
 if not large:
     controls(screen)
+figures = st.empty()  # a live run redraws the figures here
 metric_row(screen, figures)
 st.query_params.from_dict(encode(state))
 left, right = st.columns([5, 6], gap="medium")
@@ -202,15 +201,8 @@ with right:
     drawing = tree_panel(screen, large)
 if large:
     controls(screen)
-tree = screen.tree
-if tree.record is not None:
-    with left:
-        st.subheader("Retained KV per step")
-        series = {POLICY_LABELS[tree.shown.policy]: tree.record["kv"]["per_step"]}
-        if tree.rebase is not None:
-            series["REBASE"] = tree.rebase["kv"]["per_step"]
-        st.plotly_chart(kv_curve_figure(series, large=large, height=260, compact=True), key="ex_kv",
-                        config=chart_config("ragscale-explorer-kv"))
+with left:
+    kv_panel(screen.tree, large)
 if ss.pop(RUN, False):  # after the layout: the run redraws the figures and the tree in their places
     if screen.task == "qa" and screen.tree.want.k < 1:
         drawing.error("The tree search retrieves documents at every step: set k >= 1.")

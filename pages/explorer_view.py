@@ -11,12 +11,12 @@ from typing import Callable
 
 import streamlit as st
 
-from pages.widgets import chart_config
+from pages.widgets import POLICY_LABELS, chart_config
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.live_layer import LiveStep, paced_steps
 from ragscale.plots.explorer import explorer_curve_figure
-from ragscale.plots.tree import tradeoff_figure, tree_figure
+from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search.sweep_report import sweep_note
 
 # A click scrolls the node's details into the window when the page has scrolled past them (static script).
@@ -69,6 +69,18 @@ def accuracy_panel(screen: ex.Screen, large: bool) -> None:
                     key="ex_tradeoff", config=chart_config("ragscale-explorer-tradeoff"))
     st.caption("The bundled search sweep (`make search-results`; data/search_results.md), one point per width; "
                f"the ring is the policy and width on screen. {sweep_note(screen.search_sweep)}")
+
+
+def kv_panel(tree: ex.TreeView, large: bool) -> None:
+    """Retained KV after each step of the tree on screen, beside REBASE's tree of the same key."""
+    if tree.record is None:
+        return
+    st.subheader("Retained KV per step")
+    series = {POLICY_LABELS[tree.shown.policy]: tree.record["kv"]["per_step"]}
+    if tree.rebase is not None:
+        series["REBASE"] = tree.rebase["kv"]["per_step"]
+    st.plotly_chart(kv_curve_figure(series, large=large, height=260, compact=True), key="ex_kv",
+                    config=chart_config("ragscale-explorer-kv"))
 
 
 def run_live(screen: ex.Screen, large: bool, get_engine: Callable, figures, drawing,
