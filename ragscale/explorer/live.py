@@ -4,7 +4,8 @@ The app asks for ``warm_up(spec)`` when it starts: a background thread loads the
 one tiny generation (first calls are slow), builds the demo index and loads MiniLM, so that the
 first "Run live" only searches. Nothing here blocks the caller; ``warm_status`` says how far it
 got, for the sidebar. ``run_tree`` searches one Explorer configuration (through
-``ragscale.search.builder``) and returns a tree record (the library's format: precompute stores it; a live run keeps it in the viewer's session).
+``ragscale.search.builder``) and returns a tree record in the library's format (precompute stores
+it; a live run keeps it in the viewer's session).
 """
 
 from __future__ import annotations
