@@ -28,6 +28,10 @@ def register(commands) -> None:
     embedded.add_argument("--max-total-tokens", type=int, metavar="N",
                           help="tokens of KV the prefix cache keeps before evicting least-recently-used prefixes "
                                "(SGLang's flag; default 16384: ~0.37 GB for SmolLM2 in bf16)")
+    embedded.add_argument("--kv-budget-tokens", type=int, metavar="N",
+                          help="tokens of KV for running requests and the prefix cache together (default 65536: "
+                               "~1.5 GB for SmolLM2 in bf16); merged requests beyond it run in turn, and a prompt "
+                               "that alone needs more is refused (400)")
     embedded.set_defaults(func=_serve_embedded)
 
     sglang = kinds.add_parser("sglang", help="run sglang.launch_server with the flags ragscale needs")
@@ -83,6 +87,10 @@ def _serve_embedded(args) -> int:
     options = {"prefix_cache": not args.disable_radix_cache, "model": args.model}
     if args.max_total_tokens is not None:
         options["cache_tokens"] = args.max_total_tokens
+    if args.kv_budget_tokens is not None:
+        if args.kv_budget_tokens < 1:
+            raise UserError(f"--kv-budget-tokens must be >= 1, got {args.kv_budget_tokens}")
+        options["kv_tokens"] = args.kv_budget_tokens
     try:
         # The model loads in the background; /health answers 503 until it is ready, as SGLang's does.
         server = make_server(lambda: EmbeddedEngine(**options), args.host, args.port,

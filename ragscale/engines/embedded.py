@@ -203,7 +203,7 @@ class EmbeddedEngine(Engine):
                 raise EngineError(
                     f"prompt {p} ({len(ids)} tokens, n = {params.n}, {params.max_new_tokens} new tokens) needs "
                     f"{alone.tokens(params.n, params.max_new_tokens):,} KV tokens; this engine's KV budget is "
-                    f"{self.kv_budget:,} (--max-total-tokens)")
+                    f"{self.kv_budget:,} (serve embedded --kv-budget-tokens)")
             trial = plan.copy()
             trial.add(ids)
             if batch and trial.tokens(params.n, params.max_new_tokens) > self.kv_budget:
