@@ -109,3 +109,35 @@ def test_the_server_answers_a_kv_refusal_with_400_and_serves_the_rest(tiny_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("flags, kernel", [
+    ({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, "int4"),  # Sapphire Rapids: AMX
+    ({"avx512f", "avx512_vnni", "avx512_bf16"}, "int8"),  # Zen 4: VNNI, no AMX
+    ({"avx2", "avx_vnni"}, "int8"),  # Alder Lake class
+    ({"avx2"}, "int4"),  # no integer dot-product instructions
+])
+def test_the_decode_kernel_is_chosen_from_the_cpus_instruction_sets(flags, kernel, monkeypatch):
+    from ragscale.engines import model_files
+
+    monkeypatch.delenv("RAGSCALE_DECODE_KERNEL", raising=False)
+    monkeypatch.setattr(model_files, "_cpu_flags", lambda: set(flags))
+    assert model_files.decode_kernel() == kernel
+    monkeypatch.setenv("RAGSCALE_DECODE_KERNEL", "int4")
+    assert model_files.decode_kernel() == "int4"
+    monkeypatch.setenv("RAGSCALE_DECODE_KERNEL", "int3")
+    with pytest.raises(EngineError, match="RAGSCALE_DECODE_KERNEL"):
+        model_files.decode_kernel()
+
+
+def test_prompts_group_by_identical_prompt_or_shared_whole_pages():
+    from ragscale.engines.embedded import SharedPrefixes
+    from ragscale.engines.forward import PAGE
+
+    plan = SharedPrefixes()
+    base = _prompt(3 * PAGE + 10)
+    for ids in (base, list(base), base[:2 * PAGE + 5] + [1, 2, 3], _prompt(PAGE - 1, salt=3), _prompt(PAGE - 1, salt=3)):
+        plan.add(ids)
+    # the first three share two whole pages (the third differs inside page 3); then a short prompt twice
+    assert [plan.group_of(i) for i in range(5)] == [(0, 2 * PAGE)] * 3 + [(1, PAGE - 1)] * 2
+    assert plan.own_tokens() == len(base) - 2 * PAGE

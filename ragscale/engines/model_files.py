@@ -306,7 +306,7 @@ def decode_kernel() -> str:
     - ``int8`` elsewhere when the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without AMX torch's
       4-bit kernel unpacks nibbles in scalar-ish code and decoded at 0.45x llama.cpp on an AMD
       EPYC (Zen 4); an integer GEMM on int8 rows reads ~135 MB a token but runs at memory speed,
-      and rows batch into one GEMM (see ``bench kernels``);
+      and rows batch into one GEMM (``ragscale bench decode-kernels``);
     - ``int4`` otherwise (no VNNI: the integer GEMM has no fast path)."""
     chosen = os.environ.get("RAGSCALE_DECODE_KERNEL")
     if chosen:
