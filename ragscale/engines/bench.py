@@ -515,7 +515,7 @@ def server_kv_benchmark(progress: Progress | None = None) -> dict:
                                         "sampling_params": {"max_new_tokens": 1, "n": 16, "temperature": 0}})
         peak = process_memory_mb(server.pid)["peak_rss_mb"]
         if progress:
-            progress(1, 2, "2,000 tokens, n = 16")
+            progress(1, 2, f"2,000 tokens, n = 16: HTTP {status_n16}, peak RSS +{peak - ready:.0f} MB")
         status_mixed, seconds_mixed = post({"input_ids": [[1000 + (7 * i) % 20000 for i in range(6000)]]
                                             + [[1000 + i] for i in range(255)],
                                             "sampling_params": {"max_new_tokens": 1, "temperature": 0}})
