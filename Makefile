@@ -63,7 +63,7 @@ search-results: install
 
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory router kv
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-kv router kv
 bench: install
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \
