@@ -304,9 +304,11 @@ def decode_kernel() -> str:
     - ``int4`` where the CPU has AMX: torch's 4-bit kernel reads the GGUF's 4-bit groups (~60 MB
       a token) and was 1.14-1.21x llama.cpp on a Sapphire Rapids (README);
     - ``int8`` elsewhere when the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without AMX torch's
-      4-bit kernel unpacks nibbles in scalar-ish code and decoded at 0.45x llama.cpp on an AMD
-      EPYC (Zen 4); an integer GEMM on int8 rows reads ~135 MB a token but runs at memory speed,
-      and rows batch into one GEMM (``ragscale bench decode-kernels``);
+      4-bit kernel decoded at 0.45x llama.cpp on an AMD EPYC (Zen 4) and scales badly with rows;
+      the integer GEMM on int8 rows was 3-4x faster per token's layers in a kernel benchmark and
+      1.3-1.5x int4 for 8 branches end to end, but 0.65-0.8x on one stream, both measured under
+      heavy load (README; ``ragscale bench decode-kernels``). Batched decode is what tree
+      search runs;
     - ``int4`` otherwise (no VNNI: the integer GEMM has no fast path)."""
     chosen = os.environ.get("RAGSCALE_DECODE_KERNEL")
     if chosen:
