@@ -345,13 +345,21 @@ def check_server_url(url: str, what: str = "engine", example_url: str = "http://
     if shared():
         if _is_loopback_literal(host) and parts.path.strip("/") == "":
             return cleaned
-        if _normal(text) in allowed_urls():
-            return cleaned
-        raise UserError(f"{_shorten(text)!r} is not {_article(what)} {what} this server may call: only loopback "
-                        "(http://127.0.0.1:PORT) and the URLs in RAGSCALE_ALLOWED_URLS")
+        if _normal(text) not in allowed_urls():
+            raise UserError(f"{_shorten(text)!r} is not {_article(what)} {what} this server may call: only loopback "
+                            "(http://127.0.0.1:PORT) and the URLs in RAGSCALE_ALLOWED_URLS")
     addresses = [_plain(a) for a in _addresses(host)]
     if any(a.is_link_local or a.is_multicast or a.is_unspecified for a in addresses):
         raise UserError(f"{_shorten(text)!r} is a link-local, multicast or unspecified address, never {_article(what)} {what}")
+    return cleaned
+
+
+def check_server_given_url(url: str, what: str = "engine") -> str:
+    """A URL another server told the app to call (a router's worker): the checks of a typed one,
+    and no path, so the server never chooses which path the app requests from another host."""
+    cleaned = check_server_url(url, what)
+    if urlsplit(cleaned).path.strip("/"):
+        raise UserError(f"{_shorten(cleaned)!r}: a server-given {what} URL is scheme, host and port only")
     return cleaned
 
 
