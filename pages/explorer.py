@@ -21,6 +21,7 @@ from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_no
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
+from ragscale.formatting import md_literal
 from ragscale.plots.explorer import explorer_curve_figure
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search.sweep_report import sweep_note
@@ -76,7 +77,7 @@ def budget_and_knobs() -> None:
     budget_row[1].toggle("Pin k, m, n", **widget("pinned"),
                          help="off: the allocation model re-optimises (k, m, n) whenever the budget changes")
     if refused:
-        st.warning(refused, icon=":material/warning:")
+        st.warning(md_literal(refused), icon=":material/warning:")
     for column, name in zip(st.columns(4, gap="medium"), KNOBS):
         with column:
             stepped_slider(*knob(name))
@@ -117,9 +118,9 @@ def run_live(screen: ex.Screen, large: bool) -> None:
 
     try:
         record = live.run_tree(get_engine(), ex.load_dataset(key.dataset), screen.question, key,
-                               progress=lambda d, t, msg: status.update(label=f"Running live · {msg}"), on_step=on_step)
+                               progress=lambda d, t, msg: status.update(label=f"Running live · {md_literal(msg)}"), on_step=on_step)
     except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
-        status.update(label=f"Live run failed: {exc}", state="error")
+        status.update(label=f"Live run failed: {md_literal(exc)}", state="error")
         return
     ex.default_library().save(record)
     status.update(label=f"Done in {record['wall_seconds']:.1f} s", state="complete")
@@ -159,9 +160,9 @@ with toolbar.popover("Export", icon=":material/download:"):
                        "application/x-yaml")
 
 for text in screen.warnings + (ss[LINK][1] if state == ss[LINK][0] else []):
-    st.warning(text, icon=":material/warning:")
+    st.warning(md_literal(text), icon=":material/warning:")
 for text in screen.infos:
-    st.info(text)
+    st.info(md_literal(text))
 
 if large:  # on a projector the figures come first, where a room looks: above the controls, in the first screen
     metric_row(screen)
@@ -215,10 +216,10 @@ with left:
 with right:
     st.subheader("Search tree")
     if tree.note:
-        st.info(tree.note, icon=":material/travel_explore:")
+        st.info(md_literal(tree.note), icon=":material/travel_explore:")
     if tree.record is not None:
         record = tree.record
-        st.markdown(f"**{ex.tree_title(tree.shown)}** on *{screen.question.question}*")
+        st.markdown(f"**{md_literal(ex.tree_title(tree.shown))}** on *{md_literal(screen.question.question)}*")
         fig = tree_fig(str(tree.path), tree.path.stat().st_mtime, tree.focus, large)
         event = st.plotly_chart(fig, key="ex_tree", on_select="rerun", selection_mode="points",
                                 config=chart_config("ragscale-explorer-tree"))
@@ -228,10 +229,10 @@ with right:
             st.rerun()
         verdict = ":green[right]" if record.get("correct") else ":red[wrong]"
         right_count, total = tree.accuracy
-        st.markdown(f"**Answer:** {record.get('answer') or '(none)'} · {verdict} (gold: {' / '.join(record['golds'])})"
+        st.markdown(f"**Answer:** {md_literal(record.get('answer') or '(none)')} · {verdict} (gold: {md_literal(' / '.join(record['golds']))})"
                     + (f" · this configuration answers **{right_count} of {total}** library questions right" if total else "")
                     + f" · {record['nodes']} nodes, {record['wall_seconds']:.0f} s on "
-                      f"{record.get('engine', {}).get('model', '?')}")
+                      f"{md_literal(record.get('engine', {}).get('model', '?'))}")
         if tree.focus is not None:
             with st.container(border=True, key="ex_node_panel"):
                 node_panel(ex.node_details(record, tree.focus))

@@ -1,4 +1,5 @@
-"""How numbers are shown to people: one token formatter and one money formatter for the whole app.
+"""How values are shown to people: one token formatter, one money formatter and one escaper of
+untrusted text for the whole app.
 
 Kept here (no Streamlit, no plotting) so pages, figures and the CLI agree on "127k" and "$0.00004".
 """
@@ -6,6 +7,7 @@ Kept here (no Streamlit, no plotting) so pages, figures and the CLI agree on "12
 from __future__ import annotations
 
 import math
+import re
 
 _TOKEN_UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))
 
@@ -49,4 +51,20 @@ def fmt_usd(value: float) -> str:
     return f"{sign}${value:.{decimals}f}"
 
 
-__all__ = ["fmt_tokens", "fmt_usd"]
+# Every ASCII punctuation mark CommonMark lets a backslash escape. Escaping all of them (not only
+# "[]()!") also defeats what Streamlit adds to markdown: GFM's bare-URL links ("http://", "www."),
+# ":material/icon:" and ":red[...]" directives, "$...$" maths and "<...>" autolinks.
+_MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+def md_literal(value) -> str:
+    """Untrusted text (a model name an engine reports, a server's answer, a link's value, a stored
+    record, a typed path echoed in an error) made safe to put into anything Streamlit renders as
+    markdown: shown as typed, never as a link, an image, an icon, maths or formatting.
+
+    Line breaks become spaces, so a value never starts a heading, list or table of its own."""
+    text = " ".join(str(value).splitlines())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+__all__ = ["fmt_tokens", "fmt_usd", "md_literal"]
