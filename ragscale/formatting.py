@@ -51,10 +51,15 @@ def fmt_usd(value: float) -> str:
     return f"{sign}${value:.{decimals}f}"
 
 
-# Every ASCII punctuation mark CommonMark lets a backslash escape. Escaping all of them (not only
-# "[]()!") also defeats what Streamlit adds to markdown: GFM's bare-URL links ("http://", "www."),
-# ":material/icon:" and ":red[...]" directives, "$...$" maths and "<...>" autolinks.
-_MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+# What can turn plain text into something else in Streamlit's markdown: link and image brackets,
+# HTML and autolink angle brackets, emphasis, code, tables, maths; ":" before a word or "/" (the
+# "http://" of GFM's bare-URL links, ":material/icon:", ":red[...]"), "@" (bare e-mail links) and
+# the "." of "www.", "&" (entities). Punctuation that only means something at the start of a line ("-", "+",
+# "1.") is escaped there. The rest (",", "(", "-" mid-line...) stays as typed, so messages read
+# normally in the page's source too.
+_MARKDOWN_ACTIVE = re.compile(r"""[\\`*_{}\[\]<>#|~$@&]|:(?=[\w/])|(?<=www)\.""", re.IGNORECASE)
+# At the start of the text: a list item ("- x", "+ x", "1. x", "1) x") or a heading underline.
+_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))")
 
 
 def md_literal(value) -> str:
@@ -64,7 +69,13 @@ def md_literal(value) -> str:
 
     Line breaks become spaces, so a value never starts a heading, list or table of its own."""
     text = " ".join(str(value).splitlines())
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+    text = _MARKDOWN_ACTIVE.sub(lambda m: "\\" + m.group(0), text)
+    start = _LINE_START.match(text)
+    if start:  # "1." keeps its digits and escapes the "." or ")"; "-", "+", "=" get the backslash
+        cut = start.end()
+        text = (text[:cut] + "\\" + text[cut:]) if start.group(2)[0].isdigit() else \
+            (start.group(1) + "\\" + text[len(start.group(1)):])
+    return text
 
 
 __all__ = ["fmt_tokens", "fmt_usd", "md_literal"]

@@ -76,7 +76,7 @@ def assert_nothing_renders_as_a_link(at: AppTest, planted: bool = True) -> None:
         assert not [u for u in _links_and_images(source) if "127.0.0.1:9" in u], source
         assert "http://127.0.0.1:9" not in source and "www.evil.test" not in source, source  # GFM autolinks
     if planted:  # the value reached the page (escaped), so the check above was not vacuous
-        assert any("127\\.0\\.0\\.1\\:9" in s for s in strings), strings
+        assert any("127.0.0.1\\:9" in s for s in strings), strings
 
 
 @pytest.mark.parametrize("text", [HOSTILE, IMAGE, LINK, "**bold** _it_ `code` # head\n- item\n1. x",
