@@ -18,10 +18,15 @@ Requests that arrive while the engine is busy wait and are merged into its next 
 full before it joins a batch, so a bad request is refused alone and never makes the good ones
 run twice.
 
-Hardening (the server is reachable by a team): listen backlog 128, a cap on open connections
-(503 beyond it), a socket timeout for idle or dribbling clients, a body-size cap (413) read in
-bounded chunks, limits on prompts, n and total tokens per request (400), no exception text in
-any answer (500s say "internal error" and the detail goes to the server log).
+Hardening (the server is reachable by a team): listen backlog 128; caps on open connections, in
+all and per client address, where a newcomer takes the place of the connection that has waited
+longest for its request and only a server whose connections are all working answers 503
+(``_Connections``); a deadline for receiving a whole request, so a client dribbling bytes never
+holds a thread past it; a socket timeout for stalled reads and writes; HTTP/0.9 request lines
+refused at once; a body-size cap (413) read in bounded chunks, a Content-Length of ASCII digits
+only; lone surrogates in the JSON refused (400); limits on prompts, n, total tokens and
+token_ids_logprob entries per request (400); no exception text in any answer (500s say "internal
+error" and the detail goes to the server log).
 
 ``ragscale serve sglang`` builds the real ``sglang.launch_server`` command (``sglang_command``).
 """
@@ -541,6 +546,13 @@ class _Server(ThreadingHTTPServer):
     def server_close(self):
         self.connections.close()
         super().server_close()
+
+    def handle_error(self, request, client_address):
+        # A client that hung up, or a connection dropped for being late, is not a server error:
+        # the stdlib would print a traceback for each (256 of them when slow clients are cut off).
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 _GET_ONLY = {"/health", "/health_generate", "/model_info", "/get_model_info", "/server_info", "/get_server_info",
