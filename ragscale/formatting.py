@@ -52,12 +52,16 @@ def fmt_usd(value: float) -> str:
 
 
 # What can turn plain text into something else in Streamlit's markdown: link and image brackets,
-# HTML and autolink angle brackets, emphasis, code, tables, maths; ":" before a word or "/" (the
-# "http://" of GFM's bare-URL links, ":material/icon:", ":red[...]"), "@" (bare e-mail links) and
-# the "." of "www.", "&" (entities). Punctuation that only means something at the start of a line ("-", "+",
-# "1.") is escaped there. The rest (",", "(", "-" mid-line...) stays as typed, so messages read
-# normally in the page's source too.
-_MARKDOWN_ACTIVE = re.compile(r"""[\\`*_{}\[\]<>#|~$@&]|:(?=[\w/])|(?<=www)\.""", re.IGNORECASE)
+# HTML and autolink angle brackets, emphasis, code, tables, maths, entities, and ":" before a word
+# or "/" (":red[...]", ":material/icon:"). Punctuation that only means something at the start of
+# a line ("-", "+", "1.") is escaped there. The rest (",", "(", "-" mid-line...) stays as typed, so
+# messages read normally in the page's source too.
+_MARKDOWN_ACTIVE = re.compile(r"""[\\`*_{}\[\]<>#|~$&]|:(?=[\w/])""")
+# GFM's bare-URL links are found in the text *after* backslash escapes are resolved (checked in
+# Chromium), so no escape stops them: an invisible WORD JOINER (U+2060) inside "://", after "www"
+# and before "@" does, and the text still reads the same.
+_BARE_LINK = re.compile(r"(?=://)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 # At the start of the text: a list item ("- x", "+ x", "1. x", "1) x") or a heading underline.
 _LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))")
 
@@ -69,6 +73,7 @@ def md_literal(value) -> str:
 
     Line breaks become spaces, so a value never starts a heading, list or table of its own."""
     text = " ".join(str(value).splitlines())
+    text = _BARE_LINK.sub(WORD_JOINER, text)
     text = _MARKDOWN_ACTIVE.sub(lambda m: "\\" + m.group(0), text)
     start = _LINE_START.match(text)
     if start:  # "1." keeps its digits and escapes the "." or ")"; "-", "+", "=" get the backslash

@@ -85,7 +85,8 @@ def test_md_literal_shows_the_text_as_typed_and_never_a_link(text):
     shown = md_literal(text)
     assert _links_and_images(shown) == []
     assert "<" not in _PARSER.render(shown).replace("<p>", "").replace("</p>", "")  # no HTML, no formatting
-    assert _rendered_text(shown) == " ".join(text.splitlines())
+    # Reads as typed (the word joiners that break bare URLs are invisible).
+    assert _rendered_text(shown).replace("\u2060", "") == " ".join(text.splitlines())
 
 
 # ---- the pages ---------------------------------------------------------------------------------
@@ -198,3 +199,24 @@ def test_md_literal_is_the_one_escaper_pages_use():
                          line):
                 offenders.append(f"{path.name}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_browser_renders_hostile_link_values_as_text(app_url, page):
+    """Streamlit's own renderer (react-markdown with GFM, not markdown-it): the Explorer's warning
+    box for ``?question=`` and ``?dataset=`` values holds no link or image to the planted host and
+    shows the values as typed."""
+    from urllib.parse import urlencode
+
+    from tests.browser_helpers import wait_for_app
+
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{app_url}/explorer?{urlencode({'question': IMAGE, 'dataset': LINK + ' www.evil.test'})}")
+    wait_for_app(page)
+    page.wait_for_selector("[data-testid='stAlert']", timeout=120_000)
+    planted = page.eval_on_selector_all("a[href*='127.0.0.1:9'], img[src*='127.0.0.1:9'], a[href*='evil.test']",
+                                        "els => els.map(e => e.outerHTML)")
+    assert planted == []
+    alerts = " ".join(page.eval_on_selector_all("[data-testid='stAlert']", "els => els.map(e => e.innerText)"))
+    assert "[Sign in](http://127.0.0.1:9/login)" in alerts.replace("\u2060", ""), alerts
+    assert not [u for u in requested if "127.0.0.1:9/" in u]  # the browser never fetched the image
