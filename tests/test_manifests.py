@@ -14,17 +14,7 @@ import pytest
 from ragscale.engines import model_files
 from ragscale.retrieval import manifest
 from tests.test_retrieval import FACTS
-from tests.test_retrieval_scale import QUESTION, _last_json, _ragscale, _tiny_file, built_cache  # noqa: F401
-
-
-def _store_copy(built, tmp_path) -> tuple[Path, str, dict]:
-    cache, _ = built
-    store = tmp_path / "chroma"
-    shutil.copytree(cache / "chroma", store)
-    (name,) = manifest.collection_names(store)
-    facts = {k: manifest.read_manifest(store, name)[k] for k in ("corpus_key", "embedding_model", "passages")}
-    assert manifest.check_collection(store, name, facts) is None
-    return store, name, facts
+from tests.test_retrieval_scale import QUESTION, _last_json, _ragscale, built_cache, store_copy  # noqa: F401
 
 
 def _same_length_edit(store: Path) -> None:
@@ -44,7 +34,7 @@ def _delete_half(store: Path) -> None:
 
 @pytest.mark.parametrize("tamper", [_same_length_edit, _delete_half], ids=lambda f: f.__name__.strip("_"))
 def test_an_edit_of_the_passages_in_sqlite_fails_the_check(built_cache, tmp_path, tamper):
-    store, name, facts = _store_copy(built_cache, tmp_path)
+    store, name, facts = store_copy(built_cache, tmp_path)
     tamper(store)
     assert manifest.check_collection(store, name, facts) == "its passages in chroma.sqlite3 changed since it was built"
 
@@ -63,7 +53,7 @@ def test_an_edited_passage_is_rebuilt_not_served(built_cache, tmp_path):
 
 
 def test_an_unexpected_file_in_the_segment_folder_fails_the_check(built_cache, tmp_path):
-    store, name, facts = _store_copy(built_cache, tmp_path)
+    store, name, facts = store_copy(built_cache, tmp_path)
     segment = store / manifest.vector_segment(store, name)[1]
     (segment / "extra.bin").write_bytes(b"x")
     assert manifest.check_collection(store, name, facts) == "its index files are missing or unexpected"

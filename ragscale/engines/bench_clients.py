@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-
 from typing import Callable
 
 Progress = Callable[[int, int, str], None]
