@@ -42,7 +42,8 @@ PAPER_PROFILE_NOTE = (
     "(approximation)."
 )
 
-PRICES_NOTE = "Default prices: Gemini 1.5 Flash list prices for prompts ≤128k (2024). Replace with yours."
+PRICES_NOTE = ("Price sheets are data (data/prices/*.yaml; your own in the user cache's prices folder): provider, "
+               "model, date, source and tiers by prompt length. Edit the tiers below to try your own rates.")
 
 TOKEN_SIZE_LABELS = {"doc": "document", "question": "question", "answer": "answer", "subquery": "sub-query",
                      "intermediate": "intermediate answer", "instruction": "instruction",
