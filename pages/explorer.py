@@ -21,7 +21,7 @@ from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_no
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
-from ragscale.plots.explorer import explorer_curve_figure
+from ragscale.plots.explorer import curves_figure
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search.sweep_report import sweep_note
 
@@ -86,10 +86,7 @@ def allocation_panel() -> None:
     """Accuracy against the token budget: the runs, the model fitted to them, the paper's reference."""
     st.subheader("Accuracy vs token budget")
     c = screen.curves
-    st.plotly_chart(explorer_curve_figure(c.predicted, state.budget, screen.allocation.to_dict(),
-                                          predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
-                                          observed=c.observed, reference=c.reference,
-                                          current_on_reference=c.current_on_reference, large=large, height=400),
+    st.plotly_chart(curves_figure(c, state.budget, screen.allocation.to_dict(), large=large, height=400),
                     key="ex_curve", config=chart_config("ragscale-explorer-curve"))
     st.caption(c.caption)
 

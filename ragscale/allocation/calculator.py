@@ -55,7 +55,7 @@ def window_cap(model, chosen: Allocation, strategy: str = "auto", sizes: TokenSi
         return None
     larger = optimise(model, min(chosen.budget * 10, MAX_BUDGET), strategy, sizes, grid)
     frozen = larger.predicted_score <= chosen.predicted_score + 1e-9
-    return (f"The context window caps this pick: every call must fit {fmt_tokens(window)} tokens"
+    return (f"The context window caps this pick: every call must fit {window:,} tokens"
             + (f", so no configuration longer than {chosen.effective_tokens:,} tokens per question scores higher and a "
                "larger budget buys nothing on this model." if frozen else ".")
             + f" Without that limit the model would pick {free.strategy} k={free.k} m={free.m} n={free.n} "
