@@ -17,8 +17,8 @@ from ragscale.allocation import (
     PAPER_PROFILE, STRATEGIES, STRATEGY_DESCRIPTIONS, TABLE1_DATASETS, AllocationModel, CostModel,
     TokenSizes, available_profiles, frontier, load_table1, paper_profile,
 )
-from ragscale.allocation.calculator import (bill_table, calculate, headline, score_label, sheet_from_frame,
-                                           summary_line, tier_frame, value_line)
+from ragscale.allocation.calculator import (TIER_COLUMNS, bill_table, calculate, headline, score_label,
+                                           sheet_from_frame, summary_line, tier_frame, value_line)
 from ragscale.allocation.cost import tier_summary
 from ragscale.allocation.prices import available_sheets, load_sheet
 from ragscale.errors import UserError
@@ -96,18 +96,21 @@ def cost_input() -> CostModel:
     c1, c2, c3, c4, c5 = box.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")
     sheets = available_sheets()
     name = c1.selectbox("Price sheet", list(sheets), key="alloc_sheet",
-                        format_func=lambda n: load_sheet(n).title, help=PRICES_NOTE)
+                        format_func=lambda n: f"{load_sheet(n).model} · {load_sheet(n).date}", help=PRICES_NOTE)
     sheet = load_sheet(name)
     d = CostModel(prices=sheet)
-    qpd = c2.number_input("Queries per day", min_value=0.0, value=d.queries_per_day, step=100.0, key="alloc_qpd")
-    prefill = c3.number_input("Prefill tokens/s", min_value=1.0, value=d.prefill_tokens_per_s, step=500.0)
-    decode = c4.number_input("Decode tokens/s", min_value=1.0, value=d.decode_tokens_per_s, step=10.0)
-    auto_cache = c5.toggle("Cache every shared prefix", value=True, key="alloc_auto_cache",
-                           help="Instruction and demonstrations are shared by all questions; each IterDRAG call "
-                                "re-sends the previous prompt.")
+    qpd = c2.number_input("Queries per day", min_value=0.0, value=d.queries_per_day, step=100.0, key="alloc_qpd",
+                          format="%.0f")
+    prefill = c3.number_input("Prefill tokens/s", min_value=1.0, value=d.prefill_tokens_per_s, step=500.0, format="%.0f")
+    decode = c4.number_input("Decode tokens/s", min_value=1.0, value=d.decode_tokens_per_s, step=10.0, format="%.0f")
+    auto_cache = c5.toggle("Prefix cache", value=True, key="alloc_auto_cache",
+                           help="On: every shared prefix is billed as cached (instruction and demonstrations are "
+                                "shared by all questions; each IterDRAG call re-sends the previous prompt). Off: "
+                                "set the hit fraction yourself.")
     hit = None if auto_cache else box.slider("Prefix-cache hit fraction", 0.0, 1.0, 0.5, key="alloc_hit")
     edited = box.data_editor(tier_frame(sheet), key=f"alloc_tiers_{name}", hide_index=True, width="stretch",
-                             num_rows="dynamic")
+                             num_rows="dynamic", column_config={label: st.column_config.NumberColumn(format="%g")
+                                                                for label in list(TIER_COLUMNS.values())[2:]})
     box.caption(f"Source: {sheet.source} Each model call is billed at the tier its own prompt falls in.")
     try:
         return CostModel(sheet_from_frame(sheet, edited), qpd, hit, prefill, decode)

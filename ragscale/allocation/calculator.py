@@ -228,7 +228,7 @@ def sheet_from_frame(sheet: PriceSheet, frame: pd.DataFrame) -> PriceSheet:
         bound = row["max_prompt_tokens"]
         tiers.append({**row, "max_prompt_tokens": None if pd.isna(bound) else int(bound),
                       **{key: float(row[key]) if pd.notna(row[key]) else -1.0 for key in ("input", "cached_input", "output")}})
-    edited = [t for t in tiers] != [dict(vars(t)) for t in sheet.tiers]
+    edited = tiers != [dict(vars(t)) for t in sheet.tiers]
     data = {**sheet.to_dict(), "tiers": tiers}
     if edited:
         data.update(provider=f"{sheet.provider}, edited here", source=f"edited on the page from: {sheet.source}")

@@ -133,3 +133,23 @@ def predicted_figure(table: pd.DataFrame, model=None, paper_model=None, score_la
     if r2 is not None and r2 == r2:
         title += f" · R² {r2:.2f}"
     return _layout(fig, title, score_label)
+
+
+# How the page's tables show numbers: scores and shares in percent with one decimal, token counts whole,
+# seconds and calls to one decimal (the raw table, in fractions and full floats, is the CSV download).
+PERCENT_COLUMNS = ("score", "em", "f1", "acc", "cache_hit")
+WHOLE_COLUMNS = ("length_max", "length_mean", "cached_mean", "uncached_mean", "budget", "configurations")
+TENTHS_COLUMNS = ("calls_mean", "iterations_mean", "seconds_mean")
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (config_table or best_per_budget) for people: '31.2' (%), '1,062' tokens, '2.3' s."""
+    out = table.copy()
+    for column in out.columns:
+        if column in PERCENT_COLUMNS:
+            out[column] = (100 * pd.to_numeric(out[column], errors="coerce")).round(1)
+        elif column in WHOLE_COLUMNS:
+            out[column] = pd.to_numeric(out[column], errors="coerce").round().astype("Int64")
+        elif column in TENTHS_COLUMNS:
+            out[column] = pd.to_numeric(out[column], errors="coerce").round(1)
+    return out.rename(columns={c: f"{c} (%)" for c in PERCENT_COLUMNS if c in out.columns})
