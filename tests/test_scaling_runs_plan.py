@@ -73,3 +73,35 @@ def test_tables_show_percent_and_whole_tokens_not_raw_floats(demo_page):
     for column in shown.select_dtypes("number").columns:
         values = pd.to_numeric(shown[column], errors="coerce").dropna()
         assert ((values * 10).round(6) % 1 == 0).all(), column  # at most one decimal anywhere
+
+
+def test_a_running_sweep_shows_time_left(tmp_path, monkeypatch):
+    """Progress said only 'rows, seconds': no ETA."""
+    import threading
+    import time
+
+    from ragscale.rag.jobs import REGISTRY, SweepJob
+    from ragscale.rag.sweep import SweepSpec
+
+    from ragscale.store import ResultsStore
+
+    out = tmp_path / "running.sqlite"
+    ResultsStore(out).close()  # the file the sweep writes to, still empty
+    job = SweepJob(SweepSpec(), out, "scripted")
+    release = threading.Event()
+    job.thread = threading.Thread(target=release.wait, daemon=True)
+    job.thread.start()
+    clock = iter([100.0, 110.0, 110.0, 110.0])
+    monkeypatch.setattr(time, "time", lambda: next(clock, 110.0))
+    job.progress(0, 100, "running")
+    job.progress(20, 100, "running")  # 2 rows/s for 10 s: 40 s left
+    REGISTRY._jobs[job.id] = job
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=60)
+        at.session_state["scaling_runs.results_path"] = str(out)
+        at.run(timeout=60)
+        texts = [p.proto.text for p in at.get("progress")]
+        assert any("20/100 rows" in t and "about 40 s left" in t for t in texts), texts
+    finally:
+        release.set()
+        REGISTRY._jobs.pop(job.id, None)
