@@ -74,11 +74,12 @@ def test_every_chart_element_is_in_the_legend_and_the_fitted_curve_stays_on_its_
     fig = curves_figure(screen.curves, screen.state.budget, screen.allocation.to_dict())
     names = [t.name for t in fig.data]
     assert all(name and t.showlegend is not False for name, t in zip(names, fig.data)), names
-    assert {"runs", "best run within budget", "this configuration", "budget 1k"} <= set(names)
-    assert len(fig.layout.shapes) == 1  # the budget line: its legend entry is "budget 1k"
+    assert ["fitted", "runs", "paper →", "current", "budget"] == names
+    assert len(fig.layout.shapes) == 1  # the budget line: its legend entry is "budget"
     low, high = screen.curves.domain
     fitted = fig.data[0]
-    assert fitted.name == "fitted: best iterdrag" and low <= min(fitted.x) and max(fitted.x) <= high
+    assert fitted.name == "fitted" and low <= min(fitted.x) and max(fitted.x) <= high
+    assert "fitted: the best iterdrag (k ≥ 1) per budget" in screen.curves.caption
     assert high == 5_457  # the longest run of the demo sweep
 
 
@@ -108,7 +109,7 @@ def test_browser_demo_world_legend_names_every_element(app_url, page, artifacts_
     chart.locator(".legendtext").first.wait_for(timeout=60_000)
     texts = "els => els.map(e => e.textContent)"  # SVG text has no innerText
     legend = chart.locator(".legendtext").evaluate_all(texts)
-    assert {"fitted: best iterdrag", "runs", "best run within budget", "this configuration", "budget 128k"} <= set(legend)
+    assert ["fitted", "runs", "paper →", "current", "budget"] == legend
     ticks = chart.locator(".yaxislayer-above .ytick text, .overaxes-above .y2tick text").evaluate_all(texts)
     assert ticks and all(t.isdigit() for t in ticks), ticks  # 0, 10, 20 ..., never 7.9 or 15.7
     assert page.get_by_text("The context window caps this pick").first.is_visible()

@@ -176,7 +176,7 @@ def test_curve_figure_marks_the_current_configuration_and_overlays_observed_runs
     fig = explorer_curve_figure(curve, DEFAULT.budget, allocation.to_dict(), observed=table,
                                 predicted_label="paper profile")
     names = [t.name for t in fig.data]
-    current = next(t for t in fig.data if t.name == "this configuration")
+    current = next(t for t in fig.data if t.name == "current")
     assert list(current.x) == [allocation.effective_tokens]
     assert list(current.y) == pytest.approx([allocation.predicted_score])
     assert "runs" in names

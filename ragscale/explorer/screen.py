@@ -477,7 +477,8 @@ def fitted_domain(table: pd.DataFrame, strategy: str) -> tuple[int, int] | None:
 
 
 def curve_label(state: ExplorerState) -> str:
-    return "fitted: best of all strategies" if state.strategy == "auto" else f"fitted: best {state.strategy}"
+    """What the fitted line is: the model's best configuration per budget among ``state.strategy``'s."""
+    return "the best of all strategies" if state.strategy == "auto" else f"the best {state.strategy} (k ≥ 1)"
 
 
 def _curves(state, allocation_model, fitted, table, model_name) -> Curves:
@@ -486,13 +487,14 @@ def _curves(state, allocation_model, fitted, table, model_name) -> Curves:
         chosen = "paper" if allocation_model is not fitted else "fitted"
         domain = fitted_domain(table, state.strategy)
         caption = (f"Runs: accuracy of {who} on {state.dataset} (each configuration at its longest question); "
-                   "fitted: the allocation model fitted to those runs, same model, same axis. The paper's "
-                   "Gemini 1.5 Flash curve (Yue et al. 2025) is another model on another scale: the dashed "
+                   f"the line through them: the best within each length; fitted: {curve_label(state)} per budget under "
+                   "the allocation model fitted to those runs (same model, same axis); current: the configuration on "
+                   "screen; budget: the token budget. The paper's Gemini 1.5 Flash curve (Yue et al. 2025) is another model on another scale: the dashed "
                    "reference on the right axis (paper →). The fitted curve is drawn over the lengths of the runs it "
                    f"was fitted on ({domain[0]:,}-{domain[1]:,} tokens): beyond them the model has no data."
                    + (" The chosen accuracy model is the paper's, so the current configuration sits on it."
                       if chosen == "paper" else ""))
-        return Curves(predicted_curve(fitted, state.strategy), curve_label(state), table,
+        return Curves(predicted_curve(fitted, state.strategy), "fitted", table,
                       predicted_curve(paper_model(), state.strategy), chosen == "paper", caption, domain,
                       fitted.metric_ or "score")
     caption = (f"Predicted by the {PAPER_LABEL} (EM %). No observed runs of {state.dataset} to fit yet: "

@@ -4,7 +4,9 @@ Observed runs and the model fitted to them share the left axis (same model, same
 the metric the runs were scored with); the fitted curve is drawn only over the token range of the
 runs it was fitted on (``domain``): outside it the model has no data. The paper's Gemini 1.5 Flash
 curve, a different model on another scale, is a dashed reference on the right axis ("paper →").
-Every element drawn is in the legend, the budget line and the current configuration included.
+Every element drawn is in the legend (runs and the step line of the best of them are one element), the
+budget line and the current configuration included, under short names (the hover and the caption say
+more); in half a page the legend takes two lines rather than squeeze its entries over each other.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ragscale.formatting import fmt_tokens
 from ragscale.plots.style import sized
 
 CURRENT = "#f97316"
@@ -61,22 +62,24 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
     fig.add_trace(go.Scatter(
         x=curve["budget"], y=curve["predicted_score"], mode="lines", name=predicted_label,
         line=dict(color=PREDICTED, width=3, shape="hv"),
-        hovertemplate=f"budget %{{x:,}} tokens<br>predicted %{{y:.1f}}% {unit}<extra></extra>"))
+        hovertemplate=f"{predicted_label}<br>budget %{{x:,}} tokens<br>predicted %{{y:.1f}}% {unit}<extra></extra>"))
     xs, ys = list(curve["budget"]) + [budget, current["effective_tokens"]], list(curve["predicted_score"])
     if observed is not None and len(observed):
         done = observed[observed["complete"] & observed["score"].notna()]
-        custom = np.column_stack([done["strategy"], done["k"], done["m"], done["n"], done["questions"]])
+        # One trace, one legend entry: the best runs joined by the step line of the best within each length,
+        # then every other run on its own (a None between points breaks the line).
+        best = observed_best(observed)
+        rest = done.drop(index=best.index)
+        parts = [best] + [rest.loc[[i]] for i in rest.index]
+        frame = pd.concat([pd.concat([p, pd.DataFrame({"length_max": [None]})]) for p in parts], ignore_index=True)
+        custom = frame[["strategy", "k", "m", "n", "questions"]].to_numpy()
         fig.add_trace(go.Scatter(
-            x=done["length_max"], y=100 * done["score"], mode="markers", name="runs",
+            x=frame["length_max"], y=100 * frame["score"], mode="lines+markers", name="runs",
+            line=dict(color=OBSERVED, width=2, shape="hv"), connectgaps=False,
             marker=dict(color=OBSERVED, size=9, opacity=0.7, line=dict(width=1, color="white")), customdata=custom,
             hovertemplate="%{customdata[0]} k=%{customdata[1]} m=%{customdata[2]} n=%{customdata[3]}<br>"
                           f"{unit} %{{y:.0f}}% over %{{customdata[4]}} questions<br>longest question %{{x:,}} tokens"
-                          "<extra></extra>"))
-        best = observed_best(observed)
-        if len(best):
-            fig.add_trace(go.Scatter(x=best["length_max"], y=100 * best["score"], mode="lines",
-                                     name="best run within budget", line=dict(color=OBSERVED, width=2, shape="hv"),
-                                     hoverinfo="skip"))
+                          "<br>(the line: the best run within each length)<extra></extra>"))
         xs += list(done["length_max"])
         ys += list(100 * done["score"])
     if reference is not None and len(reference):
@@ -88,14 +91,14 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
     if not on_reference:
         ys.append(current["predicted_score"])
     fig.add_trace(go.Scatter(
-        x=[current["effective_tokens"]], y=[current["predicted_score"]], mode="markers", name="this configuration",
+        x=[current["effective_tokens"]], y=[current["predicted_score"]], mode="markers", name="current",
         yaxis="y2" if on_reference else "y", cliponaxis=False,
         marker=dict(color=CURRENT, size=15, symbol="star", line=dict(width=1, color="#7c2d12")),
-        hovertemplate=(f"{current['strategy']} k={current['k']} m={current['m']} n={current['n']}"
+        hovertemplate=(f"current: {current['strategy']} k={current['k']} m={current['m']} n={current['n']}"
                        f"<br>%{{x:,}} tokens · predicted %{{y:.1f}}% {unit}<extra></extra>")))
     fig.add_vline(x=budget, line=dict(color=CURRENT, width=1, dash="dot"))
     # The vertical line is a shape, which has no legend entry of its own: a legend-only twin names it.
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"budget {fmt_tokens(budget)}",
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="budget",
                              line=dict(color=CURRENT, width=1, dash="dot"), hoverinfo="skip"))
     # Pad the log axis so the star and the budget line are never half outside the plot.
     low, high = np.log10(max(min(xs), 1)), np.log10(max(xs))
@@ -111,9 +114,9 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
         fig.update_layout(yaxis2=dict(title="paper EM (%)", overlaying="y", side="right", showgrid=False,
                                       color=REFERENCE, **nice_axis(top)))
     fig = sized(fig, large)
-    # Six entries do not fit one line in half a page: three rows of two, under the axis.
-    fig.update_layout(legend=dict(y=-0.3 if large else -0.2, yanchor="top", entrywidth=0.5, entrywidthmode="fraction"),
-                      margin=dict(b=10))
+    # Entries as wide as their names (short; the hover says more): they wrap to a second line in half a page
+    # rather than overlap.
+    fig.update_layout(legend=dict(entrywidth=0, entrywidthmode="pixels", itemsizing="constant", itemwidth=30))
     return fig
 
 
