@@ -103,7 +103,7 @@ def cost_input() -> CostModel:
                           format="%.0f")
     prefill = c3.number_input("Prefill tokens/s", min_value=1.0, value=d.prefill_tokens_per_s, step=500.0, format="%.0f")
     decode = c4.number_input("Decode tokens/s", min_value=1.0, value=d.decode_tokens_per_s, step=10.0, format="%.0f")
-    auto_cache = c5.toggle("Prefix cache", value=True, key="alloc_auto_cache",
+    auto_cache = c5.toggle("Cache", value=True, key="alloc_auto_cache",
                            help="On: every shared prefix is billed as cached (instruction and demonstrations are "
                                 "shared by all questions; each IterDRAG call re-sends the previous prompt). Off: "
                                 "set the hit fraction yourself.")
