@@ -46,7 +46,10 @@ def window_cap(model, chosen: Allocation, strategy: str = "auto", sizes: TokenSi
     the model would spend more of the budget on a configuration it predicts higher."""
     model = as_model(model)
     window = context_window_of(model)
-    if window is None:
+    sizes = sizes or TokenSizes()
+    # A call holds at most the question's whole input plus its answer: under such a budget no call can
+    # reach the window, and the check (two more searches of the grid) is skipped.
+    if window is None or chosen.budget + sizes.answer <= window:
         return None
     unbounded = copy.copy(model)
     unbounded.context_window_ = None

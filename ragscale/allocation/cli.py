@@ -109,7 +109,7 @@ def allocate(args) -> int:
         ("cost per query", f"{fmt_usd(costs.cost_per_query_usd)} ({', '.join(tier_summary(costs))})"),
         ("cost per month", f"${costs.cost_per_month_usd:,.2f} at {cost.queries_per_day:,.0f} queries/day"),
         ("latency", f"{costs.latency_s:.1f} s"),
-        ("prices", f"{cost.prices.title}; {cost.prices.source}"),
+        ("prices", f"{cost.prices.title}; source {cost.prices.source.split()[0]} (--json: the whole record)"),
     ]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
