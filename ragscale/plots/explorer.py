@@ -6,7 +6,7 @@ runs it was fitted on (``domain``): outside it the model has no data. The paper'
 curve, a different model on another scale, is a dashed reference on the right axis ("paper →").
 Every element drawn is in the legend (runs and the step line of the best of them are one element), the
 budget line and the current configuration included, under short names (the hover and the caption say
-more); in half a page the legend takes two lines rather than squeeze its entries over each other.
+more).
 """
 
 from __future__ import annotations
@@ -113,11 +113,8 @@ def explorer_curve_figure(predicted: pd.DataFrame, budget: int, current: dict, *
         top = max(list(reference["predicted_score"]) + ([current["predicted_score"]] if on_reference else []))
         fig.update_layout(yaxis2=dict(title="paper EM (%)", overlaying="y", side="right", showgrid=False,
                                       color=REFERENCE, **nice_axis(top)))
-    fig = sized(fig, large)
-    # Entries as wide as their names (short; the hover says more): they wrap to a second line in half a page
-    # rather than overlap.
-    fig.update_layout(legend=dict(entrywidth=0, entrywidthmode="pixels", itemsizing="constant", itemwidth=30))
-    return fig
+    # legend symbols at one size: the current configuration's big star would stretch its legend line
+    return sized(fig, large).update_layout(legend=dict(itemsizing="constant"))
 
 
 def curves_figure(curves, budget: int, current: dict, large: bool = False, height: int = 420) -> go.Figure:
