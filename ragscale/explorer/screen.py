@@ -603,8 +603,10 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
     table = observed_table(results, state.dataset, engine_model)
     curves = _curves(state, model, fitted, table, engine_model)
     if task == "qa" and curves.domain and model is fitted and allocation.effective_tokens > curves.domain[1]:
-        infos.append(f"This configuration needs {allocation.effective_tokens:,} tokens, beyond the longest run the "
-                     f"fitted model has seen ({curves.domain[1]:,} tokens): its prediction is an extrapolation.")
+        # under the chart, where the star sits past the drawn curve (a notice above would push the charts down)
+        curves = replace(curves, caption=f"{curves.caption} The current configuration needs "
+                         f"{allocation.effective_tokens:,} tokens, beyond the longest run the fitted model has seen "
+                         f"({curves.domain[1]:,} tokens): its prediction is an extrapolation.")
     figs = figures(state, allocation, record, rebase, table)
     questions = {q.qid: q.question for q in dataset.questions}
     sweep = search_sweep_table(search_results, state.dataset) if task != "qa" else pd.DataFrame()
