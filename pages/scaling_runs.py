@@ -18,7 +18,8 @@ from ragscale.deploy import results_dir, save_upload, sweep_output_path, viewer_
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 from ragscale.formatting import md_literal
-from ragscale.plots.scaling import observed_figure, predicted_figure
+from ragscale.plots.scaling import display_table, observed_figure, predicted_figure
+from ragscale.rag.plan import fmt_duration, plan_sweep, rates_from
 from ragscale.rag import sweep as sw
 from ragscale.rag.jobs import REGISTRY  # process-wide: every tab sees the same jobs
 from ragscale.rag.strategies import STRATEGIES, unpack_calls
@@ -58,11 +59,18 @@ def sweep_form() -> None:
         left, mid, right = st.columns(3)
         strategies = left.multiselect("Strategies", list(STRATEGIES), default=["rag", "drag", "iterdrag"],
                                       key="sr_strategies")
-        k_text = mid.text_input("k (documents)", "0,1,2,5", key="sr_k")
-        m_text = mid.text_input("m (demonstrations)", "0,1,2", key="sr_m")
+        # A small default grid (12 configurations x 8 questions, minutes on a CPU): widen it once it works.
+        k_text = mid.text_input("k (documents)", "1,3", key="sr_k")
+        m_text = mid.text_input("m (demonstrations)", "0,1", key="sr_m")
         n_text = right.text_input("n (IterDRAG iterations)", "1,2", key="sr_n")
-        limit = right.number_input("Questions", min_value=1, max_value=5000, value=20, key="sr_limit")
+        limit = right.number_input("Questions", min_value=1, max_value=5000, value=8, key="sr_limit")
         out = st.text_input("Results file (resumed if it exists)", MY_RESULTS, key="sr_out")
+        try:
+            grid = [sw.parse_int_list(text, name) for text, name in ((k_text, "k"), (m_text, "m"), (n_text, "n"))]
+            rates = rates_from(st.session_state.get(RESULTS_KEY), DEMO_RESULTS)
+            st.info(plan_sweep(strategies, *grid, int(limit), rates).describe(rates), icon=":material/schedule:")
+        except UserError as exc:
+            st.error(md_literal(exc))
         st.caption(f"Engine: {md_literal(describe_spec(engine_spec()))} (change it on the Engine page). A bare file name "
                    f"goes to {results_dir()}. Finished rows are never repeated: rerunning the same grid resumes it.")
         if st.button("Start sweep", type="primary", disabled=dataset is None, key="sr_start"):
@@ -88,7 +96,10 @@ def job_panel(path) -> bool:
             st.button("Watch it", key="sr_watch", on_click=lambda: st.session_state.update({RESULTS_KEY: str(other.out)}))
         return False
     doing = "" if job.message == job.status else f": {job.message}"
-    st.progress(min(job.fraction, 1.0), text=f"{job.status}{doing} — {job.done}/{job.total} rows, {job.elapsed:.0f} s")
+    left = job.seconds_left
+    eta = "" if left is None else f", about {fmt_duration(left)} left"
+    st.progress(min(job.fraction, 1.0),
+                text=f"{job.status}{doing} — {job.done}/{job.total} rows, {fmt_duration(job.elapsed)} elapsed{eta}")
     if job.error:
         st.error(f"The sweep stopped: {md_literal(job.error)}. Rows finished before the error are kept; start it again to resume.")
     if job.running and st.button("Cancel sweep", key=f"sr_cancel_{job.id}"):
@@ -146,9 +157,12 @@ def results_view(store, show_paper: bool, metric: str) -> None:
     st.caption(sw.describe_rows(rows, table))
     plots(table, metric, show_paper)
     with st.expander("Best configuration per budget"):
-        st.dataframe(sw.best_per_budget(table, strategies=sw.curve_strategies(table)), hide_index=True, width="stretch")
+        st.dataframe(display_table(sw.best_per_budget(table, strategies=sw.curve_strategies(table))), hide_index=True,
+                     width="stretch")
     st.subheader("Configurations")
-    st.dataframe(table, hide_index=True, width="stretch", key="sr_table")
+    st.caption("Scores and cache hits in percent; token counts per question (longest, mean); seconds per question. "
+               "The CSV download keeps the raw values.")
+    st.dataframe(display_table(table), hide_index=True, width="stretch", key="sr_table")
     one, two = st.columns(2)
     one.download_button("Configurations (CSV)", table.to_csv(index=False), "configurations.csv", "text/csv")
     two.download_button("Per-question rows (CSV)", sw.rows_for_csv(rows).to_csv(index=False), "questions.csv", "text/csv")

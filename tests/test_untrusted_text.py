@@ -139,24 +139,28 @@ def test_explorer_link_values(monkeypatch, tmp_path):
     assert_nothing_renders_as_a_link(at)
 
 
-def test_a_live_tree_record_with_a_hostile_model_name(monkeypatch, tmp_path):
-    """A live run saved a record whose engine named itself with link syntax: later viewers of
-    the Explorer see the name as text."""
+def test_a_stored_tree_record_with_a_hostile_model_name(monkeypatch, tmp_path):
+    """Tree records whose engine named itself with link syntax (and whose answer is a link): the
+    Explorer shows both as text."""
+    import streamlit as st
+
     from ragscale.explorer import screen as ex
 
-    monkeypatch.setenv("RAGSCALE_WARMUP", "0")
-    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path))
-    at = AppTest.from_file(str(PAGES / "explorer.py"), default_timeout=120).run()
-    assert not at.exception, at.exception
-    shown = ex.default_library()
-    assert shown.index()
-    # Every bundled tree the opening view could show, saved again as a live run with a hostile engine.
-    for path in list(shown.index().values()):
+    trees = tmp_path / "trees"
+    trees.mkdir()
+    for path in ex.SHIPPED_TREES.glob("*.json"):
         record = json.loads(path.read_text(encoding="utf-8"))
         record["engine"] = {"kind": "sglang", "model": HOSTILE, "url": None}
         record["answer"] = LINK
-        shown.save(record)
-    at = AppTest.from_file(str(PAGES / "explorer.py"), default_timeout=120).run()
+        (trees / path.name).write_text(json.dumps(record), encoding="utf-8")
+    monkeypatch.setattr(ex, "SHIPPED_TREES", trees)
+    monkeypatch.setenv("RAGSCALE_WARMUP", "0")
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(PAGES / "explorer.py"), default_timeout=120)
+    at.query_params["dataset"] = "demo"
+    at.run()
     assert_nothing_renders_as_a_link(at)
 
 
