@@ -27,7 +27,7 @@ from ragscale.allocation.explain import (
 )
 from ragscale.allocation.fidelity import fidelity_display, fidelity_report
 from ragscale.allocation.profiles import METRICS, Profile, default_informativeness
-from ragscale.formatting import fmt_tokens
+from ragscale.formatting import fmt_tokens, md_literal
 from ragscale.plots.allocation import (
     FRONTIER_BUDGETS, HEATMAP_K, HEATMAP_M, cost_figure, fidelity_figure, frontier_figure, heatmap_figure,
 )
@@ -130,7 +130,7 @@ refused = budget_input("alloc_budget", st.session_state["alloc_budget"],
                        box_label="Budget (e.g. 16k, 1M, 5_000_000)",
                        help="Effective context length: input tokens summed over every model call for one question.")
 if refused:
-    st.error(refused)
+    st.error(md_literal(refused))
 budget = int(st.session_state["alloc_budget"])
 c1, c2 = st.columns([1, 2])
 strategy = c1.selectbox("Strategy", ("auto",) + STRATEGIES, key="alloc_strategy",
@@ -148,10 +148,10 @@ answer = st.container()  # the headline sits above the prices it is computed fro
 cost = cost_input()
 calc = cached_calculation(profile_key, sizes_key, cost.to_dict(), budget, strategy, manual)
 if calc.error:
-    answer.error(calc.error)
+    answer.error(md_literal(calc.error))
     st.stop()
 for notice in calc.notices + ([calc.value.warning] if calc.value and calc.value.warning else []):
-    answer.warning(notice)
+    answer.warning(md_literal(notice))
 chosen, costs, window = calc.chosen.to_dict(), calc.costs, profile.context_window
 label = score_label(profile)
 for column, number in zip(answer.columns(3) + answer.columns(3), headline(calc, profile, cost, manual is not None)):

@@ -15,6 +15,7 @@ from pages.widgets import POLICY_LABELS, chart_config
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.live_layer import LiveStep, paced_steps
+from ragscale.formatting import md_literal
 from ragscale.plots.explorer import curves_figure
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search.sweep_report import sweep_note
@@ -105,5 +106,5 @@ def run_live(screen: ex.Screen, large: bool, get_engine: Callable, figures, draw
                 # no key: the same chart is updated in place (a new key would rebuild it); ``meta`` keeps its id unique
                 st.plotly_chart(fig.update_layout(meta=step.depth), config=chart_config("live-tree"))
     except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
-        drawing.error(f"Live run failed: {exc}")
+        drawing.error(f"Live run failed: {md_literal(exc)}")
     return False
