@@ -38,7 +38,8 @@ def check_openai_url(url: str) -> str:
         return text
 
 
-def check_server_url(url: str, kind: str) -> str:
+def checked_engine_url(url: str, kind: str) -> str:
+    """The engine URL cleaned, or UserError when a viewer may not use it (per engine kind)."""
     return check_openai_url(url) if kind == "openai" else check_engine_url(url)
 
 
@@ -46,7 +47,7 @@ def check_server(url: str, kind: str = "sglang", served_model: str | None = None
                  context_window: int | None = None) -> tuple[bool, str]:
     """(healthy, what to show): the URL must be allowed (ragscale.deploy) and answer as ``kind``."""
     try:
-        clean = check_server_url(url, kind)
+        clean = checked_engine_url(url, kind)
     except UserError as exc:
         return False, str(exc)
     try:

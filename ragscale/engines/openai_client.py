@@ -12,9 +12,10 @@ What depends on the server, read from ``/v1/models`` (``owned_by``), never guess
   then hits the prefix cache exactly. Elsewhere the prompt goes out as text, and a continuation
   is re-tokenised by the server, which can differ at the join from the ids this side holds (a
   cache hit may stop a block early, and the server's token counts are the ones recorded);
-- **output token ids**: vLLM's ``return_token_ids``; elsewhere the output text is encoded here;
+- **output token ids**: ``return_token_ids`` (vLLM's and SGLang's); elsewhere the output text is
+  encoded here;
 - ``ignore_eos`` (vLLM, SGLang, llama.cpp) and prompt log-probabilities (``echo`` with
-  ``max_tokens`` 0: vLLM, SGLang) — asked of any other server, they are a one-line EngineError;
+  ``logprobs``: vLLM, SGLang) — asked of any other server, they are a one-line EngineError;
 - the context window: ``max_model_len`` of the model's card; a server that does not report it
   needs ``context_window=`` (``--context-window``);
 - the flush: vLLM's ``POST /reset_prefix_cache`` (served in its dev mode, which ``ragscale serve
@@ -24,10 +25,12 @@ What depends on the server, read from ``/v1/models`` (``owned_by``), never guess
 
 Cached tokens come from ``usage.prompt_tokens_details.cached_tokens`` (vLLM needs
 ``--enable-prompt-tokens-details``); a server that leaves it out reports 0 cached, and
-``reports_cached_tokens`` says so. ``n`` samples of one prompt go out as one request with ``n``
-when no seed is set (one usage: sample 0 carries its cached tokens, its siblings count the prompt
-as cached up to its last token, the convention of ``base.py``); with a seed, sample i is its own
-request with seed ``sample_seed(seed, i)``, so every engine draws sample i the same way.
+``reports_cached_tokens`` says so. ``n`` samples of one prompt are ``n`` concurrent requests on
+servers with a prefix cache (each sample's usage measured; the server batches them), when seeded
+(sample i gets seed ``sample_seed(seed, i)``, as on every engine) and when greedy (vLLM refuses
+greedy ``n`` > 1). Elsewhere (a hosted API) they are one request with ``n``, whose prompt is billed
+once: its usage is kept whole, as the provider sent it, on the first sample (the others carry
+zeros), so sums over samples equal what the provider billed.
 
 API keys come from the environment only (``RAGSCALE_OPENAI_API_KEY``, else ``OPENAI_API_KEY``), are
 sent only to the configured URL (no redirects are followed, no proxy settings or .netrc are read)
@@ -65,6 +68,7 @@ MAX_CONCURRENT = 16
 _TOKEN_PROMPTS = {"vllm", "sglang", "llamacpp"}
 _IGNORE_EOS = {"vllm", "sglang", "llamacpp"}
 _PROMPT_LOGPROBS = {"vllm", "sglang"}
+_TOKEN_IDS_OUT = {"vllm", "sglang"}  # return_token_ids (vLLM's extension, also SGLang's)
 _FLUSH_PATHS = {"vllm": "/reset_prefix_cache", "sglang": "/flush_cache"}
 _KEYISH = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
 
@@ -97,6 +101,24 @@ def key_allowed_for(url: str) -> bool:
     return _normal(url) in listed or _normal(root) in listed
 
 
+class _Secret:
+    """The API key, held so that no repr, vars() dump or pickle of the client carries it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<api key>"
+
+    def __reduce__(self):
+        raise TypeError("an API key is not pickled")
+
+
 class OpenAIEngine(Engine):
     def __init__(self, url: str, tokenizer=None, model: str | None = None, context_window: int | None = None,
                  timeout: float | None = DEFAULT_TIMEOUT, connect_timeout: float = 5.0, retries: int = 2,
@@ -119,7 +141,7 @@ class OpenAIEngine(Engine):
         self._tokenizer_path = tokenizer if isinstance(tokenizer, (str, Path)) else None
         self._tokenizer = None if self._tokenizer_path or tokenizer is None else tokenizer
         key = api_key if api_key is not None else (api_key_from_env() if use_env_key else None)
-        self.__key = key if key and key_allowed_for(self.url) else None
+        self.__key = _Secret(key) if key and key_allowed_for(self.url) else None
         self._info: EngineInfo | None = None
         self._card: dict = {}
         self.server_kind = "unknown"  # owned_by of the model card: vllm, sglang, llamacpp, openai, ...
@@ -255,14 +277,18 @@ class OpenAIEngine(Engine):
         for prompt in ids:
             _check_fits(prompt, params.max_new_tokens, info.context_window)
         seeded = params.seed is not None and params.temperature > 0
-        # (prompt index, first sample, body): one request per prompt, or per sample when seeded
-        jobs = []
+        # One request per sample where each must be its own (seeded; vLLM refuses greedy n > 1) or
+        # where the server caches prefixes (every sample's usage is then measured, and the server
+        # batches the concurrent requests itself); else one request with n (billed the prompt once).
+        per_sample = params.n > 1 and (seeded or params.temperature == 0 or self.server_kind in _TOKEN_PROMPTS)
+        jobs = []  # (prompt index, first sample, body)
         for p, (prompt, prompt_ids) in enumerate(zip(prompts, ids)):
-            if seeded:
-                jobs += [(p, s, self._body(prompt, prompt_ids, params, 1, sample_seed(params.seed, s)))
+            if per_sample:
+                jobs += [(p, s, self._body(prompt, prompt_ids, params, 1, sample_seed(params.seed, s) if seeded else None))
                          for s in range(params.n)]
             else:
-                jobs.append((p, 0, self._body(prompt, prompt_ids, params, params.n, None)))
+                jobs.append((p, 0, self._body(prompt, prompt_ids, params, params.n,
+                                              sample_seed(params.seed, 0) if seeded else None)))
         started = time.perf_counter()
         if len(jobs) == 1:
             answers = [self._completion(jobs[0][2])]
@@ -287,7 +313,9 @@ class OpenAIEngine(Engine):
         conts = [self._ids(c) for c in continuations]
         for cont in conts:
             _check_fits(prompt_ids + cont, 0, info.context_window)
-        bodies = [{"model": info.model, "prompt": prompt_ids + cont, "max_tokens": 0, "echo": True, "logprobs": 0,
+        # vLLM scores with max_tokens 0; SGLang refuses 0, so it decodes one token, not read.
+        new = 0 if self.server_kind == "vllm" else 1
+        bodies = [{"model": info.model, "prompt": prompt_ids + cont, "max_tokens": new, "echo": True, "logprobs": 0,
                    "temperature": 0.0} for cont in conts]
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, min(len(bodies), MAX_CONCURRENT))) as pool:
@@ -304,7 +332,7 @@ class OpenAIEngine(Engine):
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in tail):
                 raise EngineError("the server sent a non-numeric log-probability")
             scores.append([float(v) for v in tail])
-            prompt_tokens, cached = self._usage(answer, len(prompt_ids) + len(cont))
+            prompt_tokens, cached, _ = self._usage(answer, len(prompt_ids) + len(cont))
             self._count(Usage(prompt_tokens, cached, 0))
         return scores
 
@@ -325,7 +353,7 @@ class OpenAIEngine(Engine):
             body["logprobs"] = 0  # the sampled token's own log-probability, no alternatives
         if params.ignore_eos:
             body["ignore_eos"] = True
-        if kind == "vllm":
+        if kind in _TOKEN_IDS_OUT:
             body["return_token_ids"] = True
         return body
 
@@ -337,7 +365,7 @@ class OpenAIEngine(Engine):
 
     def _generations(self, answer: dict, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Generation]:
         choices = _choices(answer, n)
-        prompt_tokens, cached = self._usage(answer, len(prompt_ids))
+        prompt_tokens, cached, completion = self._usage(answer, len(prompt_ids))
         out = []
         for j, choice in enumerate(choices):
             text = choice.get("text")
@@ -356,17 +384,17 @@ class OpenAIEngine(Engine):
                 if not isinstance(values, list):
                     raise EngineError(f"{self.url} did not return the log-probabilities asked for")
                 logprobs = [float(v) if isinstance(v, (int, float)) else float("nan") for v in values]
-            # Siblings of one request: the prompt was computed once (base.py's convention).
-            sibling_cached = cached if j == 0 else max(prompt_tokens - 1, 0)
+            # One usage per request, kept whole on its first sample (the provider's own counts).
+            usage = Usage(prompt_tokens, cached, len(token_ids) if completion is None else completion) if j == 0 \
+                else Usage(0, 0, 0)
             out.append(Generation(
                 text=text, output_ids=list(token_ids),
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-                usage=Usage(prompt_tokens, sibling_cached, len(token_ids)), prompt_ids=list(prompt_ids),
-                logprobs=logprobs))
+                usage=usage, prompt_ids=list(prompt_ids), logprobs=logprobs))
         return out
 
-    def _usage(self, answer: dict, default_prompt: int) -> tuple[int, int]:
-        """(prompt tokens, cached tokens) of one request's usage."""
+    def _usage(self, answer: dict, default_prompt: int) -> tuple[int, int, int | None]:
+        """(prompt tokens, cached tokens, completion tokens or None) of one request's usage."""
         usage = answer.get("usage")
         if not isinstance(usage, dict):
             raise EngineError(f"{self.url} sent no usage with its completion")
@@ -377,7 +405,8 @@ class OpenAIEngine(Engine):
         cached = _count(value, "usage.prompt_tokens_details.cached_tokens", 0)
         if cached > prompt:
             raise EngineError(f"the server reports {cached} cached of {prompt} prompt tokens")
-        return prompt, cached
+        completion = usage.get("completion_tokens")
+        return prompt, cached, None if completion is None else _count(completion, "usage.completion_tokens", 0)
 
     def _count(self, usage: Usage) -> None:
         self._stats.requests += 1
@@ -393,7 +422,7 @@ class OpenAIEngine(Engine):
 
     # -- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.__key}"} if self.__key else {}
+        return {"Authorization": f"Bearer {self.__key.reveal()}"} if self.__key else {}
 
     def _request(self, method: str, path: str, retries: int | None = None, root: bool = False,
                  **kwargs) -> requests.Response:
@@ -476,7 +505,7 @@ class OpenAIEngine(Engine):
 
     def _redacted(self, text: str) -> str:
         if self.__key:
-            text = text.replace(self.__key, "[key]")
+            text = text.replace(self.__key.reveal(), "[key]")
         return _KEYISH.sub("[key]", text)
 
     def _load_tokenizer(self):

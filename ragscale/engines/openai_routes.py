@@ -9,7 +9,7 @@ maps fields and shapes. What it takes:
 - completions: ``prompt`` as text, a list of texts, token ids or a list of token-id lists;
   ``max_tokens`` (default 16), ``temperature`` (default 1), ``top_p``, ``n``, ``stop``, ``seed``,
   ``logprobs`` 0 (the sampled tokens' own log-probabilities; alternatives are not computed),
-  ``echo`` (with ``max_tokens`` 0 and ``logprobs``: the prompt's log-probabilities, for scoring),
+  ``echo`` (with ``logprobs``: the prompt's log-probabilities too, for scoring),
   ``ignore_eos`` and vLLM's ``return_token_ids``;
 - chat completions: ``messages`` (text content) through the model's chat template,
   ``max_tokens``/``max_completion_tokens``, ``logprobs`` (``top_logprobs`` 0), and the same sampling fields.
@@ -72,23 +72,19 @@ def _completions(service, engine, body: dict) -> dict:
                      "sampled tokens' log-probabilities", param="logprobs")
     echo = bool(body.get("echo"))
     max_tokens = _max_tokens(body, ("max_tokens",), 16)
-    if echo and max_tokens:
-        raise _error("echo is supported with max_tokens 0 (prompt scoring) only", param="echo")
     want_logprobs = logprobs is not None
     items, prompt_ids = _generate(service, engine, prompts, body, max_tokens, want_logprobs, echo)
     n = len(items) // len(prompts)
     choices = []
     for i, item in enumerate(items):
-        ids = prompt_ids[i // n]
-        if echo:
-            text = engine.decode(ids)
-            block = _logprobs_block(engine, ids, [None] + [e[0] for e in item["meta_info"]["input_token_logprobs"][1:]]) \
-                if want_logprobs else None
-            out_ids: list[int] = []
-        else:
-            text, out_ids = item["text"], item["output_ids"]
-            block = _logprobs_block(engine, out_ids, [e[0] for e in item["meta_info"]["output_token_logprobs"]]) \
-                if want_logprobs else None
+        ids, meta = prompt_ids[i // n], item["meta_info"]
+        text, out_ids = item["text"], item["output_ids"]
+        shown_ids, values = list(out_ids), [e[0] for e in meta.get("output_token_logprobs") or []]
+        if echo:  # the prompt, then the completion (its log-probabilities from the prompt's first token on)
+            text = engine.decode(ids) + text
+            shown_ids = ids + shown_ids
+            values = [None] + [e[0] for e in meta["input_token_logprobs"][1:]] + values
+        block = _logprobs_block(engine, shown_ids, values) if want_logprobs else None
         choice = {"index": i, "text": text, "logprobs": block, "finish_reason": _finish(item)}
         if body.get("return_token_ids"):
             choice.update(token_ids=list(out_ids), prompt_token_ids=list(ids))

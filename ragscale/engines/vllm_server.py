@@ -12,8 +12,11 @@ file against its manifest) through a folder of links that leaves out what vLLM d
 the 4-bit decode blocks (vLLM would load every ``*.safetensors`` as weights) and the manifest.
 
 The flags ragscale needs: prefix caching on, ``usage.prompt_tokens_details.cached_tokens`` in every
-answer, loopback by default, and ``VLLM_SERVER_DEV_MODE=1`` for ``POST /reset_prefix_cache`` (the
-flush; vLLM registers it only in dev mode).
+answer, loopback by default, 64-token KV blocks (the embedded engine's page; vLLM's CPU default is
+128, so a hit would be counted in coarser steps than on the embedded engine), and
+``VLLM_SERVER_DEV_MODE=1`` for ``POST /reset_prefix_cache`` (the flush; vLLM registers it only in
+dev mode). vLLM on CPU binds its compute to all cores but one, which it keeps for its scheduler and
+API server (on 2 cores: one compute thread).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ragscale.errors import UserError
 VLLM_VENV = PROJECT_ROOT / ".venv-vllm"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_MODEL_LEN = 8192  # the default model's own window, so records show the same window on both engines
+BLOCK_SIZE = 64  # the embedded engine's page (forward.PAGE): both engines cache the same whole pages
 KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE: ~45k tokens of SmolLM2 KV in bf16
 READY_TIMEOUT = 600.0  # a first start compiles (torch.compile, ~1.5-2 min idle; longer on a busy box)
 _LEFT_OUT = ("q4_blocks.safetensors", "ragscale-manifest.json")
@@ -82,6 +86,7 @@ def vllm_command(model_dir: Path, name: str, port: int = DEFAULT_PORT, host: str
     return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", name, "--host", host, "--port", str(port), "--max-model-len", str(max_model_len),
             "--enable-prefix-caching", "--enable-prompt-tokens-details", "--dtype", dtype,
+            "--block-size", str(BLOCK_SIZE),
             "--uvicorn-log-level", "warning"]
 
 

@@ -1,0 +1,139 @@
+"""``ragscale bench vllm``: the embedded engine and vLLM (CPU build, same model) side by side.
+
+One run starts vLLM (``VLLMServer``: the embedded model's verified copy, bf16) and loads the
+embedded engine, then runs on both, alternating, the workloads of ``bench prefix-cache`` and
+``bench engine``:
+
+- the prefix-cache tree workload (``bench.run_tree``: 1,000 shared tokens, 8 branches, 4 steps of
+  32 greedy tokens, every branch continued by token ids), from a flushed cache: seconds, the cached
+  fraction from per-request usage, and vLLM's own hit rate from its /metrics counters;
+- single-stream decode (the ~1,015-token prompt, 128 tokens, ``ignore_eos``), ``rounds`` times;
+- 8-branch decode (the tree's 8 prompts, 32 tokens each, one batch / 8 concurrent requests).
+
+How rates are timed: the embedded engine inside one ``generate`` (prefill to first token, then
+decode; ``bench.embedded_rates``); vLLM from the client, end to end over HTTP on a flushed cache:
+a 1-token request gives the prefill time, and decode rate = the other tokens / (time of the full
+request - time of the 1-token one). Ratios are embedded / vLLM (above 1: embedded faster).
+Greedy outputs of the tree's first step are compared token by token (same prompts on both).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ragscale.engines.base import SamplingParams
+from ragscale.engines.bench import (
+    NEW_TOKENS, STREAM_NEW_TOKENS, Progress, embedded_rates, ideal_cached_tokens, run_tree, stream_prompt,
+    workload_prompts,
+)
+
+
+def vllm_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
+    import torch
+
+    from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.openai_client import OpenAIEngine
+    from ragscale.engines.vllm_server import VLLMServer
+
+    def say(step: int, message: str) -> None:
+        if progress:
+            progress(step, 4, message)
+
+    with tempfile.TemporaryDirectory(prefix="ragscale-vllm-") as tmp:
+        server = VLLMServer(log_path=Path(tmp) / "vllm.log")
+        started = time.perf_counter()
+        with server:
+            start_seconds = time.perf_counter() - started
+            say(1, f"vLLM ready in {start_seconds:.0f} s")
+            remote = OpenAIEngine(server.url)
+            local = EmbeddedEngine(prefix_cache=True)
+            for engine in (local, remote):  # first-call overheads
+                engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
+
+            tree = {}
+            for name, engine in (("embedded", local), ("vllm", remote)):
+                engine.flush_cache()
+                engine.reset_stats()
+                generations, seconds = run_tree(engine)
+                prompt_tokens = sum(g.usage.prompt_tokens for g in generations)
+                tree[name] = {"seconds": round(seconds, 3), "generations": generations,
+                              "cached_token_fraction": round(sum(g.usage.cached_tokens for g in generations)
+                                                             / prompt_tokens, 4),
+                              "ideal_cached_fraction": round(ideal_cached_tokens(generations) / prompt_tokens, 4)}
+            tree["vllm"]["metrics_hit_rate"] = _rounded(remote.metrics_hit_rate())
+            say(2, "tree workload")
+
+            singles: dict[str, list[dict]] = {"embedded": [], "vllm": []}
+            for _ in range(rounds):
+                local.flush_cache()
+                singles["embedded"].append(embedded_rates(local, [stream_prompt(local)], STREAM_NEW_TOKENS))
+                singles["vllm"].append(_remote_rates(remote, [stream_prompt(remote)], STREAM_NEW_TOKENS))
+            say(3, "single stream")
+            local.flush_cache()
+            branches = {"embedded": embedded_rates(local, workload_prompts(local), NEW_TOKENS),
+                        "vllm": _remote_rates(remote, workload_prompts(remote), NEW_TOKENS)}
+            say(4, "8 branches")
+            log = Path(server.log_path).read_text(errors="replace")
+
+    first_step = [(a.output_ids, b.output_ids) for a, b in
+                  zip(tree["embedded"]["generations"][:8], tree["vllm"]["generations"][:8])]
+    medians = {name: statistics.median(r["decode_tok_s"] for r in runs) for name, runs in singles.items()}
+    for side in tree.values():
+        side.pop("generations")
+    return {
+        "vllm_start_seconds": round(start_seconds, 1),
+        "vllm_compute_cores": _bound_cores(log),
+        "embedded_threads": torch.get_num_threads(),
+        "embedded_decode": "4-bit" if local.decoder.quantized_decode else "dense",
+        "tree": tree,
+        "tree_speed_ratio": round(tree["vllm"]["seconds"] / tree["embedded"]["seconds"], 2),
+        "single_stream": {name: {**sorted(runs, key=lambda r: r["decode_tok_s"])[len(runs) // 2],
+                                 "decode_tok_s_rounds": [r["decode_tok_s"] for r in runs]}
+                          for name, runs in singles.items()},
+        "single_stream_decode_ratio": round(medians["embedded"] / medians["vllm"], 2),
+        "branches_8": branches,
+        "branches_8_decode_ratio": round(branches["embedded"]["decode_tok_s"] / branches["vllm"]["decode_tok_s"], 2),
+        "greedy_first_step_identical": sum(a == b for a, b in first_step),
+        "greedy_first_step_common_prefix_tokens": [_common(a, b) for a, b in first_step],
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def _remote_rates(engine, prompts: list[list[int]], new_tokens: int) -> dict:
+    """vLLM's prefill and decode rates, end to end, each request on a flushed cache."""
+    def timed(tokens: int) -> float:
+        engine.flush_cache()
+        started = time.perf_counter()
+        engine.generate(prompts, SamplingParams(max_new_tokens=tokens, ignore_eos=True))
+        return time.perf_counter() - started
+
+    first = timed(1)
+    full = timed(new_tokens)
+    decoded = len(prompts) * (new_tokens - 1)
+    prompt_tokens = sum(len(p) for p in prompts)
+    return {"prompt_tokens": prompt_tokens, "prefill_tok_s": round(prompt_tokens / first, 1),
+            "decoded_tokens": decoded, "decode_tok_s": round(decoded / max(full - first, 1e-9), 1)}
+
+
+def _bound_cores(log: str) -> list[int] | None:
+    """The cores vLLM bound its compute threads to, as its start-up log says ("core ids=[0]")."""
+    match = re.search(r"core ids=\[([\d, ]*)\]", log)
+    return [int(c) for c in match.group(1).split(",") if c.strip()] if match else None
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
