@@ -251,3 +251,18 @@ def test_a_redirect_is_not_followed(monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cost_from_the_providers_usage_prices_cached_input_apart(hosted):
+    from ragscale.allocation.cost import CostModel
+    from ragscale.engines.openai_client import usage_cost_usd
+
+    prices = CostModel(price_input_per_m=2.0, price_cached_per_m=0.5, price_output_per_m=8.0)
+    cost = usage_cost_usd(1_000_000, 400_000, 100_000, prices)
+    assert cost == {"uncached_input_usd": 1.2, "cached_input_usd": 0.2, "output_usd": 0.8,
+                    "total_usd": pytest.approx(2.2)}
+    engine = OpenAIEngine(hosted.url, tokenizer=ByteTokenizer(), context_window=128)
+    engine.generate(["a", "b"], SamplingParams(max_new_tokens=3))  # the server bills 9 prompt + 3 output each
+    assert engine.cost_usd(prices)["total_usd"] == pytest.approx((18 * 2.0 + 6 * 8.0) / 1e6)
+    with pytest.raises(ValueError):
+        usage_cost_usd(10, 11, 0, prices)

@@ -38,6 +38,9 @@ and never appear in an error message, a log line, a record or a page: ``EngineIn
 URL alone, and every message from the server passes through ``_redacted``. In shared mode
 (``RAGSCALE_MODE=shared``) the key goes only to URLs the operator listed in
 ``RAGSCALE_ALLOWED_URLS``, never to a loopback URL a viewer typed.
+
+Hosted APIs bill by that usage: ``cost_usd(prices)`` / ``usage_cost_usd`` price cached input
+apart from uncached input and output (``prices``: e.g. ``allocation.cost.CostModel``).
 """
 
 from __future__ import annotations
@@ -263,6 +266,11 @@ class OpenAIEngine(Engine):
 
     def close(self) -> None:
         self.session.close()
+
+    def cost_usd(self, prices) -> dict:
+        """What the requests since ``reset_stats`` cost at ``prices`` (see ``usage_cost_usd``)."""
+        s = self._stats
+        return usage_cost_usd(s.prompt_tokens, s.cached_tokens, s.generated_tokens, prices)
 
     @property
     def sends_token_ids(self) -> bool:
@@ -531,6 +539,21 @@ class OpenAIEngine(Engine):
             return load_tokenizer()
         raise EngineError(f"the server runs {self.info.model!r}; give its tokenizer (a local folder, --tokenizer) so "
                           "prompts can be counted and sent as exact token ids")
+
+
+def usage_cost_usd(prompt_tokens: int, cached_tokens: int, completion_tokens: int, prices) -> dict:
+    """What the provider bills for this usage, cached input at its own price.
+
+    ``prices``: anything with ``price_input_per_m``, ``price_cached_per_m`` and ``price_output_per_m``
+    (USD per 1M tokens), such as ``ragscale.allocation.cost.CostModel`` or a provider's price sheet.
+    The counts are the provider's own (``usage``), so the figure is what its invoice says for them."""
+    if not 0 <= cached_tokens <= prompt_tokens or completion_tokens < 0:
+        raise ValueError(f"not a usage: {prompt_tokens} prompt, {cached_tokens} cached, {completion_tokens} completion")
+    uncached = (prompt_tokens - cached_tokens) * prices.price_input_per_m / 1e6
+    cached = cached_tokens * prices.price_cached_per_m / 1e6
+    output = completion_tokens * prices.price_output_per_m / 1e6
+    return {"uncached_input_usd": uncached, "cached_input_usd": cached, "output_usd": output,
+            "total_usd": uncached + cached + output}
 
 
 def _check_fits(ids: list[int], max_new_tokens: int, window: int) -> None:

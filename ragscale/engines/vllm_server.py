@@ -147,16 +147,23 @@ class VLLMServer:
         return ": " + (lines[-1][:300] if lines else "no output")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
         import signal
 
-        os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the engine core child goes too
+        group = self.process.pid  # its own session: the engine core, its worker and helpers are in it
+        if self.process.poll() is None:
+            os.killpg(group, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        # vLLM's CPU worker and its resource tracker outlived the API server's SIGTERM here: end the group.
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait(timeout=10)
 
     def __enter__(self) -> "VLLMServer":
         return self.start() if self.process is None else self
