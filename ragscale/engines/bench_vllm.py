@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ragscale.engines.base import SamplingParams
 from ragscale.engines.bench import (
-    NEW_TOKENS, STREAM_NEW_TOKENS, Progress, embedded_rates, ideal_cached_tokens, run_tree, stream_prompt,
+    NEW_TOKENS, STREAM_NEW_TOKENS, Progress, _common, embedded_rates, ideal_cached_tokens, run_tree, stream_prompt,
     workload_prompts,
 )
 
@@ -124,15 +124,6 @@ def _bound_cores(log: str) -> list[int] | None:
     """The cores vLLM bound its compute threads to, as its start-up log says ("core ids=[0]")."""
     match = re.search(r"core ids=\[([\d, ]*)\]", log)
     return [int(c) for c in match.group(1).split(",") if c.strip()] if match else None
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _rounded(value: float | None) -> float | None:

@@ -61,7 +61,7 @@ from ragscale.engines.base import (
     CacheStats, Engine, EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed,
 )
 from ragscale.engines.sglang_client import _NOT_JSON, _one_line, _parse_json, parse_prometheus
-from ragscale.errors import EngineError
+from ragscale.errors import EngineError, UserError
 
 API_KEY_VARIABLES = ("RAGSCALE_OPENAI_API_KEY", "OPENAI_API_KEY")
 DEFAULT_TIMEOUT = 600.0
@@ -527,9 +527,17 @@ class OpenAIEngine(Engine):
                                   f"{type(exc).__name__}") from None
         self.info  # noqa: B018 - the model card names the model and (vLLM) its folder
         root = self._card.get("root")
-        if isinstance(root, str) and Path(root).is_dir():
+        folder = None
+        if isinstance(root, str) and root:
+            from ragscale.deploy import viewer_folder
+
+            try:  # the server chose this path: the checks of a folder a viewer types
+                folder = viewer_folder(root)
+            except UserError:
+                folder = None
+        if folder is not None:
             try:
-                return AutoTokenizer.from_pretrained(root)
+                return AutoTokenizer.from_pretrained(str(folder))
             except Exception:  # noqa: BLE001 - fall through to the next source
                 pass
         names = " ".join(str(self._card.get(k) or "") for k in ("id", "root"))
