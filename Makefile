@@ -86,8 +86,9 @@ search-results: install
 
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory router kv
-bench: install
+# `vllm` starts vLLM's CPU build (its own venv) and compares it with the embedded engine (~10 min more).
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory router kv vllm
+bench: install vllm
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \
 		$(BIN)/python -m ragscale bench $$name --json || exit 1; \

@@ -146,8 +146,13 @@ def test_greedy_predictions_agree_with_the_embedded_engine_except_at_near_ties(v
             continue
         mine, other = local.score(prompt + a.output_ids[:at], [[a.output_ids[at]], [b.output_ids[at]]])
         gaps.append(mine[0] - other[0])
+    # The default embedded engine on this CPU (bf16, 4-bit decode from the GGUF's Q4_1 blocks) decodes
+    # with other weights than vLLM's dense copy: reported, not asserted.
+    quantized = EmbeddedEngine(dtype="bfloat16")
+    same_4bit = sum(a.output_ids == b.output_ids for a, b in zip(quantized.generate(prompts, params), theirs))
     with capsys.disabled():
-        print(f"\ngreedy agreement embedded float32 vs vLLM bf16: {identical}/{len(prompts)} identical; "
-              f"log-prob gaps at the first difference: {[round(g, 3) for g in gaps]}")
+        print(f"\ngreedy agreement with vLLM (bf16, dense): embedded float32 {identical}/{len(prompts)} identical, "
+              f"log-prob gaps at the first difference {[round(g, 3) for g in gaps]}; embedded bf16 with 4-bit "
+              f"decode {same_4bit}/{len(prompts)}")
     assert identical >= len(prompts) // 2
     assert all(0 <= g < 1.0 for g in gaps)  # near-ties only (the embedded argmax, by under one nat)

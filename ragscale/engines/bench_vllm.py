@@ -15,6 +15,7 @@ decode; ``bench.embedded_rates``); vLLM from the client, end to end over HTTP on
 a 1-token request gives the prefill time, and decode rate = the other tokens / (time of the full
 request - time of the 1-token one). Ratios are embedded / vLLM (above 1: embedded faster).
 Greedy outputs of the tree's first step are compared token by token (same prompts on both).
+``--url`` runs it on a vLLM already started with ``ragscale serve vllm`` (its cache is flushed).
 """
 
 from __future__ import annotations
@@ -33,52 +34,63 @@ from ragscale.engines.bench import (
 )
 
 
-def vllm_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
+def vllm_benchmark(progress: Progress | None = None, rounds: int = 3, url: str | None = None) -> dict:
+    """The comparison on a vLLM this run starts (and stops), or on one already running at ``url``."""
+    from ragscale.engines.vllm_server import VLLMServer
+
+    if url:
+        return {**_compare(url, progress, rounds), "vllm_started_by_the_benchmark": False}
+    with tempfile.TemporaryDirectory(prefix="ragscale-vllm-") as tmp:
+        started = time.perf_counter()
+        with VLLMServer(log_path=Path(tmp) / "vllm.log") as server:
+            start_seconds = time.perf_counter() - started
+            if progress:
+                progress(0, 4, f"vLLM ready in {start_seconds:.0f} s")
+            result = _compare(server.url, progress, rounds)
+            log = Path(server.log_path).read_text(errors="replace")
+    return {**result, "vllm_started_by_the_benchmark": True, "vllm_start_seconds": round(start_seconds, 1),
+            "vllm_compute_cores": _bound_cores(log)}
+
+
+def _compare(url: str, progress: Progress | None, rounds: int) -> dict:
     import torch
 
     from ragscale.engines.embedded import EmbeddedEngine
     from ragscale.engines.openai_client import OpenAIEngine
-    from ragscale.engines.vllm_server import VLLMServer
 
     def say(step: int, message: str) -> None:
         if progress:
             progress(step, 4, message)
 
-    with tempfile.TemporaryDirectory(prefix="ragscale-vllm-") as tmp:
-        server = VLLMServer(log_path=Path(tmp) / "vllm.log")
-        started = time.perf_counter()
-        with server:
-            start_seconds = time.perf_counter() - started
-            say(1, f"vLLM ready in {start_seconds:.0f} s")
-            remote = OpenAIEngine(server.url)
-            local = EmbeddedEngine(prefix_cache=True)
-            for engine in (local, remote):  # first-call overheads
-                engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
+    remote = OpenAIEngine(url)
+    local = EmbeddedEngine(prefix_cache=True)
+    for engine in (local, remote):  # first-call overheads
+        engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
+    say(1, "warm")
 
-            tree = {}
-            for name, engine in (("embedded", local), ("vllm", remote)):
-                engine.flush_cache()
-                engine.reset_stats()
-                generations, seconds = run_tree(engine)
-                prompt_tokens = sum(g.usage.prompt_tokens for g in generations)
-                tree[name] = {"seconds": round(seconds, 3), "generations": generations,
-                              "cached_token_fraction": round(sum(g.usage.cached_tokens for g in generations)
-                                                             / prompt_tokens, 4),
-                              "ideal_cached_fraction": round(ideal_cached_tokens(generations) / prompt_tokens, 4)}
-            tree["vllm"]["metrics_hit_rate"] = _rounded(remote.metrics_hit_rate())
-            say(2, "tree workload")
+    tree = {}
+    for name, engine in (("embedded", local), ("vllm", remote)):
+        engine.flush_cache()
+        engine.reset_stats()
+        generations, seconds = run_tree(engine)
+        prompt_tokens = sum(g.usage.prompt_tokens for g in generations)
+        tree[name] = {"seconds": round(seconds, 3), "generations": generations,
+                      "cached_token_fraction": round(sum(g.usage.cached_tokens for g in generations)
+                                                     / prompt_tokens, 4),
+                      "ideal_cached_fraction": round(ideal_cached_tokens(generations) / prompt_tokens, 4)}
+    tree["vllm"]["metrics_hit_rate"] = _rounded(remote.metrics_hit_rate())
+    say(2, "tree workload")
 
-            singles: dict[str, list[dict]] = {"embedded": [], "vllm": []}
-            for _ in range(rounds):
-                local.flush_cache()
-                singles["embedded"].append(embedded_rates(local, [stream_prompt(local)], STREAM_NEW_TOKENS))
-                singles["vllm"].append(_remote_rates(remote, [stream_prompt(remote)], STREAM_NEW_TOKENS))
-            say(3, "single stream")
-            local.flush_cache()
-            branches = {"embedded": embedded_rates(local, workload_prompts(local), NEW_TOKENS),
-                        "vllm": _remote_rates(remote, workload_prompts(remote), NEW_TOKENS)}
-            say(4, "8 branches")
-            log = Path(server.log_path).read_text(errors="replace")
+    singles: dict[str, list[dict]] = {"embedded": [], "vllm": []}
+    for _ in range(rounds):  # alternating, so a burst of other load lands on both
+        local.flush_cache()
+        singles["embedded"].append(embedded_rates(local, [stream_prompt(local)], STREAM_NEW_TOKENS))
+        singles["vllm"].append(_remote_rates(remote, [stream_prompt(remote)], STREAM_NEW_TOKENS))
+    say(3, "single stream")
+    local.flush_cache()
+    branches = {"embedded": embedded_rates(local, workload_prompts(local), NEW_TOKENS),
+                "vllm": _remote_rates(remote, workload_prompts(remote), NEW_TOKENS)}
+    say(4, "8 branches")
 
     first_step = [(a.output_ids, b.output_ids) for a, b in
                   zip(tree["embedded"]["generations"][:8], tree["vllm"]["generations"][:8])]
@@ -86,10 +98,9 @@ def vllm_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
     for side in tree.values():
         side.pop("generations")
     return {
-        "vllm_start_seconds": round(start_seconds, 1),
-        "vllm_compute_cores": _bound_cores(log),
         "embedded_threads": torch.get_num_threads(),
         "embedded_decode": "4-bit" if local.decoder.quantized_decode else "dense",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "tree": tree,
         "tree_speed_ratio": round(tree["vllm"]["seconds"] / tree["embedded"]["seconds"], 2),
         "single_stream": {name: {**sorted(runs, key=lambda r: r["decode_tok_s"])[len(runs) // 2],

@@ -81,6 +81,9 @@ def register_bench(benches) -> None:
     ):
         bench = benches.add_parser(name, help=help_text)
         bench.add_argument("--json", action="store_true", help="print only the JSON result")
+        if name == "vllm":
+            bench.add_argument("--url", help="a vLLM already running with `ragscale serve vllm` (its /v1 URL); "
+                                             "without it the benchmark starts one and stops it")
         bench.set_defaults(func=run)
 
 
@@ -235,11 +238,14 @@ def _bench_serve_memory(args) -> int:
 
 
 def _bench_vllm(args) -> int:
+    from functools import partial
+
     from ragscale.engines.bench_vllm import vllm_benchmark
     from ragscale.engines.vllm_server import require_vllm_python
 
-    require_vllm_python()
-    return _run_bench(vllm_benchmark, 4, "vllm", args.json)
+    if not args.url:
+        require_vllm_python()
+    return _run_bench(partial(vllm_benchmark, url=args.url), 4, "vllm", args.json)
 
 
 def _bench_serve(args) -> int:
