@@ -70,7 +70,8 @@ else:
     served, window = None, None
     if server_kind == "openai":
         served = st.text_input("Model (optional)", value=active.served_model or "" if same else "",
-                               key="engine_served_model", help="Empty: the first model /v1/models lists.").strip() or None
+                               key="engine_served_model",
+                               help="Empty: the first model /v1/models lists.").strip() or None
         window = int(st.number_input("Context window (tokens; 0 = as the server reports)", min_value=0,
                                      value=active.context_window or 0 if same else 0, key="engine_window",
                                      help="Only for servers that do not report max_model_len (hosted APIs).")) or None
@@ -135,7 +136,8 @@ if engine is not None:
         )
         if info.kind in ("sglang", "openai"):
             server_rate = engine.metrics_hit_rate()
-            missing = "start SGLang with --enable-metrics" if info.kind == "sglang" else "only vLLM counts prefix-cache hits"
+            missing = ("start SGLang with --enable-metrics" if info.kind == "sglang"
+                       else "only vLLM counts prefix-cache hits")
             st.caption("Server-wide hit rate from /metrics counters since the last reset: "
                        + (f"{server_rate:.1%}" if server_rate is not None else f"n/a ({missing})"))
         flush, reset = st.columns(2)

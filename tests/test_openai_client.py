@@ -104,7 +104,8 @@ class Hosted:
 
     def __init__(self, models: dict | None = None, status: int = 200, error: dict | None = None):
         self.requests: list[tuple[str, dict, dict | None]] = []
-        self.models = models if models is not None else {"object": "list", "data": [{"id": "hosted-1", "owned_by": "acme"}]}
+        self.models = models if models is not None else {"object": "list",
+                                                         "data": [{"id": "hosted-1", "owned_by": "acme"}]}
         self.status, self.error = status, error
         hosted = self
 
@@ -138,7 +139,8 @@ class Hosted:
                 n = body.get("n", 1)
                 self._answer(200, {"choices": [{"index": i, "text": " Paris.", "finish_reason": "stop"}
                                                for i in range(n)],
-                                   "usage": {"prompt_tokens": 9, "completion_tokens": 3 * n, "total_tokens": 9 + 3 * n}})
+                                   "usage": {"prompt_tokens": 9, "completion_tokens": 3 * n,
+                                             "total_tokens": 9 + 3 * n}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

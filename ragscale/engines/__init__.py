@@ -2,7 +2,8 @@
 
 ``make_engine(EngineSpec())`` gives the embedded CPU engine; ``EngineSpec("sglang", url=...)``
 an SGLang client; ``EngineSpec("openai", url=...)`` a client of any OpenAI-compatible server
-(vLLM, llama.cpp's server, SGLang's /v1, hosted APIs). Heavy imports (torch, transformers) happen only when an engine is built.
+(vLLM, llama.cpp's server, SGLang's /v1, hosted APIs).
+Heavy imports (torch, transformers) happen only when an engine is built.
 """
 
 from __future__ import annotations

@@ -292,8 +292,8 @@ class OpenAIEngine(Engine):
         jobs = []  # (prompt index, first sample, body)
         for p, (prompt, prompt_ids) in enumerate(zip(prompts, ids)):
             if per_sample:
-                jobs += [(p, s, self._body(prompt, prompt_ids, params, 1, sample_seed(params.seed, s) if seeded else None))
-                         for s in range(params.n)]
+                jobs += [(p, s, self._body(prompt, prompt_ids, params, 1,
+                                           sample_seed(params.seed, s) if seeded else None)) for s in range(params.n)]
             else:
                 jobs.append((p, 0, self._body(prompt, prompt_ids, params, params.n,
                                               sample_seed(params.seed, 0) if seeded else None)))
