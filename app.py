@@ -17,7 +17,8 @@ from pages.common import engine_sidebar, engine_spec, warm_up
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 
-st.set_page_config(page_title="ragscale", page_icon=":material/monitoring:", layout="wide")
+# The icon is a file of ours: a ":material/..." icon makes every browser fetch it from a public font host.
+st.set_page_config(page_title="ragscale", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
 
 
 def home() -> None:

@@ -1,13 +1,13 @@
 """Tree search: the accuracy / retained-KV trade-off across widths, and trees side by side.
 
-Opens on the bundled search sweep (ragscale.search.results) and two of its trees; "Run" searches
-one question live, the tree growing on screen step by step. Thin: widgets and plots; searches are
+Opens on the bundled search sweep (ragscale.search.results); below it the stored trees of exactly
+the question, policies and width the pickers say (none: a note says so); "Run" searches one question
+live, each policy from an empty prefix cache, the tree growing on screen step by step. Thin: widgets and plots; searches are
 assembled by ragscale.search.builder, the figures are ragscale.plots.tree.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -20,6 +20,8 @@ from ragscale.deploy import printable, viewer_path
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 from ragscale.explorer import live
+from ragscale.explorer.library import TreeKey, load_record, same_view
+from ragscale.explorer.screen import default_library
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search import builder
 from ragscale.search import results as sweep
@@ -43,14 +45,19 @@ def sweep_records(path: str, mtime: float) -> list[dict]:
     return sweep.load_sweep_records(path)
 
 
-def load_examples() -> list[dict]:
-    """Two trees of the bundled sweep, else the runs shipped in data/trees (see the README there)."""
-    path = sweep.BUNDLED_SEARCH_SWEEP
-    if path.is_file():
-        runs = sweep.example_runs(sweep_records(str(path), path.stat().st_mtime))
-        if runs:
-            return runs
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(sweep.EXAMPLE_TREES.glob("*.json"))]
+def stored_runs(dataset, question, policies: list[str], settings: dict) -> list[dict]:
+    """Before any run: the bundled library's trees of exactly this question, these policies and this
+    width (the nearest depth and k), so the trees on screen are what the pickers say."""
+    library = default_library()
+    runs = []
+    for p in policies:
+        key = same_view(library, TreeKey(dataset.name, question.qid, p, settings["width"], settings["depth"] - 1,
+                                         settings["k"], 0))
+        if key is not None:
+            record = load_record(library.path(key))
+            runs.append({**record, "engine": f"stored tree · depth {key.n + 1}, k={key.k}, m={key.m} · "
+                                              f"{record['engine'].get('model', '?')}"})
+    return runs
 
 
 def run_one(policy: str, settings: dict, question, task: str, dataset, status) -> dict:
@@ -59,14 +66,20 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
                                    max_depth=settings["depth"], step_max_tokens=settings["step_tokens"],
                                    seed=settings["seed"])
     status.update(label=f"{POLICY_LABELS[policy]}: waiting for the engine …")
-    search = builder.build_search(get_engine(), dataset, task, k=settings["k"], verifier=settings["verifier"],
+    engine = get_engine()
+    # Every policy starts from an empty prefix cache: a second run on the first one's warm cache
+    # would report more cache hits and less time for no reason of its own.
+    engine.flush_cache()
+    search = builder.build_search(engine, dataset, task, k=settings["k"], verifier=settings["verifier"],
                                   retrieve=live.shared_retriever(dataset) if task == "qa" else None)
     drawing, started = status.empty(), time.perf_counter()
 
     def on_step(report):
         status.update(label=f"{POLICY_LABELS[policy]} · depth {report.depth + 1} of {config.max_depth} · "
                             f"{len(report.tree)} nodes · KV {report.kv_tokens:,} · {time.perf_counter() - started:.0f} s")
-        drawing.plotly_chart(tree_figure(report.tree), config=chart_config("live-tree"))
+        # ``meta``: two policies' first steps can draw the same tree, and equal charts would share an id
+        drawing.plotly_chart(tree_figure(report.tree).update_layout(meta=[policy, report.depth]),
+                             config=chart_config("live-tree"))
 
     result = search.run(question, config, progress=lambda d, t, msg: status.update(label=f"{policy}: {msg}"),
                         on_step=on_step)
@@ -177,10 +190,13 @@ if st.button(f"Run {' and '.join(policies)} · width {settings['width']}, depth 
             st.session_state[RUNS_KEY] = runs
             status.update(label=f"Done: {', '.join(policies)}", state="complete", expanded=False)
 
-runs = st.session_state.get(RUNS_KEY) or load_examples()
-if runs and not st.session_state.get(RUNS_KEY):
-    st.info(f"No search run in this session yet: showing two stored example trees (width {runs[0]['width']}, "
-            f"question {runs[0]['qid']}). Press **Run** to search live.")
+runs = st.session_state.get(RUNS_KEY)
+if not runs and question is not None:
+    runs = stored_runs(dataset, question, policies, settings) if task == "qa" else []
+    where = f"{' and '.join(POLICY_LABELS[p] for p in policies)} at width {settings['width']} on {question.qid}"
+    st.info(f"No search run in this session yet: the stored trees of {where} (depth and k as stored, "
+            "named under each tree). Press **Run** to search the settings above." if runs else
+            f"No stored tree of {where}. Press **Run** to search it.")
 if runs:
     for col, res in zip(st.columns(len(runs[:2])), runs[:2]):
         with col:

@@ -22,10 +22,10 @@ search width. Heavy pieces (datasets, fits, curves, records) are cached here, bo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,8 @@ from ragscale.allocation import (
 from ragscale.config import DATA_DIR, SHARED_DATASETS_DIR
 from ragscale.search.results import BUNDLED_SEARCH_SWEEP
 from ragscale.errors import UserError
-from ragscale.explorer.library import (SEARCH_TASKS, SHIPPED_TREES, TreeKey, TreeLibrary, live_trees_dir,
-                                       load_record, nearness, task_of, tree_key)
+from ragscale.explorer.library import (SEARCH_TASKS, SHIPPED_TREES, TreeKey, TreeLibrary, load_record, nearness,
+                                       task_of, tree_key)
 from ragscale.explorer.state import ExplorerState, shown
 from ragscale.formatting import fmt_tokens
 from ragscale.search.config import POLICY_LABELS
@@ -148,8 +148,9 @@ _LIBRARIES: dict[tuple[Path, ...], TreeLibrary] = {}
 
 
 def default_library() -> TreeLibrary:
-    """The bundled trees, then the live runs (one instance per process: its index is cached)."""
-    folders = (SHIPPED_TREES, live_trees_dir())
+    """The bundled trees (one instance per process: its index is cached). Live runs are not in it:
+    they stay in the viewer's session (``live_layer.LiveLayer``), so no run changes what a link shows."""
+    folders = (SHIPPED_TREES,)
     if folders not in _LIBRARIES:
         _LIBRARIES.clear()  # one entry: the folders only change when settings do
         _LIBRARIES[folders] = TreeLibrary(*folders)
@@ -344,6 +345,7 @@ class TreeView:
     rebase: dict | None  # REBASE's tree of the shown key (None when REBASE is the one shown)
     focus: int | None
     accuracy: tuple[int, int]  # (right, questions) of this configuration over the library
+    live: bool = False  # the record is this session's live run (not in the library, not in any link)
 
 
 @dataclass(frozen=True)
@@ -444,6 +446,17 @@ class Screen:
                    "generation requests of this tree (the rule-based verifier checks steps without the model)"),
         ]
 
+    def with_live(self, partial: dict | None) -> "Screen":
+        """The screen while a live run grows: its tree so far (``LiveStep.record``; None before the
+        first step) and the figures measured so far, in place of the stored tree's."""
+        record = partial or {}
+        kv_mean = record["kv"]["mean"] if record else None
+        base = self.tree.rebase["kv"]["mean"] if self.tree.rebase else None
+        figs = replace(self.figures, retained_kv_mean=kv_mean, retained_kv_peak=record["kv"]["peak"] if record else None,
+                       kv_vs_rebase=kv_mean / base if kv_mean and base else None,
+                       cache_hit_rate=record_hit_rate(record))
+        return replace(self, figures=figs, tree=replace(self.tree, record=record, path=None, focus=None, live=True))
+
     def export(self, link: str | None = None) -> dict:
         """What the JSON/YAML download holds: the state, the configuration it resolves to, the tree."""
         out = {"explorer_state": self.state.to_dict(), "configuration": self.allocation.to_dict()}
@@ -486,8 +499,11 @@ def _curves(state, allocation_model, percent, fitted, table, model_name) -> Curv
 
 
 def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: Path | None = None,
-             engine_model: str | None = None, search_results: Path | None = None) -> Screen:
-    """Everything the Explorer shows for ``state`` (never loads a model)."""
+             engine_model: str | None = None, search_results: Path | None = None,
+             live: Mapping[TreeKey, dict] | None = None) -> Screen:
+    """Everything the Explorer shows for ``state`` (never loads a model). ``live``: the viewer's own
+    live runs on the active engine (``LiveLayer.trees``); the exact key's live tree is shown
+    in place of the library's, for this viewer only."""
     library = library if library is not None else default_library()
     results = _stamp(Path(results) if results is not None else DEMO_RESULTS)
     search_results = _stamp(Path(search_results) if search_results is not None else BUNDLED_SEARCH_SWEEP)
@@ -535,11 +551,15 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
 
     # The tree: exact, or nearest with a note; the node a link points at must be in it.
     want = tree_key(state.dataset, question.qid, state.policy, state.width, state.n, state.k, state.m)
-    shown_key, exact = library.nearest(want)
-    record, path = record_at(library, shown_key)
+    live = live or {}
+    if want in live:
+        shown_key, exact, record, path = want, True, live[want], None
+    else:
+        shown_key, exact = library.nearest(want)
+        record, path = record_at(library, shown_key)
     rebase = None
     if shown_key is not None and shown_key.policy != "rebase":
-        rebase, _ = record_at(library, shown_key.with_(policy="rebase"))
+        rebase = live.get(shown_key.with_(policy="rebase")) or record_at(library, shown_key.with_(policy="rebase"))[0]
     focus = None
     if state.node:
         ids = {int(n["id"]) for n in record["tree"]["nodes"]} if record else set()
@@ -553,7 +573,8 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
         warnings.append(f"This tree was made on an earlier version of the dataset ({stale}); "
                         "re-run `ragscale explorer-precompute` or “Run live”.")
     accuracy = library_accuracy(outcomes, shown_key) if shown_key else (0, 0)
-    tree = TreeView(want, shown_key, exact, nearness(want, shown_key, exact), record, path, rebase, focus, accuracy)
+    tree = TreeView(want, shown_key, exact, nearness(want, shown_key, exact), record, path, rebase, focus, accuracy,
+                    live=want in live)
 
     table = observed_table(results, state.dataset, engine_model)
     curves = _curves(state, model, percent, fitted, table, engine_model)
