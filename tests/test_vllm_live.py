@@ -108,6 +108,8 @@ def test_sampling_options_reach_vllm(vllm):
     first, second = vllm.generate([prompt], seeded), vllm.generate([prompt], seeded)
     assert [g.output_ids for g in first] == [g.output_ids for g in second]  # seed per sample
     assert all(len(g.logprobs) == len(g.output_ids) for g in first)
+    first_token, last_token, tokens = vllm.stream_timings(prompt, 8)  # how bench vllm times vLLM
+    assert tokens == 8 and 0 < first_token <= last_token
     long = vllm.generate([prompt], SamplingParams(max_new_tokens=40, ignore_eos=True))[0]
     assert len(long.output_ids) == 40 and long.finish_reason == "length"
     stopped = vllm.generate([prompt], SamplingParams(max_new_tokens=40, stop=("\n",)))[0]

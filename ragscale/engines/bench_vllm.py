@@ -11,9 +11,10 @@ embedded engine, then runs on both, alternating, the workloads of ``bench prefix
 - 8-branch decode (the tree's 8 prompts, 32 tokens each, one batch / 8 concurrent requests).
 
 How rates are timed: the embedded engine inside one ``generate`` (prefill to first token, then
-decode; ``bench.embedded_rates``); vLLM from the client, end to end over HTTP on a flushed cache:
-a 1-token request gives the prefill time, and decode rate = the other tokens / (time of the full
-request - time of the 1-token one). Ratios are embedded / vLLM (above 1: embedded faster).
+decode; ``bench.embedded_rates``); vLLM from the client over HTTP, streamed, on a flushed cache:
+prefill until every stream had its first token, decode the rest (``OpenAIEngine.stream_timings``).
+Ratios are embedded / vLLM (above 1: embedded faster); the tree ratio is vLLM's seconds / the
+embedded engine's (below 1: vLLM faster).
 Greedy outputs of the tree's first step are compared token by token (same prompts on both).
 ``--url`` runs it on a vLLM already started with ``ragscale serve vllm`` (its cache is flushed).
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from ragscale.engines.base import SamplingParams
 from ragscale.engines.bench import (
-    NEW_TOKENS, STREAM_NEW_TOKENS, Progress, _common, embedded_rates, ideal_cached_tokens, run_tree, stream_prompt,
+    NEW_TOKENS, STREAM_NEW_TOKENS, Progress, _common, _rates, embedded_rates, ideal_cached_tokens, run_tree, stream_prompt,
     workload_prompts,
 )
 
@@ -109,26 +110,26 @@ def _compare(url: str, progress: Progress | None, rounds: int) -> dict:
         "single_stream_decode_ratio": round(medians["embedded"] / medians["vllm"], 2),
         "branches_8": branches,
         "branches_8_decode_ratio": round(branches["embedded"]["decode_tok_s"] / branches["vllm"]["decode_tok_s"], 2),
-        "greedy_first_step_identical": sum(a == b for a, b in first_step),
-        "greedy_first_step_common_prefix_tokens": [_common(a, b) for a, b in first_step],
+        # the tree's first step: the same 8 prompts on both engines, greedy
+        "greedy_first_step_identical": f"{sum(a == b for a, b in first_step)} of {len(first_step)}",
+        "greedy_first_step_common_prefix_tokens": [f"{_common(a, b)} of {max(len(a), len(b))}" for a, b in first_step],
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 
 def _remote_rates(engine, prompts: list[list[int]], new_tokens: int) -> dict:
-    """vLLM's prefill and decode rates, end to end, each request on a flushed cache."""
-    def timed(tokens: int) -> float:
-        engine.flush_cache()
-        started = time.perf_counter()
-        engine.generate(prompts, SamplingParams(max_new_tokens=tokens, ignore_eos=True))
-        return time.perf_counter() - started
+    """vLLM's prefill and decode rates from streamed answers (all prompts at once, a flushed cache):
+    prefill = prompt tokens / time until every stream had its first token; decode = the other
+    tokens / the rest of the time (the embedded engine's split, ``bench.embedded_rates``)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    first = timed(1)
-    full = timed(new_tokens)
-    decoded = len(prompts) * (new_tokens - 1)
-    prompt_tokens = sum(len(p) for p in prompts)
-    return {"prompt_tokens": prompt_tokens, "prefill_tok_s": round(prompt_tokens / first, 1),
-            "decoded_tokens": decoded, "decode_tok_s": round(decoded / max(full - first, 1e-9), 1)}
+    engine.flush_cache()
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        timings = list(pool.map(lambda p: engine.stream_timings(p, new_tokens), prompts))
+    prefill_seconds = max(t[0] for t in timings)
+    decode_seconds = max(t[1] for t in timings) - prefill_seconds
+    decoded = sum(t[2] for t in timings) - len(prompts)
+    return _rates(sum(len(p) for p in prompts), prefill_seconds, decoded, decode_seconds)
 
 
 def _bound_cores(log: str) -> list[int] | None:

@@ -267,6 +267,33 @@ class OpenAIEngine(Engine):
     def close(self) -> None:
         self.session.close()
 
+    def stream_timings(self, prompt_ids: list[int], max_new_tokens: int) -> tuple[float, float, int]:
+        """(seconds to the first token, seconds to the last, tokens) of one streamed greedy completion
+        that decodes all ``max_new_tokens`` (``ignore_eos``): how benchmarks time a server's prefill
+        and decode inside one request. Needs a server that streams token ids (vLLM)."""
+        body = self._body(prompt_ids, prompt_ids, SamplingParams(max_new_tokens=max_new_tokens, ignore_eos=True), 1,
+                          None)
+        body["stream"] = True
+        started, first, tokens = time.perf_counter(), None, 0
+        response = self._request("POST", "/completions", json=body)
+        try:
+            for line in response.iter_lines():
+                if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                    continue
+                chunk = _parse_json(line[len(b"data: "):])
+                for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+                    count = len(choice.get("token_ids") or []) if isinstance(choice, dict) else 0
+                    if count and first is None:
+                        first = time.perf_counter() - started
+                    tokens += count
+        except requests.RequestException:
+            raise EngineError(f"the streamed answer from {self.url} was cut short") from None
+        finally:
+            response.close()
+        if first is None:
+            raise EngineError(f"{self.url} streamed no token ids (a streaming vLLM is needed here)")
+        return first, time.perf_counter() - started, tokens
+
     def cost_usd(self, prices) -> dict:
         """What the requests since ``reset_stats`` cost at ``prices`` (see ``usage_cost_usd``)."""
         s = self._stats
