@@ -84,10 +84,11 @@ search-results: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_SWEEP_ARGS) --out data/search_results.sqlite \
 		--report data/search_results.md
 
-# Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
+# Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores without
+# serve-slow-clients, which took 2 min 15 s more at load 18-20;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
 # `vllm` starts vLLM's CPU build (its own venv) and compares it with the embedded engine (~10 min more).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory router kv vllm
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-slow-clients router kv vllm
 bench: install vllm
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \

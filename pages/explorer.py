@@ -22,6 +22,7 @@ from ragscale.engines import describe_spec
 from ragscale.explorer import screen as ex
 from ragscale.explorer.live_layer import LiveLayer
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
+from ragscale.formatting import md_literal
 
 # the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
 STATE, LINK, LIVE, RUN, CLICKED = "ex.state", "ex.link", "ex.live", "ex.run", "ex.clicked"
@@ -70,7 +71,7 @@ def budget_and_knobs() -> None:
     budget_row[1].toggle("Pin k, m, n", **widget("pinned"),
                          help="off: the allocation model re-optimises (k, m, n) whenever the budget changes")
     if refused:
-        st.warning(refused, icon=":material/warning:")
+        st.warning(md_literal(refused), icon=":material/warning:")
     for column, name in zip(st.columns(4, gap="medium"), KNOBS):
         with column:
             stepped_slider(*knob(name))
@@ -109,18 +110,18 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
         st.subheader("Search tree")
     head = st.columns([3, 1], vertical_alignment="center")
     if tree.record is not None:
-        head[0].markdown(f"**{ex.tree_title(tree.shown)}** on *{screen.question.question}*")
+        head[0].markdown(f"**{md_literal(ex.tree_title(tree.shown))}** on *{md_literal(screen.question.question)}*")
     head[1].button("Run live", icon=":material/play_arrow:", type="primary", on_click=lambda: ss.update({RUN: True}),
                    help="search this exact configuration with the active engine: the tree grows as it runs; "
                         "the result stays in your session (a shared link shows the stored tree)", width="stretch")
     if tree.note:
-        st.info(tree.note, icon=":material/travel_explore:")
+        st.info(md_literal(tree.note), icon=":material/travel_explore:")
     if tree.record is None:
         return st.empty()
     record = tree.record
     if tree.live:
         row = st.columns([4, 1], vertical_alignment="center")
-        row[0].caption(f"Your live run on {record['engine'].get('model', '?')} ({record['created']}): it stays in "
+        row[0].caption(f"Your live run on {md_literal(record['engine'].get('model', '?'))} ({record['created']}): it stays in "
                        "this session; a shared link shows the stored tree.")
         row[1].button("Stored tree", on_click=lambda: ss[LIVE].drop(engine_label, tree.want),
                       help="forget this live run and show the stored tree")
@@ -139,10 +140,10 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
         st.rerun()
     verdict = ":green[right]" if record.get("correct") else ":red[wrong]"
     right_count, total = tree.accuracy
-    st.markdown(f"**Answer:** {record.get('answer') or '(none)'} · {verdict} (gold: {' / '.join(record['golds'])})"
+    st.markdown(f"**Answer:** {md_literal(record.get('answer') or '(none)')} · {verdict} (gold: {md_literal(' / '.join(record['golds']))})"
                 + (f" · this configuration answers **{right_count} of {total}** library questions right" if total else "")
                 + f" · {record['nodes']} nodes, {record['wall_seconds']:.1f} s on "
-                  f"{record.get('engine', {}).get('model', '?')}")
+                  f"{md_literal(record.get('engine', {}).get('model', '?'))}")
     if tree.focus is None:
         st.caption("Click a node to read its sub-query, retrieved documents, intermediate answer and score." if qa
                    else "Click a node to read its step and the verifier's score.")
@@ -183,9 +184,9 @@ with toolbar.popover("Export", icon=":material/download:"):
                        "application/x-yaml")
 
 for text in screen.warnings + (ss[LINK][1] if state == ss[LINK][0] else []):
-    st.warning(text, icon=":material/warning:")
+    st.warning(md_literal(text), icon=":material/warning:")
 for text in screen.infos:
-    st.info(text)
+    st.info(md_literal(text))
 
 # On a projector the figures, the chart and the tree come first (the first screen at 1280x720);
 # the controls follow. On a desk or a phone the controls lead.

@@ -15,7 +15,8 @@ from pages.widgets import POLICY_LABELS, chart_config
 from ragscale.explorer import live
 from ragscale.explorer import screen as ex
 from ragscale.explorer.live_layer import LiveStep, paced_steps
-from ragscale.plots.explorer import explorer_curve_figure
+from ragscale.formatting import md_literal
+from ragscale.plots.explorer import curves_figure
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search.sweep_report import sweep_note
 
@@ -55,11 +56,8 @@ def accuracy_panel(screen: ex.Screen, large: bool) -> None:
     state, c = screen.state, screen.curves
     if screen.task == "qa":
         st.subheader("Accuracy vs token budget")
-        st.plotly_chart(explorer_curve_figure(c.predicted, state.budget, screen.allocation.to_dict(),
-                                              predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
-                                              observed=c.observed, reference=c.reference,
-                                              current_on_reference=c.current_on_reference, large=large,
-                                              height=heights(large)[0]),
+        st.plotly_chart(curves_figure(c, state.budget, screen.allocation.to_dict(), large=large,
+                                      height=heights(large)[0]),
                         key="ex_curve", config=chart_config("ragscale-explorer-curve"))
         st.caption(c.caption)
         return
@@ -108,5 +106,5 @@ def run_live(screen: ex.Screen, large: bool, get_engine: Callable, figures, draw
                 # no key: the same chart is updated in place (a new key would rebuild it); ``meta`` keeps its id unique
                 st.plotly_chart(fig.update_layout(meta=step.depth), config=chart_config("live-tree"))
     except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
-        drawing.error(f"Live run failed: {exc}")
+        drawing.error(f"Live run failed: {md_literal(exc)}")
     return False

@@ -22,6 +22,7 @@ from ragscale.errors import UserError
 from ragscale.explorer import live
 from ragscale.explorer.library import TreeKey, load_record, same_view
 from ragscale.explorer.screen import default_library
+from ragscale.formatting import md_literal
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search import builder
 from ragscale.search import results as sweep
@@ -107,17 +108,17 @@ try:
     if os.path.isfile(store):
         records = sweep_records(store, os.stat(store).st_mtime)
 except UserError as exc:
-    st.error(str(exc))
+    st.error(md_literal(exc))
 if records:
     table = sweep.tradeoff_table(records)
     st.plotly_chart(tradeoff_figure(records), key="ts_tradeoff", config=chart_config("tradeoff"))
     bundled = store == str(sweep.BUNDLED_SEARCH_SWEEP)
     st.caption((f"Bundled sweep (`make search-results`): generated arithmetic, one line per step, a rule-based "
                 f"step checker as the verifier. " if bundled else "")
-               + f"{sweep_note(records)} Source: {printable(store)}.")
+               + f"{sweep_note(records)} Source: {md_literal(printable(store))}.")
     st.dataframe(table.round({"accuracy": 3, "kv_mean": 0}), hide_index=True, width="stretch")
 else:
-    st.info(f"No search-sweep records in {printable(store)} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
+    st.info(f"No search-sweep records in {md_literal(printable(store))} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
             "--policies ets,rebase,beam --widths 2,4,8 --limit 10 --out results.sqlite`.")
 
 # ---- one question, searched live ---------------------------------------------------------------
@@ -142,7 +143,7 @@ if source and source.strip():
     try:  # every path goes through the deployment mode's check (confined in shared mode)
         dataset = cached_dataset(task, source if source == "demo" else str(viewer_path(source, "dataset")))
     except UserError as exc:
-        st.error(str(exc))
+        st.error(md_literal(exc))
 
 st.subheader("Trees side by side")
 left, right = st.columns([3, 2])
@@ -153,7 +154,7 @@ with left:
                              key="ts_question",
                              format_func=lambda i: f"{dataset.questions[i].qid} · {dataset.questions[i].question[:110]}")
         question = dataset.questions[index]
-        st.caption(f"Gold answer: **{' | '.join(question.answers[:3])}**")
+        st.caption(f"Gold answer: **{md_literal(' | '.join(question.answers[:3]))}**")
     p1, p2 = st.columns(2)
     policy = p1.selectbox("Policy", POLICY_NAMES, key="ts_policy", format_func=POLICY_LABELS.get, help=POLICY_HELP)
     compare = p2.selectbox("Side by side with", ["(none)", *POLICY_NAMES], index=2, key="ts_compare",
@@ -185,7 +186,7 @@ if st.button(f"Run {' and '.join(policies)} · width {settings['width']}, depth 
             for p in policies:
                 runs.append(run_one(p, settings, question, task, dataset, status))
         except UserError as exc:
-            status.update(label=str(exc), state="error")
+            status.update(label=md_literal(exc), state="error")
         else:
             st.session_state[RUNS_KEY] = runs
             status.update(label=f"Done: {', '.join(policies)}", state="complete", expanded=False)

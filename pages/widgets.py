@@ -12,7 +12,7 @@ import streamlit as st
 
 from ragscale.allocation import BUDGET_OPTIONS, nearest_budget_option, parse_budget
 from ragscale.errors import UserError
-from ragscale.formatting import fmt_tokens
+from ragscale.formatting import fmt_tokens, md_literal
 from ragscale.plots.style import chart_config
 from ragscale.search.config import POLICY_LABELS
 
@@ -103,19 +103,19 @@ def node_panel(d: dict) -> None:
     """What a clicked tree node holds (``ragscale.explorer.screen.node_details``)."""
     score = "—" if d["score"] is None else f"{d['score']:.3f}"
     step = d["text"].strip() if d["text"] and not d["sub_query"] else ""  # a search task's step (arithmetic)
-    st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {d['status']} · score **{score}** · "
+    st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {md_literal(d['status'])} · score **{score}** · "
                 f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix" + (" · the step said:" if step else ""))
     if step:
         st.code(step, language=None, wrap_lines=True)
     for label, value in (("Question", d["question"]), ("Sub-query", d["sub_query"]),
                          ("Intermediate answer", d["intermediate"]), ("Final answer", d["answer"])):
         if value:
-            st.markdown(f"**{label}:** {value}")
+            st.markdown(f"**{label}:** {md_literal(value)}")
     if d["documents"]:
-        st.markdown("**Retrieved documents:** " + "; ".join(f"*{doc['title'] or doc['id']}*" for doc in d["documents"]))
+        st.markdown("**Retrieved documents:** " + "; ".join(f"*{md_literal(doc['title'] or doc['id'])}*" for doc in d["documents"]))
         with st.expander("Document texts"):
             for doc in d["documents"]:
-                st.markdown(f"**{doc['title'] or doc['id']}** — {doc['text']}")
+                st.markdown(f"**{md_literal(doc['title'] or doc['id'])}** — {md_literal(doc['text'])}")
 
 
 def run_panel(res: dict) -> None:
@@ -124,9 +124,9 @@ def run_panel(res: dict) -> None:
     from ragscale.search.tree import Tree
 
     tree = Tree.from_dict(res["tree"])
-    st.subheader(f"{res['policy']} · width {res['width']}")
+    st.subheader(f"{md_literal(res['policy'])} · width {res['width']}")
     verdict = ":green[right]" if res["correct"] else ":red[wrong]"
-    st.markdown(f"**Answer:** {res['answer'] or '—'} · {verdict} (gold: {' | '.join(res['golds'][:3])})")
+    st.markdown(f"**Answer:** {md_literal(res['answer'] or '—')} · {verdict} (gold: {md_literal(' | '.join(res['golds'][:3]))})")
     m1, m2 = st.columns(2)
     m1.metric("Mean retained KV · lower is better", f"{res['kv']['mean']:,.0f}", border=True,
               help=f"unique tokens on the kept paths after each step (peak {res['kv']['peak']:,})")
@@ -149,6 +149,6 @@ def run_panel(res: dict) -> None:
     else:
         st.caption("Click a node to highlight the prefix KV it reuses.")
     st.caption(f"{res['tokens_generated']:,} tokens generated · {res['prompt_tokens']:,} prompt tokens "
-               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {res.get('engine', '')}")
+               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {md_literal(res.get('engine', ''))}")
     with st.expander("Nodes"):
         st.dataframe(tree.to_frame().drop(columns=["text"]), hide_index=True, width="stretch")

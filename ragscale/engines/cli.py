@@ -78,6 +78,8 @@ def register_bench(benches) -> None:
                          "(default and a small cache budget)", _bench_serve_memory),
         ("vllm", "embedded engine vs vLLM (CPU build, same model) in one run: the prefix-cache tree workload, "
                  "single-stream and 8-branch decode, as ratios", _bench_vllm),
+        ("serve-slow-clients", "embedded server while 256 clients dribble request heads: /health and /generate "
+                               "of a well-behaved client", _bench_serve_slow_clients),
     ):
         bench = benches.add_parser(name, help=help_text)
         bench.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -208,6 +210,12 @@ def _bench_serve_load(args) -> int:
     from ragscale.engines.bench_router import serve_load_benchmark
 
     return _run_bench(serve_load_benchmark, 2, "serve-load", args.json)
+
+
+def _bench_serve_slow_clients(args) -> int:
+    from ragscale.engines.bench_clients import slow_clients_benchmark
+
+    return _run_bench(slow_clients_benchmark, 2, "serve-slow-clients", args.json)
 
 
 def _bench_prefix_cache(args) -> int:
