@@ -256,15 +256,20 @@ def test_a_redirect_is_not_followed(monkeypatch):
 
 
 def test_cost_from_the_providers_usage_prices_cached_input_apart(hosted):
-    from ragscale.allocation.cost import CostModel
+    from ragscale.allocation.prices import PriceSheet, Tier
     from ragscale.engines.openai_client import usage_cost_usd
 
-    prices = CostModel(price_input_per_m=2.0, price_cached_per_m=0.5, price_output_per_m=8.0)
-    cost = usage_cost_usd(1_000_000, 400_000, 100_000, prices)
+    flat = PriceSheet.flat(input=2.0, cached_input=0.5, output=8.0)
+    cost = usage_cost_usd(1_000_000, 400_000, 100_000, flat)
     assert cost == {"uncached_input_usd": 1.2, "cached_input_usd": 0.2, "output_usd": 0.8,
                     "total_usd": pytest.approx(2.2)}
     engine = OpenAIEngine(hosted.url, tokenizer=ByteTokenizer(), context_window=128)
     engine.generate(["a", "b"], SamplingParams(max_new_tokens=3))  # the server bills 9 prompt + 3 output each
-    assert engine.cost_usd(prices)["total_usd"] == pytest.approx((18 * 2.0 + 6 * 8.0) / 1e6)
+    assert engine.cost_usd(flat)["total_usd"] == pytest.approx((18 * 2.0 + 6 * 8.0) / 1e6)
+    # Each request at its own prompt length's tier (9 prompt tokens: past the first tier's 8).
+    tiered = PriceSheet("p", "m", "2026", "test", (Tier(8, 1.0, 0.1, 1.0), Tier(None, 3.0, 0.3, 3.0)))
+    assert engine.cost_usd(tiered)["total_usd"] == pytest.approx((18 * 3.0 + 6 * 3.0) / 1e6)
+    engine.reset_stats()
+    assert engine.cost_usd(flat)["total_usd"] == 0
     with pytest.raises(ValueError):
-        usage_cost_usd(10, 11, 0, prices)
+        usage_cost_usd(10, 11, 0, flat)

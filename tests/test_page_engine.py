@@ -324,7 +324,7 @@ def test_an_openai_compatible_server_is_checked_and_chosen(monkeypatch):
         assert at.success and at.success[0].value == "Healthy: scripted-bytes · context window 8,192 tokens"
         at.button(key="engine_use").click().run()
         assert at.session_state[SPEC_KEY] == EngineSpec("openai", url=url + "/v1")
-        assert f"OpenAI-compatible server at {url}/v1" in at.info[0].value
+        assert md_literal(f"OpenAI-compatible server at {url}/v1") in at.info[0].value
         at.text_input(key="engine_tokenizer").set_value("").run()
         rendered = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "error", "metric")
                             for e in getattr(at, kind))

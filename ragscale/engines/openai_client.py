@@ -39,8 +39,8 @@ URL alone, and every message from the server passes through ``_redacted``. In sh
 (``RAGSCALE_MODE=shared``) the key goes only to URLs the operator listed in
 ``RAGSCALE_ALLOWED_URLS``, never to a loopback URL a viewer typed.
 
-Hosted APIs bill by that usage: ``cost_usd(prices)`` / ``usage_cost_usd`` price cached input
-apart from uncached input and output (``prices``: e.g. ``allocation.cost.CostModel``).
+Hosted APIs bill by that usage: ``cost_usd(sheet)`` / ``usage_cost_usd`` price each request at
+its prompt length's tier of an ``allocation.prices.PriceSheet``, cached input apart.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ class OpenAIEngine(Engine):
         self._card: dict = {}
         self.server_kind = "unknown"  # owned_by of the model card: vllm, sglang, llamacpp, openai, ...
         self._stats = CacheStats()
+        self._billed: list[tuple[int, int, int]] = []  # (prompt, cached, completion) per request, for cost_usd
         self._metrics_baseline: dict[str, float] | None = None
         self.reports_cached_tokens: bool | None = None  # None until an answer said
         self.session = requests.Session()
@@ -262,6 +263,7 @@ class OpenAIEngine(Engine):
 
     def reset_stats(self) -> None:
         self._stats = CacheStats()
+        self._billed = []
         self._metrics_baseline = self.metrics()
 
     def close(self) -> None:
@@ -294,10 +296,14 @@ class OpenAIEngine(Engine):
             raise EngineError(f"{self.url} streamed no token ids (a streaming vLLM is needed here)")
         return first, time.perf_counter() - started, tokens
 
-    def cost_usd(self, prices) -> dict:
-        """What the requests since ``reset_stats`` cost at ``prices`` (see ``usage_cost_usd``)."""
-        s = self._stats
-        return usage_cost_usd(s.prompt_tokens, s.cached_tokens, s.generated_tokens, prices)
+    def cost_usd(self, sheet) -> dict:
+        """What the requests since ``reset_stats`` cost by ``sheet`` (a ``PriceSheet``), request by
+        request at the tier of each one's prompt (see ``usage_cost_usd``)."""
+        totals = {"uncached_input_usd": 0.0, "cached_input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0}
+        for usage in self._billed:
+            for key, value in usage_cost_usd(*usage, sheet).items():
+                totals[key] += value
+        return totals
 
     @property
     def sends_token_ids(self) -> bool:
@@ -444,6 +450,8 @@ class OpenAIEngine(Engine):
         return prompt, cached, None if completion is None else _count(completion, "usage.completion_tokens", 0)
 
     def _count(self, usage: Usage) -> None:
+        if usage.prompt_tokens or usage.completion_tokens:  # one per request (a request's other samples carry 0)
+            self._billed.append((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens))
         self._stats.requests += 1
         self._stats.prompt_tokens += usage.prompt_tokens
         self._stats.cached_tokens += usage.cached_tokens
@@ -576,17 +584,17 @@ class OpenAIEngine(Engine):
                           "prompts can be counted and sent as exact token ids")
 
 
-def usage_cost_usd(prompt_tokens: int, cached_tokens: int, completion_tokens: int, prices) -> dict:
-    """What the provider bills for this usage, cached input at its own price.
+def usage_cost_usd(prompt_tokens: int, cached_tokens: int, completion_tokens: int, sheet) -> dict:
+    """What a provider bills for one request's usage, cached input at its own price.
 
-    ``prices``: anything with ``price_input_per_m``, ``price_cached_per_m`` and ``price_output_per_m``
-    (USD per 1M tokens), such as ``ragscale.allocation.cost.CostModel`` or a provider's price sheet.
-    The counts are the provider's own (``usage``), so the figure is what its invoice says for them."""
+    ``sheet``: a ``ragscale.allocation.prices.PriceSheet``; the request is billed at the tier of its
+    own prompt length, as providers bill each call. The counts are the provider's own (``usage``)."""
     if not 0 <= cached_tokens <= prompt_tokens or completion_tokens < 0:
         raise ValueError(f"not a usage: {prompt_tokens} prompt, {cached_tokens} cached, {completion_tokens} completion")
-    uncached = (prompt_tokens - cached_tokens) * prices.price_input_per_m / 1e6
-    cached = cached_tokens * prices.price_cached_per_m / 1e6
-    output = completion_tokens * prices.price_output_per_m / 1e6
+    tier = sheet.tier_for(prompt_tokens)
+    uncached = (prompt_tokens - cached_tokens) * tier.input / 1e6
+    cached = cached_tokens * tier.cached_input / 1e6
+    output = completion_tokens * tier.output / 1e6
     return {"uncached_input_usd": uncached, "cached_input_usd": cached, "output_usd": output,
             "total_usd": uncached + cached + output}
 
