@@ -19,7 +19,7 @@ from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.errors import UserError
 from ragscale.search import builder
-from ragscale.search.config import POLICY_NAMES, SearchConfig, flag_name
+from ragscale.search.config import POLICY_NAMES, RULE_VERIFIERS, SearchConfig, flag_name
 
 # bench kv: a fixed, small question set that runs in about 3 minutes on 2 CPU cores.
 KV_BENCH_QUESTIONS = 3
@@ -59,8 +59,8 @@ def _check_task_flags(args) -> None:
     """Task-dependent flags, checked before a model loads."""
     if args.task == "qa" and args.k < 1:
         raise UserError(f"--k must be >= 1 (documents retrieved per step); got {args.k}")
-    if args.verifier == "rules" and args.task != "arithmetic":
-        raise UserError("--verifier rules checks arithmetic steps only; use it with --task arithmetic")
+    if args.verifier in RULE_VERIFIERS and args.task != "arithmetic":
+        raise UserError(f"--verifier {args.verifier} checks arithmetic steps only; use it with --task arithmetic")
 
 
 def _build(args, dataset, engine, policies):
@@ -275,12 +275,14 @@ def _task_args(parser: argparse.ArgumentParser) -> None:
                         help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
                         "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
-                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated) for --task arithmetic")
+                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated; arithmetic-s<SEED>: the harder three-operation problems of seed SEED) "
+                        "for --task arithmetic")
     parser.add_argument("--recipe", help="a recipe name or YAML file (without it, the policy's own recipe)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
-    parser.add_argument("--verifier", choices=("judge", "grounding", "prm", "rules"), default="judge",
+    parser.add_argument("--verifier", choices=("judge", "grounding", "prm", *RULE_VERIFIERS), default="judge",
                         help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM; "
-                        "rules: the arithmetic task's rule-based step checker")
+                        "rules: the arithmetic task's rule-based step checker (pass/fail); rules-graded: its "
+                        "pass/fail times the generator's confidence in the step (never sees the gold answer)")
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify",
                         help="how the PRM is read: a reward model's /classify, or step-tag logprobs")

@@ -21,6 +21,8 @@ POLICY_NAMES = ("ets", "rebase", "beam", "dvts", "bon")
 # How pages and charts name the policies (one place, so every legend agrees).
 POLICY_LABELS = {"ets": "ETS", "rebase": "REBASE", "beam": "Beam search", "dvts": "DVTS", "bon": "Best-of-N"}
 KV_COSTS = ("tokens", "nodes")
+# The arithmetic task's step checkers: pass/fail, and pass/fail times the generator's step confidence.
+RULE_VERIFIERS = ("rules", "rules-graded")
 
 
 def _setting(default: Any, help: str, flag: str | None = None, choices: tuple | None = None):

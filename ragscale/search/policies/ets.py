@@ -14,12 +14,18 @@ O_i is node i's REBASE share of the remaining width, normalised to sum to 1. A r
 ancestor is paid once, however many kept candidates share it: that is what rewards trees whose
 survivors share KV.
 
-KV cost. ``kv_cost="tokens"`` (default, the paper's intent) charges a node its number of
-tokens; ``"nodes"`` charges 1 (the public code). Z is the total cost of all M + N nodes, so the
-cost term is the fraction of the candidate tree's KV that stays retained, in [0, lambda_b]; with
-unit costs Z = M + N exactly as in the paper. The root's prompt is counted like any node: it is
-always retained, so it shifts the objective by a constant and changes no decision, but it does
-make a long prompt dilute the cost of the steps (pruning saves a smaller share of the KV).
+KV cost, two ways (``kv_cost``):
+
+- ``"nodes"``: every node costs 1 and Z = M + N, the root counted: the public code's
+  formulation (SqueezeAILab/ETS ``rebase.py``), which ``ragscale.search.public_ets`` re-states
+  as the reference this program is checked against.
+- ``"tokens"``: a node costs its tokens and Z is the search's own tokens, the root (the prompt)
+  left out of both. The prompt is always retained, so its cost is a constant that changes no
+  decision; inside Z it would only shrink lambda_b in effect (a 170-token prompt over 8-token
+  steps cuts it to about 0.3-0.6, and the program then prunes nothing REBASE funds).
+
+Either way the cost term is the share of the search's candidate-tree KV that stays retained,
+in [0, lambda_b].
 
 Solved with scipy's MILP (HiGHS) on a sparse matrix. The linking constraints are stated
 along tree edges rather than for every (ancestor, descendant) pair: "a node is at most its
@@ -92,7 +98,10 @@ class EtsSolution:
 
 
 def node_cost(tree: Tree, node_id: int, kv_cost: str) -> float:
-    return 1.0 if kv_cost == "nodes" else float(tree[node_id].num_tokens)
+    """1 per node (the public code, root included); tokens per node with the root's prompt free."""
+    if kv_cost == "nodes":
+        return 1.0
+    return 0.0 if tree[node_id].parent is None else float(tree[node_id].num_tokens)
 
 
 def build_program(
