@@ -249,7 +249,9 @@ def run_search_sweep(
     started = time.perf_counter()
     say = progress or (lambda done, total, message: None)
     model = engine.info.model
-    grid = [(base.replace(policy=p, width=w, seed=s), q) for p in policies for w in widths for s in seeds for q in questions]
+    # Question by question: a sweep stopped part-way leaves its first problems complete in every
+    # cell (policy x width), so what it has is still a matched comparison.
+    grid = [(base.replace(policy=p, width=w, seed=s), q) for q in questions for p in policies for w in widths for s in seeds]
     summary = SweepSummary(runs_total=len(grid))
     done = store.done_keys(SEARCH_KIND)
     todo = [(c, q) for c, q in grid if sweep_key(dataset, model, task.name, verifier.name, q.qid, c) not in done]

@@ -240,6 +240,10 @@ def select(
         keep = candidates
     else:
         keep = solve_selection(tree, candidates, remaining_width, config, embed).keep
-    shares = rebase_shares([score_of(tree, i) for i in keep], remaining_width, config.temperature)
-    out.update(zip(keep, shares))
+    # REBASE among the kept nodes. Equal scores (duplicate steps score alike) go to the later
+    # candidate first, as in the public code's re-allocation (it sorts ascending, then reverses),
+    # so that the replay against it (``public_ets``) can match node for node.
+    later_first = keep[::-1]
+    shares = rebase_shares([score_of(tree, i) for i in later_first], remaining_width, config.temperature)
+    out.update(zip(later_first, shares))
     return out
