@@ -68,6 +68,7 @@ class EtsProgram:
     A: csr_matrix
     lb: np.ndarray
     ub: np.ndarray
+    preference: np.ndarray  # tie rule among optimal selections: N for the best-scored candidate .. 1
 
     @property
     def n_clusters(self) -> int:
@@ -186,7 +187,17 @@ def build_program(
         A=A,
         lb=np.array(lower),
         ub=np.array(upper),
+        preference=_preference(scores),
     )
+
+
+def _preference(scores: list[float]) -> np.ndarray:
+    """N for the best-scored candidate down to 1 for the worst (equal scores: earlier first)."""
+    n = len(scores)
+    order = sorted(range(n), key=lambda i: (-scores[i], i))
+    out = np.zeros(n)
+    out[order] = np.arange(n, 0, -1)
+    return out
 
 
 def solve_program(program: EtsProgram) -> EtsSolution:
@@ -202,10 +213,36 @@ def solve_program(program: EtsProgram) -> EtsSolution:
     )
     if res.x is None:  # cannot happen for this program (keeping everything is feasible)
         raise RuntimeError(f"ETS program not solved: {res.message}")
-    keep_mask = res.x[:n] > 0.5
+    x = _break_ties(program, float(-res.fun), res.x)
+    keep_mask = x[:n] > 0.5
     keep = [node_id for node_id, k in zip(program.candidates, keep_mask) if k]
     retained = [a for a, b in zip(program.ancestors, program.below) if keep_mask[b].any()]
     return EtsSolution(keep=keep, retained=retained, objective=float(-res.fun), program=program)
+
+
+def _break_ties(program: EtsProgram, best: float, x: np.ndarray) -> np.ndarray:
+    """Among the selections as good as ``best``, the one that keeps the best-scored candidates.
+
+    Optima tie often: the REBASE ceil gives the tail of the candidates an outcome share of 0, and
+    any zero-share sibling then covers its cluster at the same cost. The public code takes
+    whichever CBC returns; a stated rule makes the choice reproducible and lets the replay
+    against the reference (``public_ets``, same rule) compare node for node. Solved as a second
+    program: the first objective held at its optimum, the preference maximised.
+    """
+    n = len(program.candidates)
+    if n < 2:
+        return x
+    objective_row = csr_matrix(program.c.reshape(1, -1))
+    tie = np.concatenate([program.preference, np.zeros(len(program.c) - n)])
+    res = milp(
+        -tie,
+        integrality=np.ones(len(program.c)),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(program.A, program.lb, program.ub),
+                     LinearConstraint(objective_row, best - 1e-9, np.inf)],
+        options={"mip_rel_gap": 0.0, "presolve": False},
+    )
+    return x if res.x is None else res.x
 
 
 def candidate_clusters(
@@ -240,10 +277,14 @@ def select(
         keep = candidates
     else:
         keep = solve_selection(tree, candidates, remaining_width, config, embed).keep
-    # REBASE among the kept nodes. Equal scores (duplicate steps score alike) go to the later
-    # candidate first, as in the public code's re-allocation (it sorts ascending, then reverses),
-    # so that the replay against it (``public_ets``) can match node for node.
+    out.update(allocate_kept(tree, keep, remaining_width, config))
+    return out
+
+
+def allocate_kept(tree: Tree, keep: list[int], remaining_width: int, config: SearchConfig) -> dict[int, int]:
+    """REBASE among the kept nodes (in candidate order). Equal scores (duplicate steps score
+    alike) go to the later candidate first, as in the public code's re-allocation (it sorts
+    ascending, then reverses), so that the replay against it (``public_ets``) matches node for node."""
     later_first = keep[::-1]
     shares = rebase_shares([score_of(tree, i) for i in later_first], remaining_width, config.temperature)
-    out.update(zip(later_first, shares))
-    return out
+    return dict(zip(later_first, shares))
