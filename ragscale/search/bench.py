@@ -16,6 +16,7 @@ import math
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -174,3 +175,112 @@ def register_bench(benches) -> None:
     p.add_argument("--kv-cost", choices=("tokens", "nodes"), default="tokens")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_ets_select)
+    f = benches.add_parser("ets-fidelity", help="ETS as its authors ran it, from the bundled sweep (no model run): "
+                           "agreement with the public code's selection, REBASE/ETS KV at matched accuracy two ways, "
+                           "accuracy with bootstrap 95%% intervals")
+    f.add_argument("--sweep", help="results store to read (default: the bundled data/search_results.sqlite)")
+    f.add_argument("--held-out", help="results store of the held-out problems (default: data/search_heldout.sqlite)")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=_cmd_ets_fidelity)
+
+
+# --------------------------------------------------------------------------------------------
+# ``ragscale bench ets-fidelity``: ETS as its authors ran it, read off the bundled sweep
+# --------------------------------------------------------------------------------------------
+
+def selection_diagnostics(records) -> dict:
+    """ETS's own selection steps: K/N (clusters per candidate) and how often it pruned a
+    candidate REBASE would have funded."""
+    steps = [s for r in records if r.get("policy") == "ets" for s in r.get("selections", []) if s["candidates"] >= 2]
+    ratios = [s["clusters"] / s["candidates"] for s in steps if s.get("clusters")]
+    return {"selection_steps": len(steps),
+            "mean_clusters_per_candidate": round(float(np.mean(ratios)), 3) if ratios else None,
+            "funded_pruned": sum(s["funded_pruned"] for s in steps),
+            "funded_candidates": sum(s["candidates"] for s in steps)}
+
+
+def fidelity(records, held_out=None) -> dict:
+    """Everything ``bench ets-fidelity`` reports, from search records alone (no model run)."""
+    from ragscale.search import public_ets
+    from ragscale.search.results import accuracy_intervals, frontier_kv_ratio, tradeoff_table
+
+    records = [r for r in records if r.get("policy") in ("ets", "rebase")]
+    if not records:
+        raise UserError("no ETS or REBASE search records to read")
+    table = tradeoff_table(records)
+    intervals = accuracy_intervals(records)
+    replay = public_ets.replay(records)
+    matched = {kv: frontier_kv_ratio(table, kv) for kv in ("kv_mean", "kv_search_mean")}
+    accuracy = {}
+    for policy, part in intervals.groupby("policy"):
+        accuracy[policy] = {str(int(row.width)): {"accuracy": round(row.accuracy, 4), "ci95": [round(row.low, 4),
+                                                 round(row.high, 4)], "problems": int(row.questions)}
+                            for row in part.itertuples()}
+    within = {w: accuracy["rebase"][w]["ci95"][0] <= accuracy["ets"][w]["accuracy"] <= accuracy["rebase"][w]["ci95"][1]
+              for w in accuracy.get("ets", {}) if w in accuracy.get("rebase", {})}
+    equal_width = {}
+    for kv in ("kv_mean", "kv_search_mean"):
+        pivot = table.pivot(index="width", columns="policy", values=kv)
+        if {"ets", "rebase"} <= set(pivot.columns):
+            equal_width[kv] = {str(int(w)): round(float(v), 3) for w, v in (pivot["rebase"] / pivot["ets"]).items()}
+
+    def rounded(value):
+        return None if value is None else round(value, 3)
+
+    out = {
+        "problems": len({r["qid"] for r in records}),
+        "searches": len(records),
+        "public_code_agreement": replay["agreement"],
+        "replayed_steps": replay["steps"],
+        "replayed_same_nodes": replay["same_keep"],
+        "kv_ratio_matched": rounded(matched["kv_mean"]["ratio"]),
+        "kv_ratio_search_only": rounded(matched["kv_search_mean"]["ratio"]),
+        "matched_accuracy": matched["kv_mean"]["accuracy"],
+        "matched": {kv: {k: (rounded(v) if isinstance(v, float) else v) for k, v in m.items()}
+                    for kv, m in matched.items()},
+        "kv_ratio_equal_width": equal_width,
+        "accuracy": accuracy,
+        "ets_within_rebase_ci95": within,
+        "ets_selection": selection_diagnostics(records),
+        "settings": {k: records[0]["config"].get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
+                                                                "kv_cost", "temperature", "max_depth")},
+        "dataset": records[0].get("dataset"), "verifier": records[0].get("verifier"),
+    }
+    if held_out:
+        out["held_out"] = held_out_comparison(held_out)
+    return out
+
+
+def held_out_comparison(records) -> dict:
+    """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval),
+    both KV measures, and the paired difference in accuracy."""
+    from ragscale.search.kv import record_kv
+    from ragscale.search.results import accuracy_interval
+
+    by = {}
+    for r in records:
+        name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
+        by.setdefault((name, r["width"]), {})[r["qid"]] = r
+    out = {}
+    for (name, width), runs in sorted(by.items()):
+        correct = [float(bool(r["correct"])) for r in runs.values()]
+        kvs = [record_kv(r) for r in runs.values()]
+        lo, hi = accuracy_interval(correct)
+        out[f"{name} w={width}"] = {
+            "problems": len(runs), "dataset": next(iter(runs.values())).get("dataset"),
+            "accuracy": round(float(np.mean(correct)), 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
+            "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1)}
+    return out
+
+
+def _cmd_ets_fidelity(args: argparse.Namespace) -> int:
+    from ragscale.search.results import BUNDLED_HELD_OUT, BUNDLED_SEARCH_SWEEP, load_sweep_records
+
+    path = Path(args.sweep) if args.sweep else BUNDLED_SEARCH_SWEEP
+    if not path.is_file():
+        raise UserError(f"no search sweep at {path}; make one with `make search-results`")
+    held = load_sweep_records(Path(args.held_out) if args.held_out else BUNDLED_HELD_OUT)
+    result = fidelity(load_sweep_records(path), held)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0

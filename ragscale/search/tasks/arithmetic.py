@@ -136,8 +136,8 @@ def dataset_from_name(name: str, count: int = DEFAULT_PROBLEMS) -> Dataset:
     ``arithmetic-s<SEED>-o<OPS>``."""
     match = _DATASET_RE.match(name)
     if match is None:
-        raise UserError(f"unknown arithmetic dataset {name!r}; use arithmetic, arithmetic-s<SEED> "
-                        "(three operations) or arithmetic-s<SEED>-o<OPS>")
+        raise UserError(f"unknown arithmetic dataset {name!r}: the arithmetic task generates its own problems; "
+                        "use --dataset arithmetic, arithmetic-s<SEED> (three operations) or arithmetic-s<SEED>-o<OPS>")
     seed, ops = match.groups()
     if seed is None:
         operations = DEFAULT_OPERATIONS if ops is None else int(ops)
