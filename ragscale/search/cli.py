@@ -104,7 +104,8 @@ def cmd_search(args) -> int:
     print(f"gold     : {' | '.join(result.golds)}")
     print(f"answer   : {result.answer}  ({'correct' if result.correct else 'wrong'})")
     print(f"votes    : {json.dumps({k: round(v, 3) for k, v in result.votes.items()}, ensure_ascii=False)}")
-    print(f"KV       : per step {result.kv_per_step}, peak {result.kv_peak:,}, mean {result.kv_mean:,.1f} tokens")
+    print(f"KV       : retained (with the prompt) per step {result.kv_per_step}, peak {result.kv_peak:,}, mean "
+          f"{result.kv_mean:,.1f} tokens; search (without its {result.kv['prompt']:,}) mean {result.kv['search_mean']:,.1f}")
     print(f"engine   : {result.prompt_tokens:,} prompt tokens ({result.cached_tokens:,} cached), "
           f"{result.tokens_generated:,} generated, {result.model_calls} model calls, {result.wall_seconds:.1f} s")
     for node in result.tree:
@@ -250,7 +251,8 @@ def cmd_bench_kv(args) -> int:
         rows = [r for r in records if r["policy"] == policy]
         per[policy] = {
             "accuracy": round(float(table.loc[policy, "accuracy"]), 4),
-            "mean_retained_kv_tokens": round(float(table.loc[policy, "kv_mean"]), 1),
+            "mean_retained_kv_tokens": round(float(table.loc[policy, "kv_mean"]), 1),  # with the prompt
+            "mean_search_kv_tokens": round(float(table.loc[policy, "kv_search_mean"]), 1),  # without it
             "peak_retained_kv_tokens": max(r["kv"]["peak"] for r in rows),
             "tokens_generated": sum(r["tokens_generated"] for r in rows),
             "model_calls": sum(r["model_calls"] for r in rows),
@@ -264,6 +266,8 @@ def cmd_bench_kv(args) -> int:
         "ets": per["ets"], "rebase": per["rebase"],
         "kv_ratio_rebase_over_ets": round(per["rebase"]["mean_retained_kv_tokens"]
                                           / max(per["ets"]["mean_retained_kv_tokens"], 1e-9), 3),
+        "kv_ratio_search_only": round(per["rebase"]["mean_search_kv_tokens"]
+                                      / max(per["ets"]["mean_search_kv_tokens"], 1e-9), 3),
         "seconds": round(seconds, 1),
     }
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))  # --json: one line
@@ -316,7 +320,8 @@ def register(commands) -> None:
 
 
 def register_bench(benches) -> None:
-    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean retained KV, KV ratio")
+    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean KV with and without the prompt, "
+                            "KV ratios")
     kv.add_argument("--dataset", default="demo", help="QA dataset ('demo' or a file)")
     kv.add_argument("--questions", type=int, default=KV_BENCH_QUESTIONS, help="the first N questions")
     kv.add_argument("--k", type=int, default=1, help="documents retrieved per step")
