@@ -310,6 +310,9 @@ def test_held_out_seeds_are_named_datasets_of_the_harder_task():
     assert load_questions("arithmetic", "arithmetic-s7-o2").name == "arithmetic-s7-o2"
     with pytest.raises(UserError, match="--dataset arithmetic"):
         load_questions("arithmetic", "arithmetic-seven")
+    from ragscale.explorer.library import task_of
+
+    assert task_of("arithmetic-s7") == "arithmetic" and task_of("arithmetic") == "arithmetic"  # explorer-precompute
 
 
 def test_graded_checker_is_pass_fail_times_the_step_confidence():

@@ -199,6 +199,66 @@ def selection_diagnostics(records) -> dict:
             "funded_candidates": sum(s["candidates"] for s in steps)}
 
 
+def pruning_margins(records) -> dict:
+    """Why ETS prunes what it prunes, on its own recorded steps (node cost): for every candidate
+    REBASE funds, its outcome share O_i against the KV cost that pruning it alone would save,
+    lambda_b * (itself + the ancestors no other funded candidate shares) / (M + N), and whether
+    it alone covers its cluster (then pruning it also loses lambda_d / K)."""
+    from ragscale.search import public_ets
+
+    outcome_wins = alone_in_cluster = funded_total = 0
+    shares, costs = [], []
+    for r in records:
+        c = r["config"]
+        if c.get("policy") != "ets" or c.get("kv_cost") != "nodes":
+            continue
+        for step in public_ets.recorded_steps(r):
+            o = public_ets.outcome_shares(step.scores, step.width, c["temperature"])
+            funded = [i for i, share in enumerate(o) if share > 0]
+            below: dict[int, set[int]] = {}
+            for i, node in enumerate(step.candidates):
+                parent = step.parents[node]
+                while parent is not None:
+                    below.setdefault(parent, set()).add(i)
+                    parent = step.parents[parent]
+            size = len(below) + len(step.candidates)
+            for i in funded:
+                own = 1 + sum(1 for under in below.values() if i in under and not (under - {i}) & set(funded))
+                cost = c["lambda_b"] * own / size
+                funded_total += 1
+                outcome_wins += o[i] > cost
+                if step.clusters is not None:
+                    alone_in_cluster += all(step.clusters[j] != step.clusters[i] for j in funded if j != i)
+                shares.append(float(o[i]))
+                costs.append(cost)
+    if not funded_total:
+        return {"funded": 0}
+    return {"funded": funded_total, "share_outcome_above_cost": round(outcome_wins / funded_total, 3),
+            "share_alone_in_cluster": round(alone_in_cluster / funded_total, 3),
+            "median_outcome_share": round(float(np.median(shares)), 4),
+            "median_cost_saved": round(float(np.median(costs)), 4)}
+
+
+def counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0), (2.0, 0.0), (4.0, 0.0))) -> dict:
+    """How many funded candidates the reference would prune on the recorded candidate sets with
+    other (lambda_b, lambda_d): one step at a time, the search is not re-run, so the trees (and
+    accuracy) after a different choice are unknown; it shows where pruning would start."""
+    from ragscale.search import public_ets
+
+    steps = [(r["config"], s) for r in records if r["config"].get("policy") == "ets"
+             and r["config"].get("kv_cost") == "nodes" for s in public_ets.recorded_steps(r)]
+    out = {}
+    for lambda_b, lambda_d in lambdas:
+        pruned = funded = 0
+        for c, step in steps:
+            o = public_ets.outcome_shares(step.scores, step.width, c["temperature"])
+            kept = set(public_ets.keep_set(step, lambda_b, lambda_d, c["temperature"]))
+            funded += int(sum(1 for share in o if share > 0))
+            pruned += sum(1 for node, share in zip(step.candidates, o) if share > 0 and node not in kept)
+        out[f"lambda_b={lambda_b} lambda_d={lambda_d}"] = {"funded": funded, "pruned": pruned}
+    return out
+
+
 def fidelity(records, held_out=None) -> dict:
     """Everything ``bench ets-fidelity`` reports, from search records alone (no model run)."""
     from ragscale.search import public_ets
@@ -241,7 +301,7 @@ def fidelity(records, held_out=None) -> dict:
         "kv_ratio_equal_width": equal_width,
         "accuracy": accuracy,
         "ets_within_rebase_ci95": within,
-        "ets_selection": selection_diagnostics(records),
+        "ets_selection": {**selection_diagnostics(records), "margins": pruning_margins(records)},
         "settings": {k: records[0]["config"].get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
                                                                 "kv_cost", "temperature", "max_depth")},
         "dataset": records[0].get("dataset"), "verifier": records[0].get("verifier"),
