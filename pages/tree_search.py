@@ -40,7 +40,7 @@ def cached_dataset(task: str, source: str):
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def sweep_records(path: str, mtime: float) -> list[dict]:
-    return sweep.load_sweep_records(path)
+    return sweep.of_bundled_sweep(sweep.load_sweep_records(path), path)
 
 
 def load_examples() -> list[dict]:

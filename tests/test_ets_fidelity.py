@@ -11,7 +11,7 @@ import pytest
 from ragscale.cli import main as cli_main
 from ragscale.search.kv import kv_two_ways, record_kv
 from ragscale.search.results import (BUNDLED_SEARCH_SWEEP, accuracy_interval, frontier, frontier_kv_ratio,
-                                     kv_on_frontier, load_sweep_records)
+                                     kv_on_frontier, load_sweep_records, of_bundled_sweep)
 
 
 def test_search_kv_is_retained_kv_without_the_prompt():
@@ -54,7 +54,8 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_problems():
 def test_bench_ets_fidelity_reads_the_bundled_sweep(capsys):
     assert cli_main(["bench", "ets-fidelity", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    records = [r for r in load_sweep_records(BUNDLED_SEARCH_SWEEP) if r["policy"] in ("ets", "rebase")]
+    records = [r for r in of_bundled_sweep(load_sweep_records(BUNDLED_SEARCH_SWEEP), BUNDLED_SEARCH_SWEEP)
+               if r["policy"] in ("ets", "rebase")]
     assert out["problems"] == len({r["qid"] for r in records}) and out["searches"] == len(records)
     assert out["public_code_agreement"] == 1.0 and out["replayed_steps"] > 0
     for key in ("kv_ratio_matched", "kv_ratio_search_only"):

@@ -12,7 +12,7 @@ import pytest
 from ragscale.search import public_ets
 from ragscale.search.config import SearchConfig
 from ragscale.search.policies import ets
-from ragscale.search.results import BUNDLED_SEARCH_SWEEP, load_sweep_records
+from ragscale.search.results import BUNDLED_SEARCH_SWEEP, load_sweep_records, of_bundled_sweep
 from ragscale.search.tree import Tree
 
 
@@ -81,7 +81,7 @@ def test_token_cost_is_not_the_public_codes():
 
 
 def test_replay_of_the_bundled_sweep_keeps_the_same_nodes_at_every_step():
-    records = load_sweep_records(BUNDLED_SEARCH_SWEEP)
+    records = of_bundled_sweep(load_sweep_records(BUNDLED_SEARCH_SWEEP), BUNDLED_SEARCH_SWEEP)
     result = public_ets.replay(records)
     assert result["steps"] >= 100, result  # a real sample of selection steps, not a handful
     assert result["disagreements"] == []
@@ -91,7 +91,8 @@ def test_replay_of_the_bundled_sweep_keeps_the_same_nodes_at_every_step():
 
 def test_recorded_steps_rebuild_what_the_search_recorded():
     """The candidate sets rebuilt from a stored tree are the ones the search logged (N per step)."""
-    records = [r for r in load_sweep_records(BUNDLED_SEARCH_SWEEP) if r["policy"] == "ets"][:20]
+    records = [r for r in of_bundled_sweep(load_sweep_records(BUNDLED_SEARCH_SWEEP), BUNDLED_SEARCH_SWEEP)
+               if r["policy"] == "ets"][:20]
     assert records
     for r in records:
         logged = [s["candidates"] for s in r["selections"] if s["candidates"] >= 2]

@@ -335,12 +335,15 @@ def held_out_comparison(records) -> dict:
 
 
 def _cmd_ets_fidelity(args: argparse.Namespace) -> int:
-    from ragscale.search.results import BUNDLED_HELD_OUT, BUNDLED_SEARCH_SWEEP, load_sweep_records
+    from ragscale.search.results import BUNDLED_HELD_OUT, BUNDLED_SEARCH_SWEEP, load_sweep_records, of_bundled_sweep
 
     path = Path(args.sweep) if args.sweep else BUNDLED_SEARCH_SWEEP
     if not path.is_file():
         raise UserError(f"no search sweep at {path}; make one with `make search-results`")
     held = load_sweep_records(Path(args.held_out) if args.held_out else BUNDLED_HELD_OUT)
-    result = fidelity(load_sweep_records(path), held)
+    records = of_bundled_sweep(load_sweep_records(path), path)
+    if len({r.get("dataset") for r in records if r.get("policy") in ("ets", "rebase")}) > 1:
+        raise UserError(f"{path} holds searches of several datasets; give a store of one sweep")
+    result = fidelity(records, held)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

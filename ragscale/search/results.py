@@ -18,6 +18,9 @@ from ragscale.config import DATA_DIR
 
 # The bundled sweep the Tree search page opens on (made by the command in data/search_results.md).
 BUNDLED_SEARCH_SWEEP = DATA_DIR / "search_results.sqlite"
+# The problems of the bundled sweep (``make search-results``). The same store also keeps the
+# two-operation ``arithmetic`` searches the Explorer's shipped trees were copied from.
+BUNDLED_SWEEP_DATASET = "arithmetic-s1"
 # ETS and REBASE at width 16 on problems of a seed the bundled sweep never used (bench ets-fidelity).
 BUNDLED_HELD_OUT = DATA_DIR / "search_heldout.sqlite"
 # Single runs shown when no bundled sweep is there (made as data/trees/README.md says).
@@ -162,6 +165,13 @@ def load_sweep_records(path: str | Path) -> list[dict]:
     if not Path(path).is_file():
         return []
     return ResultsStore(path, read_only=True).records("search")  # a viewer's store is never written
+
+
+def of_bundled_sweep(records: list[dict], path: str | Path) -> list[dict]:
+    """The bundled store's records of the bundled sweep's problems; any other store's, all of them."""
+    if Path(path).resolve() != BUNDLED_SEARCH_SWEEP.resolve():
+        return records
+    return [r for r in records if r.get("dataset") == BUNDLED_SWEEP_DATASET]
 
 
 def example_runs(records: list[dict], policies: tuple[str, str] = ("ets", "rebase")) -> list[dict]:
