@@ -196,7 +196,7 @@ def selection_diagnostics(records) -> dict:
     return {"selection_steps": len(steps),
             "mean_clusters_per_candidate": round(float(np.mean(ratios)), 3) if ratios else None,
             "funded_pruned": sum(s["funded_pruned"] for s in steps),
-            "funded_candidates": sum(s["candidates"] for s in steps)}
+            "candidates": sum(s["candidates"] for s in steps)}
 
 
 def pruning_margins(records) -> dict:

@@ -84,8 +84,8 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
         "",
         f"- task `{first.get('task')}`, verifier `{first.get('verifier')}` (it never sees the gold answer), "
         f"model `{first.get('model')}`",
-        f"- {len(questions)} generated problems (dataset `{first.get('dataset')}`, the first {len(questions)}), "
-        f"{len(records)} searches, seeds {sorted({r.get('seed') for r in records})}",
+        f"- {len(questions)} generated problems of dataset `{first.get('dataset')}`, {len(records)} searches, "
+        f"seeds {sorted({r.get('seed') for r in records})}",
         f"- max depth {config.get('max_depth')}, step cap {config.get('step_max_tokens')} tokens, sampling "
         f"temperature {config.get('sampling_temperature')}, REBASE/ETS softmax temperature {config.get('temperature')}; "
         f"ETS lambda_b {config.get('lambda_b')}, lambda_d {config.get('lambda_d')}, cluster cut "
@@ -118,7 +118,8 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
                               for kv, r in f["kv_ratio_equal_width"].items()) + ".",
                   "", f"ETS's selection steps: {sel['selection_steps']}; mean clusters per candidate (K/N) "
                   f"{sel['mean_clusters_per_candidate']}; candidates REBASE would fund that ETS pruned: "
-                  f"{sel['funded_pruned']} of {sel['funded_candidates']}.",
+                  f"{sel['funded_pruned']} (of {sel['candidates']} candidates at those steps; the margins behind it: "
+                  "`bench ets-fidelity`).",
                   "", f"Replayed through the public code's selection (`ragscale.search.public_ets`): the same nodes "
                   f"kept on {f['replayed_same_nodes']} of {f['replayed_steps']} steps (ETS records with the public code's "
                   "node cost; a step with one candidate has nothing to choose and is not counted)."]
