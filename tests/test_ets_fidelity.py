@@ -70,3 +70,15 @@ def test_bench_ets_fidelity_without_a_sweep_is_one_line(tmp_path, capsys):
     assert cli_main(["bench", "ets-fidelity", "--sweep", str(tmp_path / "none.sqlite")]) == 2
     err = capsys.readouterr().err
     assert "make search-results" in err and "Traceback" not in err
+
+
+def test_only_problems_done_in_every_cell_are_compared():
+    from ragscale.search.results import complete_problems
+
+    def rec(qid, policy, width, cost="nodes"):
+        return {"qid": qid, "policy": policy, "width": width, "config": {"kv_cost": cost}}
+
+    rows = [rec("a", "rebase", 2), rec("a", "ets", 2), rec("b", "rebase", 2),  # b: ETS not run yet
+            rec("c", "rebase", 2), rec("c", "ets", 2), rec("c", "ets", 2, "tokens")]
+    assert {r["qid"] for r in complete_problems(rows)} == {"c"}  # the token-cost arm is a cell of its own
+    assert {r["qid"] for r in complete_problems(rows[:5])} == {"a", "c"}

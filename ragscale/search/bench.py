@@ -262,9 +262,9 @@ def counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0), (2.0, 0.0), 
 def fidelity(records, held_out=None) -> dict:
     """Everything ``bench ets-fidelity`` reports, from search records alone (no model run)."""
     from ragscale.search import public_ets
-    from ragscale.search.results import accuracy_intervals, frontier_kv_ratio, tradeoff_table
+    from ragscale.search.results import accuracy_intervals, complete_problems, frontier_kv_ratio, tradeoff_table
 
-    records = [r for r in records if r.get("policy") in ("ets", "rebase")]
+    records = complete_problems([r for r in records if r.get("policy") in ("ets", "rebase")])
     if not records:
         raise UserError("no ETS or REBASE search records to read")
     table = tradeoff_table(records)
@@ -315,10 +315,10 @@ def held_out_comparison(records) -> dict:
     """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval),
     both KV measures, and the paired difference in accuracy."""
     from ragscale.search.kv import record_kv
-    from ragscale.search.results import accuracy_interval
+    from ragscale.search.results import accuracy_interval, complete_problems
 
     by = {}
-    for r in records:
+    for r in complete_problems(records):
         name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
         by.setdefault((name, r["width"]), {})[r["qid"]] = r
     out = {}

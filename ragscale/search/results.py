@@ -167,6 +167,23 @@ def load_sweep_records(path: str | Path) -> list[dict]:
     return ResultsStore(path, read_only=True).records("search")  # a viewer's store is never written
 
 
+def sweep_cell(record: Mapping[str, Any]) -> tuple:
+    """What tells one arm of a comparison from another: policy, width and ETS's KV cost."""
+    config = record.get("config") or {}
+    return (record.get("policy"), record.get("width"), config.get("kv_cost") if record.get("policy") == "ets" else None)
+
+
+def complete_problems(records: list[dict]) -> list[dict]:
+    """The records of the problems searched in every cell (``sweep_cell``) the records have: a
+    sweep stopped part-way (or run by several workers) then still compares like with like."""
+    cells = {sweep_cell(r) for r in records}
+    have: dict[str, set] = {}
+    for r in records:
+        have.setdefault(r["qid"], set()).add(sweep_cell(r))
+    done = {qid for qid, seen in have.items() if seen == cells}
+    return [r for r in records if r["qid"] in done]
+
+
 def of_bundled_sweep(records: list[dict], path: str | Path) -> list[dict]:
     """The bundled store's records of the bundled sweep's problems; any other store's, all of them."""
     if Path(path).resolve() != BUNDLED_SEARCH_SWEEP.resolve():

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ragscale.errors import UserError
 from ragscale.search.results import (KV_MEASURES, PAPER_KV_RATIO, accuracy_intervals, as_tradeoff_table,
-                                    frontier_kv_ratio, tradeoff_table)
+                                    complete_problems, frontier_kv_ratio, tradeoff_table)
 
 POLICY_ORDER = ("bon", "beam", "dvts", "rebase", "ets")
 
@@ -65,9 +65,10 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
     ETS's agreement with the public code's selection, and how the numbers were made."""
     from ragscale.search.bench import fidelity
 
-    records = list(records)
-    if not records:
+    everything = list(records)
+    if not everything:
         raise UserError("the results store has no search records to report")
+    records = complete_problems(everything)  # a sweep stopped part-way: only problems done in every cell
     table = tradeoff_table(records)
     questions = sorted({r["qid"] for r in records})
     first = records[0]
@@ -85,7 +86,9 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
         f"- task `{first.get('task')}`, verifier `{first.get('verifier')}` (it never sees the gold answer), "
         f"model `{first.get('model')}`",
         f"- {len(questions)} generated problems of dataset `{first.get('dataset')}`, {len(records)} searches, "
-        f"seeds {sorted({r.get('seed') for r in records})}",
+        f"seeds {sorted({r.get('seed') for r in records})}"
+        + (f" ({len(everything) - len(records)} searches of problems not yet done in every cell left out)"
+           if len(everything) > len(records) else ""),
         f"- max depth {config.get('max_depth')}, step cap {config.get('step_max_tokens')} tokens, sampling "
         f"temperature {config.get('sampling_temperature')}, REBASE/ETS softmax temperature {config.get('temperature')}; "
         f"ETS lambda_b {config.get('lambda_b')}, lambda_d {config.get('lambda_d')}, cluster cut "
