@@ -180,6 +180,8 @@ def register_bench(benches) -> None:
                            "accuracy with bootstrap 95%% intervals")
     f.add_argument("--sweep", help="results store to read (default: the bundled data/search_results.sqlite)")
     f.add_argument("--held-out", help="results store of the held-out problems (default: data/search_heldout.sqlite)")
+    f.add_argument("--counterfactual", action="store_true",
+                   help="also re-solve every recorded step with other lambdas: funded candidates the program drops")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=_cmd_ets_fidelity)
 
@@ -255,11 +257,11 @@ def counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0), (2.0, 0.0), 
             kept = set(public_ets.keep_set(step, lambda_b, lambda_d, c["temperature"]))
             funded += int(sum(1 for share in o if share > 0))
             pruned += sum(1 for node, share in zip(step.candidates, o) if share > 0 and node not in kept)
-        out[f"lambda_b={lambda_b} lambda_d={lambda_d}"] = {"funded": funded, "pruned": pruned}
+        out[f"lambda_b={lambda_b} lambda_d={lambda_d}"] = {"funded": funded, "dropped_by_program": pruned}
     return out
 
 
-def fidelity(records, held_out=None) -> dict:
+def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
     """Everything ``bench ets-fidelity`` reports, from search records alone (no model run)."""
     from ragscale.search import public_ets
     from ragscale.search.results import accuracy_intervals, complete_problems, frontier_kv_ratio, tradeoff_table
@@ -308,6 +310,8 @@ def fidelity(records, held_out=None) -> dict:
     }
     if held_out:
         out["held_out"] = held_out_comparison(held_out)
+    if counterfactual:
+        out["counterfactual"] = counterfactual_prunes(records)
     return out
 
 
@@ -344,6 +348,6 @@ def _cmd_ets_fidelity(args: argparse.Namespace) -> int:
     records = of_bundled_sweep(load_sweep_records(path), path)
     if len({r.get("dataset") for r in records if r.get("policy") in ("ets", "rebase")}) > 1:
         raise UserError(f"{path} holds searches of several datasets; give a store of one sweep")
-    result = fidelity(records, held)
+    result = fidelity(records, held, counterfactual=args.counterfactual)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
