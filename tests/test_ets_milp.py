@@ -98,7 +98,7 @@ def shared_ancestor_tree():
 
 def test_ancestors_are_paid_once():
     tree, cands = shared_ancestor_tree()
-    cfg = SearchConfig(lambda_b=1.0, lambda_d=0.0, kv_cost="tokens")
+    cfg = SearchConfig(lambda_b=1.0, lambda_d=0.0)
     program = ets.build_program(tree, cands, 3, cfg)
     assert program.normaliser == 100 + 100 + 30  # the search's tokens: the 10-token prompt is left out
     assert list(program.outcome) == pytest.approx([1 / 3] * 3)  # equal scores, width 3

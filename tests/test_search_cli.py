@@ -128,7 +128,7 @@ def test_bench_kv_takes_ets_settings_and_reports_them(scripted, capsys, tmp_path
     assert main(["bench", "kv", "--questions", "1", "--width", "4", "--max-depth", "2", "--lambda-d", "0",
                  "--cluster-threshold", "0.3", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ets_settings"] == {"lambda_b": 1.0, "lambda_d": 0.0, "cluster_threshold": 0.3, "kv_cost": "nodes"}
+    assert report["ets_settings"] == {"lambda_b": 1.0, "lambda_d": 0.0, "cluster_threshold": 0.3, "kv_cost": "tokens"}
     ets = next(r for r in ResultsStore(out).records("search") if r["policy"] == "ets")
     assert ets["config"]["lambda_d"] == 0.0 and ets["config"]["cluster_threshold"] == 0.3
 
