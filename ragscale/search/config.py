@@ -41,7 +41,8 @@ class SearchConfig:
     temperature: float = _setting(0.2, "softmax temperature of the REBASE shares")
     cluster_threshold: float = _setting(
         0.05, "ETS: cosine distance at which steps' embeddings are cut into clusters (paper: 0.05)")
-    kv_cost: str = _setting("tokens", "ETS KV cost of a node: its tokens, or 1 per node", choices=KV_COSTS)
+    kv_cost: str = _setting("tokens", "ETS KV cost of a node: its tokens over the search's own (the prompt out), or "
+                            "1 per node, root counted (the public code's)", choices=KV_COSTS)
     max_depth: int = _setting(25, "maximum steps (tree depth)")
     step_max_tokens: int = _setting(256, "token cap per step", flag="step-tokens")
     sampling_temperature: float = _setting(1.0, "sampling temperature of each step")
