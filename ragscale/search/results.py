@@ -185,10 +185,11 @@ def complete_problems(records: list[dict]) -> list[dict]:
 
 
 def of_bundled_sweep(records: list[dict], path: str | Path) -> list[dict]:
-    """The bundled store's records of the bundled sweep's problems; any other store's, all of them."""
+    """The bundled store's records of the bundled sweep's problems (all of them when it holds none
+    of those); any other store's, all of them."""
     if Path(path).resolve() != BUNDLED_SEARCH_SWEEP.resolve():
         return records
-    return [r for r in records if r.get("dataset") == BUNDLED_SWEEP_DATASET]
+    return [r for r in records if r.get("dataset") == BUNDLED_SWEEP_DATASET] or records
 
 
 def example_runs(records: list[dict], policies: tuple[str, str] = ("ets", "rebase")) -> list[dict]:
