@@ -69,9 +69,10 @@ search-results: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_HELDOUT_ARGS) --policies ets \
 		--kv-cost tokens --out data/search_heldout.sqlite
 
-# Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores;
+# Every benchmark behind the README's table, one JSON line each (8 min 20 s on 2 cores without
+# serve-slow-clients, which took 2 min 15 s more at load 18-20;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select ets-fidelity explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory router kv
+BENCHMARKS ?= allocation allocation-page fidelity ets-select ets-fidelity explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-slow-clients router kv
 bench: install
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \

@@ -16,8 +16,10 @@ from streamlit.errors import FragmentHandledException
 from pages.common import engine_sidebar, engine_spec, warm_up
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
+from ragscale.formatting import md_literal
 
-st.set_page_config(page_title="ragscale", page_icon=":material/monitoring:", layout="wide")
+# The icon is a file of ours: a ":material/..." icon makes every browser fetch it from a public font host.
+st.set_page_config(page_title="ragscale", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
 
 
 def home() -> None:
@@ -81,7 +83,7 @@ engine_sidebar()
 try:
     navigation.run()
 except UserError as exc:  # meant for people: one line
-    st.error(str(exc))
+    st.error(md_literal(exc))
 except Exception as exc:  # a crash: a friendly box here, the traceback in the server log (showErrorDetails = "none")
     if isinstance(exc, FragmentHandledException):
         raise  # a fragment's crash: Streamlit already logged it and showed its generic message

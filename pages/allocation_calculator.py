@@ -17,13 +17,17 @@ from ragscale.allocation import (
     PAPER_PROFILE, STRATEGIES, STRATEGY_DESCRIPTIONS, TABLE1_DATASETS, AllocationModel, CostModel,
     TokenSizes, available_profiles, frontier, load_table1, paper_profile,
 )
-from ragscale.allocation.calculator import calculate, headline, score_label, summary_line
+from ragscale.allocation.calculator import (TIER_COLUMNS, bill_table, calculate, headline, score_label,
+                                           sheet_from_frame, summary_line, tier_frame, value_line)
+from ragscale.allocation.cost import tier_summary
+from ragscale.allocation.prices import available_sheets, load_sheet
+from ragscale.errors import UserError
 from ragscale.allocation.explain import (
     FIDELITY_METHOD, HOW_COMPUTED, PAPER_PROFILE_NOTE, PRICES_NOTE, TOKEN_SIZE_LABELS, WHY_DISAGREE,
 )
 from ragscale.allocation.fidelity import fidelity_display, fidelity_report
 from ragscale.allocation.profiles import METRICS, Profile, default_informativeness
-from ragscale.formatting import fmt_tokens
+from ragscale.formatting import fmt_tokens, md_literal
 from ragscale.plots.allocation import (
     FRONTIER_BUDGETS, HEATMAP_K, HEATMAP_M, cost_figure, fidelity_figure, frontier_figure, heatmap_figure,
 )
@@ -38,8 +42,8 @@ def cached_frontier(profile: dict, sizes: dict):
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def cached_calculation(profile: dict, sizes: dict, cost: dict, budget: int, strategy: str, manual):
-    return calculate(Profile.from_dict(profile), budget, strategy, TokenSizes.from_dict(sizes), CostModel(**cost),
-                     manual)
+    return calculate(Profile.from_dict(profile), budget, strategy, TokenSizes.from_dict(sizes),
+                     CostModel.from_dict(cost), manual)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -54,7 +58,7 @@ def cached_fidelity(metric: str, sizes: dict):
     return report["cells"], report["findings"]
 
 
-# ---- sidebar: profile, token sizes, prices -----------------------------------------------------
+# ---- sidebar: profile and token sizes (prices: in the page) -----------------------------------------------------
 def profile_input() -> Profile:
     with st.sidebar.expander("Model profile", expanded=True):
         profiles = available_profiles()
@@ -85,34 +89,48 @@ def sizes_input() -> TokenSizes:
 
 
 def cost_input() -> CostModel:
-    d = CostModel()
-    with st.sidebar.expander("Prices and traffic"):
-        prices = [st.number_input(f"USD per 1M {kind} tokens", min_value=0.0, value=value, format="%.5f")
-                  for kind, value in (("input", d.price_input_per_m), ("cached input", d.price_cached_per_m),
-                                      ("output", d.price_output_per_m))]
-        qpd = st.number_input("Queries per day", min_value=0.0, value=d.queries_per_day, step=100.0)
-        auto_cache = st.checkbox("Cache hits = every cacheable prefix", value=True,
-                                 help="Instruction and demonstrations are shared by all questions; each "
-                                      "IterDRAG call re-sends the previous prompt.")
-        hit = None if auto_cache else st.slider("Prefix-cache hit fraction", 0.0, 1.0, 0.5)
-        prefill = st.number_input("Prefill tokens/s", min_value=1.0, value=d.prefill_tokens_per_s, step=500.0)
-        decode = st.number_input("Decode tokens/s", min_value=1.0, value=d.decode_tokens_per_s, step=10.0)
-        st.caption(PRICES_NOTE)
-    return CostModel(*prices, qpd, hit, prefill, decode)
+    """Prices and traffic, in the page where a budget owner sees them: the sheet's tiers (editable),
+    queries a day, cache hits and speeds."""
+    box = st.container(border=True)
+    box.markdown("**Prices and traffic**")
+    c1, c2, c3, c4, c5 = box.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")
+    sheets = available_sheets()
+    name = c1.selectbox("Price sheet", list(sheets), key="alloc_sheet",
+                        format_func=lambda n: f"{load_sheet(n).model} · {load_sheet(n).date}", help=PRICES_NOTE)
+    sheet = load_sheet(name)
+    d = CostModel(prices=sheet)
+    qpd = c2.number_input("Queries per day", min_value=0.0, value=d.queries_per_day, step=100.0, key="alloc_qpd",
+                          format="%.0f")
+    prefill = c3.number_input("Prefill tokens/s", min_value=1.0, value=d.prefill_tokens_per_s, step=500.0, format="%.0f")
+    decode = c4.number_input("Decode tokens/s", min_value=1.0, value=d.decode_tokens_per_s, step=10.0, format="%.0f")
+    auto_cache = c5.toggle("Cache", value=True, key="alloc_auto_cache",
+                           help="On: every shared prefix is billed as cached (instruction and demonstrations are "
+                                "shared by all questions; each IterDRAG call re-sends the previous prompt). Off: "
+                                "set the hit fraction yourself.")
+    hit = None if auto_cache else box.slider("Prefix-cache hit fraction", 0.0, 1.0, 0.5, key="alloc_hit")
+    edited = box.data_editor(tier_frame(sheet), key=f"alloc_tiers_{name}", hide_index=True, width="stretch",
+                             num_rows="dynamic", column_config={label: st.column_config.NumberColumn(format="%g")
+                                                                for label in list(TIER_COLUMNS.values())[2:]})
+    box.caption(f"Source: {sheet.source} Each model call is billed at the tier its own prompt falls in.")
+    try:
+        return CostModel(sheet_from_frame(sheet, edited), qpd, hit, prefill, decode)
+    except UserError as exc:
+        box.error(f"Prices not used: {exc}")
+        return CostModel(sheet, qpd, hit, prefill, decode)
 
 
 # ---- the page ---------------------------------------------------------------------------------
 st.title("Allocation calculator")
 st.caption("What-if budgeting with the computation allocation model of Yue et al. 2025: the (k documents, "
-           "m demonstrations, n iterations) that the model predicts is best for a token budget, and its cost.")
-profile, sizes, cost = profile_input(), sizes_input(), cost_input()
+           "m demonstrations, n iterations) that the model predicts is best for a token budget, and what it costs.")
+profile, sizes = profile_input(), sizes_input()
 st.session_state.setdefault("alloc_budget", 128_000)
 refused = budget_input("alloc_budget", st.session_state["alloc_budget"],
                        lambda tokens: st.session_state.update(alloc_budget=tokens),
                        box_label="Budget (e.g. 16k, 1M, 5_000_000)",
                        help="Effective context length: input tokens summed over every model call for one question.")
 if refused:
-    st.error(refused)
+    st.error(md_literal(refused))
 budget = int(st.session_state["alloc_budget"])
 c1, c2 = st.columns([1, 2])
 strategy = c1.selectbox("Strategy", ("auto",) + STRATEGIES, key="alloc_strategy",
@@ -126,18 +144,23 @@ if mode != "Auto-optimise":
     manual = (s1.slider("k documents", 0, 1000, 20, key="alloc_k", disabled=knob in ("zero-shot", "many-shot")),
               s2.slider("m demonstrations", 0, 256, 2, key="alloc_m", disabled=knob in ("zero-shot", "rag")),
               s3.slider("n iterations", 1, 5, 2, key="alloc_n", disabled=knob != "iterdrag"))
+answer = st.container()  # the headline sits above the prices it is computed from
+cost = cost_input()
 calc = cached_calculation(profile_key, sizes_key, cost.to_dict(), budget, strategy, manual)
 if calc.error:
-    st.error(calc.error)
+    answer.error(md_literal(calc.error))
     st.stop()
-for notice in calc.notices:
-    st.warning(notice)
+for notice in calc.notices + ([calc.value.warning] if calc.value and calc.value.warning else []):
+    answer.warning(md_literal(notice))
 chosen, costs, window = calc.chosen.to_dict(), calc.costs, profile.context_window
 label = score_label(profile)
-
-for column, number in zip(st.columns(3) + st.columns(3), headline(calc, profile, cost, manual is not None)):
+for column, number in zip(answer.columns(3) + answer.columns(3), headline(calc, profile, cost, manual is not None)):
     column.metric(**number)
-st.caption(summary_line(calc))
+answer.caption(summary_line(calc))
+answer.markdown(value_line(calc, profile))
+with answer.expander(f"The bill, call by call ({len(costs.call_bills)} call{'s' if len(costs.call_bills) > 1 else ''}: "
+                     f"{', '.join(tier_summary(costs))})"):
+    st.dataframe(bill_table(costs), hide_index=True, width="stretch")
 
 left, right = st.columns(2)
 left.plotly_chart(frontier_figure(cached_frontier(profile_key, sizes_key), budget,

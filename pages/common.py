@@ -11,6 +11,7 @@ import streamlit as st
 
 from ragscale.engines import EngineSpec, describe_spec, live_engine
 from ragscale.explorer import live
+from ragscale.formatting import md_literal
 
 
 def _route_through_app() -> None:
@@ -74,12 +75,12 @@ def _live_status() -> None:
 def _status() -> None:
     spec = engine_spec()
     status = live.warm_status(spec)
-    st.caption(f"Engine: {describe_spec(spec)}")
+    st.caption(f"Engine: {md_literal(describe_spec(spec))}")
     engine = live.started_engine(spec) or live_engine(spec)
     if status.state == "warming":
-        st.caption(f":material/hourglass_top: Warming up: {status.message} ({status.seconds or 0:.0f} s)")
+        st.caption(f":material/hourglass_top: Warming up: {md_literal(status.message)} ({status.seconds or 0:.0f} s)")
     elif status.state == "failed":
-        st.caption(f":material/error: Warm-up failed: {status.message[:200]}")
+        st.caption(f":material/error: Warm-up failed: {md_literal(status.message[:200])}")
     if engine is None:
         if status.state == "cold":
             st.caption("Not started yet: it starts on first use (or on the Engine page).")
@@ -90,7 +91,7 @@ def _status() -> None:
     info = engine.known_info if hasattr(engine, "known_info") else engine.info
     stats = engine.stats()
     if info is not None:
-        st.caption(f"Model: {info.model} · context window {info.context_window:,} tokens")
+        st.caption(f"Model: {md_literal(info.model)} · context window {info.context_window:,} tokens")
     st.caption(
         f"Prefix-cache hit rate {stats.hit_rate:.0%} ({stats.cached_tokens:,} of {stats.prompt_tokens:,} "
         f"prompt tokens) · {stats.tokens_per_second:.1f} tokens/s over {stats.requests:,} requests"

@@ -13,6 +13,7 @@ from ragscale.deploy import check_engine_url, check_server_url, printable, share
 from ragscale.engines import EngineSpec, describe_spec, live_engine
 from ragscale.engines.health import check_sglang_server, viewer_message
 from ragscale.errors import EngineError, UserError
+from ragscale.formatting import md_literal
 from ragscale.retrieval.options import RetrieverSettings
 from ragscale.retrieval.options import current_settings as current_retrieval
 from ragscale.retrieval.options import use_settings as use_retrieval
@@ -31,7 +32,7 @@ st.caption(
 )
 
 active = engine_spec()
-st.info(f"Active engine: **{describe_spec(active)}**")
+st.info(f"Active engine: **{md_literal(describe_spec(active))}**")
 
 # ---- choose ---------------------------------------------------------------------------------
 kind = st.radio("Engine", [EMBEDDED, SGLANG], index=0 if active.kind == "embedded" else 1, horizontal=True,
@@ -49,7 +50,7 @@ if kind == EMBEDDED:
         chosen = EngineSpec("embedded", prefix_cache=prefix_cache, model=viewer_model(model_text))
     except UserError as exc:
         chosen = None
-        st.error(f"Model: {exc}")
+        st.error(f"Model: {md_literal(exc)}")
     if st.button("Use the embedded engine", type="primary", disabled=chosen in (None, active), key="engine_use_embedded"):
         set_engine_spec(chosen)
         st.rerun()
@@ -83,7 +84,7 @@ else:
                 st.session_state[HEALTH_KEY] = (url, False, f"tokenizer folder: {exc}")
     health = st.session_state.get(HEALTH_KEY)
     if health and health[0] == url:
-        (st.success if health[1] else st.error)(("Healthy: " if health[1] else "Health check failed: ") + health[2])
+        (st.success if health[1] else st.error)(("Healthy: " if health[1] else "Health check failed: ") + md_literal(health[2]))
 
 # ---- status of the active engine ------------------------------------------------------------
 st.subheader("Active engine status")
@@ -94,13 +95,13 @@ if engine is None:
         try:
             engine = get_engine()
         except EngineError as exc:
-            st.error(viewer_message(exc, "the engine could not start"))
+            st.error(md_literal(viewer_message(exc, "the engine could not start")))
 if engine is not None:
     try:
         info = engine.info
         stats = engine.stats()
     except EngineError as exc:
-        st.error(f"The engine is not answering: {viewer_message(exc, 'no answer')}")
+        st.error(f"The engine is not answering: {md_literal(viewer_message(exc, 'no answer'))}")
     else:
         cols = st.columns(4)
         cols[0].metric("Model", printable(info.model))
@@ -124,7 +125,7 @@ if engine is not None:
                 engine.flush_cache()
                 st.toast("Prefix cache flushed.")
             except EngineError as exc:
-                st.error(viewer_message(exc, "the server did not flush its cache"))
+                st.error(md_literal(viewer_message(exc, "the server did not flush its cache")))
         if reset.button("Reset the counters", key="engine_reset"):
             engine.reset_stats()
             st.rerun()
@@ -132,7 +133,7 @@ if engine is not None:
 # ---- retrieval --------------------------------------------------------------------------------
 st.subheader("Retrieval")
 retrieval = current_retrieval()
-st.write(f"Documents are retrieved from the **{retrieval.describe()}**.")
+st.write(f"Documents are retrieved from the **{md_literal(retrieval.describe())}**.")
 STORE, SERVER = "Embedded Chroma store", "Chroma server"
 store_kind = st.radio("Document store", [STORE, SERVER], index=1 if retrieval.url else 0, horizontal=True,
                       key="retrieval_kind")
@@ -172,4 +173,4 @@ if checked and checked[0] == chroma_url:
             st.dataframe([{"collection": printable(c["name"]), "passages": c["passages"]}
                           for c in status["collections"]], hide_index=True, width="stretch")
     else:
-        st.error(f"The store did not answer: {status['error']}")
+        st.error(f"The store did not answer: {md_literal(status['error'])}")

@@ -9,23 +9,23 @@ only lays out widgets and plots. No model loads unless "Run live" is pressed.
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import urlencode
 
 import streamlit as st
 import yaml
 
 from pages.common import engine_spec, get_engine
+from pages.explorer_view import SCROLL_TO_NODE, accuracy_panel, kv_panel, metric_row, run_live, tree_of
 from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_node, node_panel, page_style,
                            stepped_slider)
-from ragscale.explorer import live
+from ragscale.engines import describe_spec
 from ragscale.explorer import screen as ex
+from ragscale.explorer.live_layer import LiveLayer
 from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
-from ragscale.plots.explorer import explorer_curve_figure
-from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
-from ragscale.search.sweep_report import sweep_note
+from ragscale.formatting import md_literal
 
-STATE, LINK = "ex.state", "ex.link"  # the view; the link this session opened and its notices
+# the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
+STATE, LINK, LIVE, RUN, CLICKED = "ex.state", "ex.link", "ex.live", "ex.run", "ex.clicked"
 KNOBS = {  # name: (label, slider steps, help)
     "k": ("k — documents", (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000), "retrieved per IterDRAG step"),
     "m": ("m — demos", (0, 1, 2, 4, 8, 16, 32, 64, 128, 256), "in-context demonstrations in the shared prefix"),
@@ -53,11 +53,6 @@ def widget(name: str) -> dict:
     return {"key": key, "on_change": lambda: update(**{name: ss[key]})}
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)  # figures are shared, never mutated
-def tree_fig(path: str, mtime: float, focus: int | None, large: bool):
-    return tree_figure(ex.load_record(path)["tree"], focus=focus, height=460, large=large)
-
-
 def knob(name: str) -> tuple:
     """Arguments of ``stepped_slider`` for the state field ``name``."""
     label, steps, help_text = KNOBS[name]
@@ -76,72 +71,102 @@ def budget_and_knobs() -> None:
     budget_row[1].toggle("Pin k, m, n", **widget("pinned"),
                          help="off: the allocation model re-optimises (k, m, n) whenever the budget changes")
     if refused:
-        st.warning(refused, icon=":material/warning:")
+        st.warning(md_literal(refused), icon=":material/warning:")
     for column, name in zip(st.columns(4, gap="medium"), KNOBS):
         with column:
             stepped_slider(*knob(name))
 
 
-def allocation_panel() -> None:
-    """Accuracy against the token budget: the runs, the model fitted to them, the paper's reference."""
-    st.subheader("Accuracy vs token budget")
-    c = screen.curves
-    st.plotly_chart(explorer_curve_figure(c.predicted, state.budget, screen.allocation.to_dict(),
-                                          predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
-                                          observed=c.observed, reference=c.reference,
-                                          current_on_reference=c.current_on_reference, large=large, height=400),
-                    key="ex_curve", config=chart_config("ragscale-explorer-curve"))
-    st.caption(c.caption)
+def controls(screen: ex.Screen) -> None:
+    """World, question, the demo QA world's budget and knobs (a search task: width only), policy."""
+    qa = screen.task == "qa"
+    with st.container(border=True):
+        top = st.columns([3, 6, 2] if qa else [3, 8], vertical_alignment="bottom")
+        top[0].selectbox("World", screen.datasets, format_func=lambda d: WORLD_LABELS.get(d, d), **widget("dataset"),
+                         help="arithmetic: rule-checked steps, where width buys accuracy; demo QA: IterDRAG with "
+                              "retrieval, where budget, k, m and n move the tree")
+        top[1].selectbox("Question", list(screen.questions), format_func=lambda q: f"{screen.questions[q]} · {q}",
+                         **widget("question"))
+        if qa:
+            with top[2].popover("Settings", icon=":material/tune:", width="stretch"):
+                st.selectbox("Accuracy model", PROFILES, format_func=PROFILE_LABELS.get, **widget("profile"),
+                             help="the allocation model fitted to this dataset's stored runs, or the paper's Gemini fit")
+                st.selectbox("Strategy", STRATEGIES, **widget("strategy"),
+                             help="auto: the optimiser may pick any strategy; the tree always runs IterDRAG steps")
+                st.number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
+            budget_and_knobs()
+        else:
+            stepped_slider(*knob("width"))
+        st.segmented_control("Search policy", list(POLICY_LABELS), format_func=POLICY_LABELS.get, required=True,
+                             **widget("policy"), help="ETS (Hooper et al. 2025) and its baselines, on the same tree code")
+        if screen.suggestion:
+            st.caption(screen.suggestion)
 
 
-def metric_row(screen: ex.Screen) -> None:
-    # A wrapping row, not columns: on a phone the six figures sit two or three abreast instead of stacking.
-    row = st.container(horizontal=True, gap="small")
-    for m in screen.headline():
-        color = "off" if m.unchanged else "normal" if m.higher_is_better else "inverse"
-        row.metric(m.label, m.value, m.delta, delta_color=color, delta_arrow="off" if m.unchanged else "auto",
-                   border=True, help=m.help, width="stretch")
-
-
-def run_live(screen: ex.Screen, large: bool) -> None:
-    """Search the exact configuration, drawing the tree as it grows; then show it from the library."""
-    key, started = screen.tree.want, time.perf_counter()
-    depth = live.search_config(key).max_depth
-    status = st.status("Running live: waiting for the engine …", expanded=True)
-    drawing = status.empty()
-
-    def on_step(report) -> None:
-        status.update(label=f"Running live · depth {report.depth + 1} of {depth} · {len(report.tree)} nodes · "
-                            f"KV {report.kv_tokens:,} tokens · {time.perf_counter() - started:.0f} s")
-        drawing.plotly_chart(tree_figure(report.tree, height=460, large=large), config=chart_config("live-tree"))
-
-    try:
-        record = live.run_tree(get_engine(), ex.load_dataset(key.dataset), screen.question, key,
-                               progress=lambda d, t, msg: status.update(label=f"Running live · {msg}"), on_step=on_step)
-    except Exception as exc:  # a failed run (engine down, bad input) must leave the page usable
-        status.update(label=f"Live run failed: {exc}", state="error")
-        return
-    ex.default_library().save(record)
-    status.update(label=f"Done in {record['wall_seconds']:.1f} s", state="complete")
-    update(node="")
-    st.rerun()
+def tree_panel(screen: ex.Screen, large: bool) -> None:
+    """Right: the tree on screen (a click selects a node, whose details sit right above the figure)."""
+    tree, qa = screen.tree, screen.task == "qa"
+    if not large:  # on a projector the tree's own title line heads the column: the room needs the height
+        st.subheader("Search tree")
+    head = st.columns([3, 1], vertical_alignment="center")
+    if tree.record is not None:
+        head[0].markdown(f"**{md_literal(ex.tree_title(tree.shown))}** on *{md_literal(screen.question.question)}*")
+    head[1].button("Run live", icon=":material/play_arrow:", type="primary", on_click=lambda: ss.update({RUN: True}),
+                   help="search this exact configuration with the active engine: the tree grows as it runs; "
+                        "the result stays in your session (a shared link shows the stored tree)", width="stretch")
+    if tree.note:
+        st.info(md_literal(tree.note), icon=":material/travel_explore:")
+    if tree.record is None:
+        return st.empty()
+    record = tree.record
+    if tree.live:
+        row = st.columns([4, 1], vertical_alignment="center")
+        row[0].caption(f"Your live run on {md_literal(record['engine'].get('model', '?'))} ({record['created']}): it stays in "
+                       "this session; a shared link shows the stored tree.")
+        row[1].button("Stored tree", on_click=lambda: ss[LIVE].drop(engine_label, tree.want),
+                      help="forget this live run and show the stored tree")
+    if tree.focus is not None:  # above the tree, where the eye already is
+        with st.container(border=True, key="ex_node_panel", height=170 if large else "content"):
+            node_panel(ex.node_details(record, tree.focus))
+        if ss.pop(CLICKED, False):  # a click just now: bring the details into the window if the page has scrolled
+            st.html(SCROLL_TO_NODE, unsafe_allow_javascript=True)
+    slot = st.empty()
+    fig = tree_of(tree, large)
+    clicked = clicked_node(slot.plotly_chart(fig, key="ex_tree", on_select="rerun", selection_mode="points",
+                                             config=chart_config("ragscale-explorer-tree")), fig)
+    if clicked is not None and clicked != tree.focus:
+        update(node=str(clicked))
+        ss[CLICKED] = True
+        st.rerun()
+    verdict = ":green[right]" if record.get("correct") else ":red[wrong]"
+    right_count, total = tree.accuracy
+    st.markdown(f"**Answer:** {md_literal(record.get('answer') or '(none)')} · {verdict} (gold: {md_literal(' / '.join(record['golds']))})"
+                + (f" · this configuration answers **{right_count} of {total}** library questions right" if total else "")
+                + f" · {record['nodes']} nodes, {record['wall_seconds']:.1f} s on "
+                  f"{md_literal(record.get('engine', {}).get('model', '?'))}")
+    if tree.focus is None:
+        st.caption("Click a node to read its sub-query, retrieved documents, intermediate answer and score." if qa
+                   else "Click a node to read its step and the verifier's score.")
+    return slot
 
 
 # ---- the page --------------------------------------------------------------------------------
 if STATE not in ss:  # a new session: the URL decides (a shared link); invalid values fall back
     ss[STATE], notices = decode(st.query_params.to_dict())
     ss[LINK] = (None, notices)
+ss.setdefault(LIVE, LiveLayer())
 engine_model = None
 if engine_spec().kind == "embedded":
     from ragscale.engines.model_files import MODEL_NAME as engine_model
-screen = ex.explorer(ss[STATE], engine_model=engine_model)
+engine_label = describe_spec(engine_spec())  # live runs are kept per engine
+screen = ex.explorer(ss[STATE], engine_model=engine_model, live=ss[LIVE].trees(engine_label))
 state = ss[STATE] = screen.state
 if ss[LINK][0] is None:  # the link's view as first shown: its notices stay until the view moves on
     ss[LINK] = (state, ss[LINK][1])
 large = state.present
 page_style(large)
 
-head, tools = st.columns([3, 2], vertical_alignment="bottom")
+head, tools = st.columns([2, 3], vertical_alignment="bottom")
 head.title("Explorer")
 if not large:  # on a projector the title says enough; the room needs the space
     head.caption("How much accuracy a token budget buys (Yue et al. 2025) and what the search tree keeps in KV cache "
@@ -150,7 +175,7 @@ toolbar = tools.container(horizontal=True, horizontal_alignment="right", vertica
 toolbar.toggle("Presentation mode", **widget("present"))
 link = f"{str(st.context.url or '').split('?')[0]}?{urlencode(encode(state))}"
 with toolbar.popover("Share", icon=":material/link:"):
-    st.caption("This link opens exactly this view:")
+    st.caption("This link opens exactly this view (with the stored tree: live runs stay in your session):")
     st.code(link, language=None, wrap_lines=True)
 with toolbar.popover("Export", icon=":material/download:"):
     exported = screen.export(link)
@@ -159,88 +184,29 @@ with toolbar.popover("Export", icon=":material/download:"):
                        "application/x-yaml")
 
 for text in screen.warnings + (ss[LINK][1] if state == ss[LINK][0] else []):
-    st.warning(text, icon=":material/warning:")
+    st.warning(md_literal(text), icon=":material/warning:")
 for text in screen.infos:
-    st.info(text)
+    st.info(md_literal(text))
 
-if large:  # on a projector the figures come first, where a room looks: above the controls, in the first screen
-    metric_row(screen)
-qa = screen.task == "qa"  # the demo QA world: budget, k, m, n; a search task: policy and width only
-controls = st.container(border=True)
-with controls:
-    top = st.columns([3, 6, 2] if qa else [3, 8], vertical_alignment="bottom")
-    top[0].selectbox("World", screen.datasets, format_func=lambda d: WORLD_LABELS.get(d, d), **widget("dataset"),
-                     help="arithmetic: rule-checked steps, where width buys accuracy; demo QA: IterDRAG with "
-                          "retrieval, where budget, k, m and n move the tree")
-    top[1].selectbox("Question", list(screen.questions), format_func=lambda q: f"{screen.questions[q]} · {q}",
-                     **widget("question"))
-    if qa:
-        with top[2].popover("Settings", icon=":material/tune:", width="stretch"):
-            st.selectbox("Accuracy model", PROFILES, format_func=PROFILE_LABELS.get, **widget("profile"),
-                         help="the allocation model fitted to this dataset's stored runs, or the paper's Gemini fit")
-            st.selectbox("Strategy", STRATEGIES, **widget("strategy"),
-                         help="auto: the optimiser may pick any strategy; the tree always runs IterDRAG steps")
-            st.number_input("Queries per day", *QPD_RANGE, step=1000, **widget("qpd"), help="for the monthly cost")
-        budget_and_knobs()
-    else:
-        stepped_slider(*knob("width"))
-    st.segmented_control("Search policy", list(POLICY_LABELS), format_func=POLICY_LABELS.get, required=True,
-                         **widget("policy"), help="ETS (Hooper et al. 2025) and its baselines, on the same tree code")
-    if screen.suggestion:
-        st.caption(screen.suggestion)
-st.query_params.from_dict(encode(state))
+# On a projector the figures, the chart and the tree come first (the first screen at 1280x720);
+# the controls follow. On a desk or a phone the controls lead.
 if not large:
-    metric_row(screen)  # the headline numbers, above the charts
-
+    controls(screen)
+figures = st.empty()  # a live run redraws the figures here
+metric_row(screen, figures)
+st.query_params.from_dict(encode(state))
 left, right = st.columns([5, 6], gap="medium")
 with left:
-    if qa:
-        allocation_panel()
-    else:
-        st.subheader("Accuracy vs retained KV across widths")
-        st.plotly_chart(tradeoff_figure(screen.search_sweep, large=large, current=(state.policy, state.width),
-                                        height=400, compact=True, reference=False),
-                        key="ex_tradeoff", config=chart_config("ragscale-explorer-tradeoff"))
-        st.caption("The bundled search sweep (`make search-results`; data/search_results.md), one point per width; "
-                   f"the ring is the policy and width on screen. {sweep_note(screen.search_sweep)}")
-    tree = screen.tree
-    if tree.record is not None:
-        st.subheader("Retained KV per step")
-        series = {POLICY_LABELS[tree.shown.policy]: tree.record["kv"]["per_step"]}
-        if tree.rebase is not None:
-            series["REBASE"] = tree.rebase["kv"]["per_step"]
-        st.plotly_chart(kv_curve_figure(series, large=large, height=260, compact=True), key="ex_kv",
-                        config=chart_config("ragscale-explorer-kv"))
-
+    accuracy_panel(screen, large)
 with right:
-    st.subheader("Search tree")
-    if tree.note:
-        st.info(tree.note, icon=":material/travel_explore:")
-    if tree.record is not None:
-        record = tree.record
-        st.markdown(f"**{ex.tree_title(tree.shown)}** on *{screen.question.question}*")
-        fig = tree_fig(str(tree.path), tree.path.stat().st_mtime, tree.focus, large)
-        event = st.plotly_chart(fig, key="ex_tree", on_select="rerun", selection_mode="points",
-                                config=chart_config("ragscale-explorer-tree"))
-        clicked = clicked_node(event, fig)
-        if clicked is not None and clicked != tree.focus:
-            update(node=str(clicked))
-            st.rerun()
-        verdict = ":green[right]" if record.get("correct") else ":red[wrong]"
-        right_count, total = tree.accuracy
-        st.markdown(f"**Answer:** {record.get('answer') or '(none)'} · {verdict} (gold: {' / '.join(record['golds'])})"
-                    + (f" · this configuration answers **{right_count} of {total}** library questions right" if total else "")
-                    + f" · {record['nodes']} nodes, {record['wall_seconds']:.0f} s on "
-                      f"{record.get('engine', {}).get('model', '?')}")
-        if tree.focus is not None:
-            with st.container(border=True, key="ex_node_panel"):
-                node_panel(ex.node_details(record, tree.focus))
-        else:
-            st.caption("Click a node to read its sub-query, retrieved documents, intermediate answer and score." if qa
-                       else "Click a node to read its step and the verifier's score.")
-    if st.button("Run live", icon=":material/play_arrow:", type="primary",
-                 help="search this exact configuration with the active engine (the tree grows as it runs)"):
-        if qa and tree.want.k < 1:
-            st.error("The tree search retrieves documents at every step: set k >= 1.")
-        else:
-            run_live(screen, large)
+    drawing = tree_panel(screen, large)
+if large:
+    controls(screen)
+with left:
+    kv_panel(screen.tree, large)
+if ss.pop(RUN, False):  # after the layout: the run redraws the figures and the tree in their places
+    if screen.task == "qa" and screen.tree.want.k < 1:
+        drawing.error("The tree search retrieves documents at every step: set k >= 1.")
+    elif run_live(screen, large, get_engine, figures, drawing, lambda record: ss[LIVE].add(engine_label, record)):
+        update(node="")
+        st.rerun()

@@ -17,7 +17,9 @@ from ragscale.datasets import load_dataset
 from ragscale.deploy import results_dir, save_upload, sweep_output_path, viewer_path
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
-from ragscale.plots.scaling import observed_figure, predicted_figure
+from ragscale.formatting import md_literal
+from ragscale.plots.scaling import display_table, observed_figure, predicted_figure
+from ragscale.rag.plan import fmt_duration, plan_sweep, rates_from
 from ragscale.rag import sweep as sw
 from ragscale.rag.jobs import REGISTRY  # process-wide: every tab sees the same jobs
 from ragscale.rag.strategies import STRATEGIES, unpack_calls
@@ -47,7 +49,7 @@ def choose_dataset() -> str | None:
         upload = st.file_uploader("Dataset file", type=["json", "jsonl"], key="sr_upload")
         return None if upload is None else str(save_upload(upload.name, upload.getvalue()))
     except UserError as exc:
-        st.error(str(exc))
+        st.error(md_literal(exc))
         return None
 
 
@@ -57,12 +59,19 @@ def sweep_form() -> None:
         left, mid, right = st.columns(3)
         strategies = left.multiselect("Strategies", list(STRATEGIES), default=["rag", "drag", "iterdrag"],
                                       key="sr_strategies")
-        k_text = mid.text_input("k (documents)", "0,1,2,5", key="sr_k")
-        m_text = mid.text_input("m (demonstrations)", "0,1,2", key="sr_m")
+        # A small default grid (12 configurations x 8 questions, minutes on a CPU): widen it once it works.
+        k_text = mid.text_input("k (documents)", "1,3", key="sr_k")
+        m_text = mid.text_input("m (demonstrations)", "0,1", key="sr_m")
         n_text = right.text_input("n (IterDRAG iterations)", "1,2", key="sr_n")
-        limit = right.number_input("Questions", min_value=1, max_value=5000, value=20, key="sr_limit")
+        limit = right.number_input("Questions", min_value=1, max_value=5000, value=8, key="sr_limit")
         out = st.text_input("Results file (resumed if it exists)", MY_RESULTS, key="sr_out")
-        st.caption(f"Engine: {describe_spec(engine_spec())} (change it on the Engine page). A bare file name "
+        try:
+            grid = [sw.parse_int_list(text, name) for text, name in ((k_text, "k"), (m_text, "m"), (n_text, "n"))]
+            rates = rates_from(st.session_state.get(RESULTS_KEY), DEMO_RESULTS)
+            st.info(plan_sweep(strategies, *grid, int(limit), rates).describe(rates), icon=":material/schedule:")
+        except UserError as exc:
+            st.error(md_literal(exc))
+        st.caption(f"Engine: {md_literal(describe_spec(engine_spec()))} (change it on the Engine page). A bare file name "
                    f"goes to {results_dir()}. Finished rows are never repeated: rerunning the same grid resumes it.")
         if st.button("Start sweep", type="primary", disabled=dataset is None, key="sr_start"):
             try:
@@ -74,7 +83,7 @@ def sweep_form() -> None:
                 st.session_state[RESULTS_KEY] = str(job.out)
                 st.rerun()
             except UserError as exc:
-                st.error(str(exc))
+                st.error(md_literal(exc))
 
 
 def job_panel(path) -> bool:
@@ -83,13 +92,16 @@ def job_panel(path) -> bool:
     if job is None:
         other = next((j for j in REGISTRY.jobs() if j.running), None)
         if other is not None:  # started in another tab: offer to watch it here
-            st.info(f"A sweep is running into {other.out.name} ({other.done}/{other.total} rows).")
+            st.info(f"A sweep is running into {md_literal(other.out.name)} ({other.done}/{other.total} rows).")
             st.button("Watch it", key="sr_watch", on_click=lambda: st.session_state.update({RESULTS_KEY: str(other.out)}))
         return False
     doing = "" if job.message == job.status else f": {job.message}"
-    st.progress(min(job.fraction, 1.0), text=f"{job.status}{doing} — {job.done}/{job.total} rows, {job.elapsed:.0f} s")
+    left = job.seconds_left
+    eta = "" if left is None else f", about {fmt_duration(left)} left"
+    st.progress(min(job.fraction, 1.0),
+                text=f"{job.status}{doing} — {job.done}/{job.total} rows, {fmt_duration(job.elapsed)} elapsed{eta}")
     if job.error:
-        st.error(f"The sweep stopped: {job.error}. Rows finished before the error are kept; start it again to resume.")
+        st.error(f"The sweep stopped: {md_literal(job.error)}. Rows finished before the error are kept; start it again to resume.")
     if job.running and st.button("Cancel sweep", key=f"sr_cancel_{job.id}"):
         job.cancel.set()
     return job.running
@@ -118,10 +130,10 @@ def drill_down(rows: pd.DataFrame, table: pd.DataFrame) -> None:
     for column, (label, value, note) in zip(st.columns(4), sw.question_figures(row)):
         column.metric(label, value, note, delta_color="off", delta_arrow="off")
     if row["status"] != "ok":
-        st.warning(f"Skipped: {row['skip_reason']}")
+        st.warning(f"Skipped: {md_literal(row['skip_reason'])}")
     if row["steps"]:
         st.markdown("**Sub-queries and intermediate answers**")
-        st.table(pd.DataFrame(row["steps"], columns=["follow-up", "intermediate answer"]))
+        st.table(pd.DataFrame(row["steps"], columns=["follow-up", "intermediate answer"]).map(md_literal))  # cells are markdown
     if row["documents"]:
         with st.expander(f"Retrieved documents ({len(row['documents'])}, in retrieval order)"):
             st.dataframe(pd.DataFrame(row["documents"]), hide_index=True, width="stretch")
@@ -129,7 +141,7 @@ def drill_down(rows: pd.DataFrame, table: pd.DataFrame) -> None:
         with st.expander(f"Call {i} · {sw.call_label(call)}"):
             st.code(call["prompt"] + call["output"], language=None, wrap_lines=True)
     if row.get("demo_sources"):
-        st.caption(f"Demonstrations: {', '.join(row['demo_sources'])}")
+        st.caption(f"Demonstrations: {md_literal(', '.join(row['demo_sources']))}")
 
 
 def results_view(store, show_paper: bool, metric: str) -> None:
@@ -145,9 +157,12 @@ def results_view(store, show_paper: bool, metric: str) -> None:
     st.caption(sw.describe_rows(rows, table))
     plots(table, metric, show_paper)
     with st.expander("Best configuration per budget"):
-        st.dataframe(sw.best_per_budget(table, strategies=sw.curve_strategies(table)), hide_index=True, width="stretch")
+        st.dataframe(display_table(sw.best_per_budget(table, strategies=sw.curve_strategies(table))), hide_index=True,
+                     width="stretch")
     st.subheader("Configurations")
-    st.dataframe(table, hide_index=True, width="stretch", key="sr_table")
+    st.caption("Scores and cache hits in percent; token counts per question (longest, mean); seconds per question. "
+               "The CSV download keeps the raw values.")
+    st.dataframe(display_table(table), hide_index=True, width="stretch", key="sr_table")
     one, two = st.columns(2)
     one.download_button("Configurations (CSV)", table.to_csv(index=False), "configurations.csv", "text/csv")
     two.download_button("Per-question rows (CSV)", sw.rows_for_csv(rows).to_csv(index=False), "questions.csv", "text/csv")
@@ -179,15 +194,15 @@ def live() -> None:
         note = sw.last_run_note(store)
     except UserError as exc:
         job_panel(None)
-        st.info(f"{exc}. Start a sweep above, or make the shipped ones with `make demo-results`.")
+        st.info(f"{md_literal(exc)}. Start a sweep above, or make the shipped ones with `make demo-results`.")
     else:
         if note:
-            st.caption(note)
+            st.caption(md_literal(note))
         running = job_panel(store.path)
         try:
             results_view(store, show_paper, metric)
         except UserError as exc:  # a damaged store, say
-            st.error(str(exc))
+            st.error(md_literal(exc))
     if not running and st.session_state.get("sr_was_running"):
         st.session_state["sr_was_running"] = False
         st.rerun()  # the sweep ended: one full rerun stops the timer

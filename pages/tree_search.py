@@ -1,13 +1,13 @@
 """Tree search: the accuracy / retained-KV trade-off across widths, and trees side by side.
 
-Opens on the bundled search sweep (ragscale.search.results) and two of its trees; "Run" searches
-one question live, the tree growing on screen step by step. Thin: widgets and plots; searches are
+Opens on the bundled search sweep (ragscale.search.results); below it the stored trees of exactly
+the question, policies and width the pickers say (none: a note says so); "Run" searches one question
+live, each policy from an empty prefix cache, the tree growing on screen step by step. Thin: widgets and plots; searches are
 assembled by ragscale.search.builder, the figures are ragscale.plots.tree.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -20,6 +20,9 @@ from ragscale.deploy import printable, viewer_path
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
 from ragscale.explorer import live
+from ragscale.explorer.library import TreeKey, load_record, same_view
+from ragscale.explorer.screen import default_library
+from ragscale.formatting import md_literal
 from ragscale.plots.tree import kv_curve_figure, tradeoff_figure, tree_figure
 from ragscale.search import builder
 from ragscale.search import results as sweep
@@ -43,14 +46,19 @@ def sweep_records(path: str, mtime: float) -> list[dict]:
     return sweep.of_bundled_sweep(sweep.load_sweep_records(path), path)
 
 
-def load_examples() -> list[dict]:
-    """Two trees of the bundled sweep, else the runs shipped in data/trees (see the README there)."""
-    path = sweep.BUNDLED_SEARCH_SWEEP
-    if path.is_file():
-        runs = sweep.example_runs(sweep_records(str(path), path.stat().st_mtime))
-        if runs:
-            return runs
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(sweep.EXAMPLE_TREES.glob("*.json"))]
+def stored_runs(dataset, question, policies: list[str], settings: dict) -> list[dict]:
+    """Before any run: the bundled library's trees of exactly this question, these policies and this
+    width (the nearest depth and k), so the trees on screen are what the pickers say."""
+    library = default_library()
+    runs = []
+    for p in policies:
+        key = same_view(library, TreeKey(dataset.name, question.qid, p, settings["width"], settings["depth"] - 1,
+                                         settings["k"], 0))
+        if key is not None:
+            record = load_record(library.path(key))
+            runs.append({**record, "engine": f"stored tree · depth {key.n + 1}, k={key.k}, m={key.m} · "
+                                              f"{record['engine'].get('model', '?')}"})
+    return runs
 
 
 def run_one(policy: str, settings: dict, question, task: str, dataset, status) -> dict:
@@ -59,7 +67,11 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
                                    max_depth=settings["depth"], step_max_tokens=settings["step_tokens"],
                                    seed=settings["seed"])
     status.update(label=f"{POLICY_LABELS[policy]}: waiting for the engine …")
-    search = builder.build_search(get_engine(), dataset, task, k=settings["k"], verifier=settings["verifier"],
+    engine = get_engine()
+    # Every policy starts from an empty prefix cache: a second run on the first one's warm cache
+    # would report more cache hits and less time for no reason of its own.
+    engine.flush_cache()
+    search = builder.build_search(engine, dataset, task, k=settings["k"], verifier=settings["verifier"],
                                   retrieve=live.shared_retriever(dataset) if task == "qa" else None)
     drawing, started = status.empty(), time.perf_counter()
 
@@ -67,7 +79,9 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
         status.update(label=f"{POLICY_LABELS[policy]} · depth {report.depth + 1} of {config.max_depth} · "
                             f"{len(report.tree)} nodes · KV retained {report.kv_tokens:,}, search "
                             f"{report.kv_tokens - report.tree.root.num_tokens:,} · {time.perf_counter() - started:.0f} s")
-        drawing.plotly_chart(tree_figure(report.tree), config=chart_config("live-tree"))
+        # ``meta``: two policies' first steps can draw the same tree, and equal charts would share an id
+        drawing.plotly_chart(tree_figure(report.tree).update_layout(meta=[policy, report.depth]),
+                             config=chart_config("live-tree"))
 
     result = search.run(question, config, progress=lambda d, t, msg: status.update(label=f"{policy}: {msg}"),
                         on_step=on_step)
@@ -95,18 +109,18 @@ try:
     if os.path.isfile(store):
         records = sweep_records(store, os.stat(store).st_mtime)
 except UserError as exc:
-    st.error(str(exc))
+    st.error(md_literal(exc))
 if records:
     table = sweep.tradeoff_table(records)
     st.plotly_chart(tradeoff_figure(records), key="ts_tradeoff", config=chart_config("tradeoff"))
     bundled = store == str(sweep.BUNDLED_SEARCH_SWEEP)
     st.caption((f"Bundled sweep (`make search-results`): generated arithmetic, one line per step, a rule-based "
                 f"step checker as the verifier. " if bundled else "")
-               + f"{sweep_note(records)} Source: {printable(store)}.")
+               + f"{sweep_note(records)} Source: {md_literal(printable(store))}.")
     st.dataframe(table.round({"accuracy": 3, "kv_mean": 0, "kv_search_mean": 1}).rename(columns=sweep.KV_MEASURES),
                  hide_index=True, width="stretch")
 else:
-    st.info(f"No search-sweep records in {printable(store)} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
+    st.info(f"No search-sweep records in {md_literal(printable(store))} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
             "--policies ets,rebase,beam --widths 2,4,8 --limit 10 --out results.sqlite`.")
 
 # ---- one question, searched live ---------------------------------------------------------------
@@ -131,7 +145,7 @@ if source and source.strip():
     try:  # every path goes through the deployment mode's check (confined in shared mode)
         dataset = cached_dataset(task, source if source == "demo" else str(viewer_path(source, "dataset")))
     except UserError as exc:
-        st.error(str(exc))
+        st.error(md_literal(exc))
 
 st.subheader("Trees side by side")
 left, right = st.columns([3, 2])
@@ -142,7 +156,7 @@ with left:
                              key="ts_question",
                              format_func=lambda i: f"{dataset.questions[i].qid} · {dataset.questions[i].question[:110]}")
         question = dataset.questions[index]
-        st.caption(f"Gold answer: **{' | '.join(question.answers[:3])}**")
+        st.caption(f"Gold answer: **{md_literal(' | '.join(question.answers[:3]))}**")
     p1, p2 = st.columns(2)
     policy = p1.selectbox("Policy", POLICY_NAMES, key="ts_policy", format_func=POLICY_LABELS.get, help=POLICY_HELP)
     compare = p2.selectbox("Side by side with", ["(none)", *POLICY_NAMES], index=2, key="ts_compare",
@@ -174,15 +188,18 @@ if st.button(f"Run {' and '.join(policies)} · width {settings['width']}, depth 
             for p in policies:
                 runs.append(run_one(p, settings, question, task, dataset, status))
         except UserError as exc:
-            status.update(label=str(exc), state="error")
+            status.update(label=md_literal(exc), state="error")
         else:
             st.session_state[RUNS_KEY] = runs
             status.update(label=f"Done: {', '.join(policies)}", state="complete", expanded=False)
 
-runs = st.session_state.get(RUNS_KEY) or load_examples()
-if runs and not st.session_state.get(RUNS_KEY):
-    st.info(f"No search run in this session yet: showing two stored example trees (width {runs[0]['width']}, "
-            f"question {runs[0]['qid']}). Press **Run** to search live.")
+runs = st.session_state.get(RUNS_KEY)
+if not runs and question is not None:
+    runs = stored_runs(dataset, question, policies, settings) if task == "qa" else []
+    where = f"{' and '.join(POLICY_LABELS[p] for p in policies)} at width {settings['width']} on {question.qid}"
+    st.info(f"No search run in this session yet: the stored trees of {where} (depth and k as stored, "
+            "named under each tree). Press **Run** to search the settings above." if runs else
+            f"No stored tree of {where}. Press **Run** to search it.")
 if runs:
     for col, res in zip(st.columns(len(runs[:2])), runs[:2]):
         with col:

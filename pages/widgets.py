@@ -12,7 +12,7 @@ import streamlit as st
 
 from ragscale.allocation import BUDGET_OPTIONS, nearest_budget_option, parse_budget
 from ragscale.errors import UserError
-from ragscale.formatting import fmt_tokens
+from ragscale.formatting import fmt_tokens, md_literal
 from ragscale.plots.style import chart_config
 from ragscale.search.config import POLICY_LABELS
 
@@ -72,7 +72,9 @@ def clicked_node(event, fig) -> int | None:
 
 
 def page_style(presenting: bool) -> None:
-    """Metric text never cut; in presentation mode large type, no sidebar or header."""
+    """Metric text never cut; no chart toolbar on touch screens; in presentation mode large type,
+    no sidebar or header, and everything packed so the figures, a chart and the tree share the
+    first screen of a 1280x720 projector."""
     metric = "[data-testid='stMetric{}'] [data-testid='stMarkdownContainer'] p"  # beats the general p rule
     base = ("[data-testid='stMetricValue'] { font-size: 1.6rem; }"
             "[data-testid='stMetric'] * { white-space: normal !important; overflow: visible !important; "
@@ -80,32 +82,40 @@ def page_style(presenting: bool) -> None:
             # the figures' wrapping row: equal shares, at least 8rem each (a phone shows two abreast)
             "[data-testid='stHorizontalBlock'] > div:has(> [data-testid='stMetric']), "
             "div:has(> [data-testid='stMetric']) { flex: 1 1 0 !important; min-width: 8rem; align-self: stretch; }"
-            "[data-testid='stMetric'] { height: 100%; }")  # one height for the row's cards, whatever wraps
+            "[data-testid='stMetric'] { height: 100%; }"  # one height for the row's cards, whatever wraps
+            # a touch screen shows plotly's toolbar all the time, over the legend: no hover there, no toolbar
+            "@media (hover: none) { .js-plotly-plot .modebar-container { display: none !important; } }")
     large = ("[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], [data-testid='stHeader']"
              " { display: none !important; }"
-             ".block-container { padding-top: 1rem !important; max-width: 100% !important; }"
+             ".block-container { padding: 0.75rem 1.5rem 1rem !important; max-width: 100% !important; }"
              "html, body, [data-testid='stMarkdownContainer'] p, label p { font-size: 1.2rem !important; }"
-             "h1 { font-size: 2.4rem !important; } h3 { font-size: 1.6rem !important; }"
-             f"{metric.format('Value')} {{ font-size: 2.6rem !important; line-height: 1.2; }}"
-             f"{metric.format('Delta')}, [data-testid='stMetricDelta'] {{ font-size: 1.1rem !important; }}"
-             f"{metric.format('Label')} {{ font-size: 1.1rem !important; }}")
+             "h1 { font-size: 1.7rem !important; padding: 0 !important; } "
+             "h3 { font-size: 1.4rem !important; padding: 0.2rem 0 0 !important; }"
+             # (rem is 1.2x here: the html rule above) figures a room reads, on a card a fifth as tall as the screen
+             "[data-testid='stMetric'] { padding: 0.4rem 0.7rem !important; }"
+             f"{metric.format('Value')} {{ font-size: 2rem !important; line-height: 1.15; }}"
+             f"{metric.format('Delta')}, [data-testid='stMetricDelta'] {{ font-size: 0.8rem !important; }}"
+             f"{metric.format('Label')} {{ font-size: 0.85rem !important; }}")
     st.html(f"<style>{base}{large if presenting else ''}</style>")
 
 
 def node_panel(d: dict) -> None:
     """What a clicked tree node holds (``ragscale.explorer.screen.node_details``)."""
     score = "—" if d["score"] is None else f"{d['score']:.3f}"
-    st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {d['status']} · score **{score}** · "
-                f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix")
+    step = d["text"].strip() if d["text"] and not d["sub_query"] else ""  # a search task's step (arithmetic)
+    st.markdown(f"**Node {d['id']}** · depth {d['depth']} · {md_literal(d['status'])} · score **{score}** · "
+                f"{d['tokens']} tokens, reusing a {d['prefix_tokens']:,}-token prefix" + (" · the step said:" if step else ""))
+    if step:
+        st.code(step, language=None, wrap_lines=True)
     for label, value in (("Question", d["question"]), ("Sub-query", d["sub_query"]),
                          ("Intermediate answer", d["intermediate"]), ("Final answer", d["answer"])):
         if value:
-            st.markdown(f"**{label}:** {value}")
+            st.markdown(f"**{label}:** {md_literal(value)}")
     if d["documents"]:
-        st.markdown("**Retrieved documents:** " + "; ".join(f"*{doc['title'] or doc['id']}*" for doc in d["documents"]))
+        st.markdown("**Retrieved documents:** " + "; ".join(f"*{md_literal(doc['title'] or doc['id'])}*" for doc in d["documents"]))
         with st.expander("Document texts"):
             for doc in d["documents"]:
-                st.markdown(f"**{doc['title'] or doc['id']}** — {doc['text']}")
+                st.markdown(f"**{md_literal(doc['title'] or doc['id'])}** — {md_literal(doc['text'])}")
 
 
 def run_panel(res: dict) -> None:
@@ -114,9 +124,9 @@ def run_panel(res: dict) -> None:
     from ragscale.search.tree import Tree
 
     tree = Tree.from_dict(res["tree"])
-    st.subheader(f"{res['policy']} · width {res['width']}")
+    st.subheader(f"{md_literal(res['policy'])} · width {res['width']}")
     verdict = ":green[right]" if res["correct"] else ":red[wrong]"
-    st.markdown(f"**Answer:** {res['answer'] or '—'} · {verdict} (gold: {' | '.join(res['golds'][:3])})")
+    st.markdown(f"**Answer:** {md_literal(res['answer'] or '—')} · {verdict} (gold: {md_literal(' | '.join(res['golds'][:3]))})")
     m1, m2 = st.columns(2)
     m1.metric("Mean retained KV · lower is better", f"{res['kv']['mean']:,.0f}", border=True,
               help=f"unique tokens on the kept paths after each step (peak {res['kv']['peak']:,})")
@@ -139,6 +149,6 @@ def run_panel(res: dict) -> None:
     else:
         st.caption("Click a node to highlight the prefix KV it reuses.")
     st.caption(f"{res['tokens_generated']:,} tokens generated · {res['prompt_tokens']:,} prompt tokens "
-               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {res.get('engine', '')}")
+               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {md_literal(res.get('engine', ''))}")
     with st.expander("Nodes"):
         st.dataframe(tree.to_frame().drop(columns=["text"]), hide_index=True, width="stretch")

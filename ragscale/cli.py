@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from ragscale import __version__
-from ragscale.commandline import use_help_formatter
+from ragscale.commandline import Parser, use_help_formatter
 from ragscale.errors import UserError
 
 # Modules with ``register(commands)`` and/or ``register_bench(benches)``. Light ones first: a
@@ -42,7 +42,7 @@ def _named_command(argv: list[str] | None) -> tuple[str, ...] | None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line, or (given ``argv``) enough of it to parse ``argv``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ragscale",
         description="Inference-time scaling lab: DRAG/IterDRAG allocation and ETS tree search.",
     )

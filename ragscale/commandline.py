@@ -7,6 +7,7 @@ drawn the same way everywhere.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from ragscale.errors import UserError
@@ -21,6 +22,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower() or "without it" in text:
             return text
         return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped flag is named (with the nearest real one) before anything else.
+
+    Plain argparse reports a missing required flag first: ``allocate --budjet 128k`` said only
+    "required: --budget". A command's own parser (one without subcommands) checks every ``--flag``
+    it is given against its own flags first; abbreviations argparse accepts stay accepted.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            self._check_flags(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _check_flags(self, args: list[str]) -> None:
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        for arg in args:
+            if arg == "--":
+                break
+            flag = arg.split("=", 1)[0]
+            if not flag.startswith("--") or any(name.startswith(flag) for name in known):
+                continue
+            near = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            self.error(f"unknown flag {flag}" + (f"; did you mean {near[0]}?" if near else
+                                                 f" (see `{self.prog} --help`)"))
 
 
 def use_help_formatter(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,8 @@ MODES = ("local", "shared")
 KINDS = ("dataset", "results")
 # Files read whole (dataset JSON) above this are refused; SQLite stores are read by page.
 DEFAULT_MAX_FILE_MB = {"local": 1024, "shared": 64}
+# Space all uploaded datasets together may take; the least recently used go first.
+DEFAULT_UPLOADS_MB = {"local": 2048, "shared": 256}
 MAX_TYPED_LENGTH = 1024  # characters of a typed path or URL worth looking at
 
 
@@ -79,13 +81,21 @@ def roots(kind: str) -> list[Path]:
 
 
 def max_file_bytes() -> int:
-    text = os.environ.get("RAGSCALE_MAX_FILE_MB")
+    return _megabytes("RAGSCALE_MAX_FILE_MB", DEFAULT_MAX_FILE_MB)
+
+
+def uploads_quota_bytes() -> int:
+    return _megabytes("RAGSCALE_UPLOADS_MB", DEFAULT_UPLOADS_MB)
+
+
+def _megabytes(variable: str, defaults: dict[str, int]) -> int:
+    text = os.environ.get(variable)
     try:
-        megabytes = float(text) if text else DEFAULT_MAX_FILE_MB[mode()]
+        megabytes = float(text) if text else defaults[mode()]
     except ValueError:
         megabytes = float("nan")
     if not 0 < megabytes < 1e9:  # also refuses nan and inf
-        raise UserError(f"RAGSCALE_MAX_FILE_MB must be a positive number of megabytes, got {text!r}")
+        raise UserError(f"{variable} must be a positive number of megabytes, got {text!r}")
     return int(megabytes * 1024 * 1024)
 
 
@@ -255,8 +265,9 @@ def read_text_capped(path: str | Path, limit: int | None = None) -> str:
 
 def save_upload(name: str, data: bytes) -> Path:
     """Keep an uploaded dataset under ``uploads_dir()``, named by its content (never by the
-    browser's file name alone, which may be ``..`` or a path)."""
-    limit = max_file_bytes()
+    browser's file name alone, which may be ``..`` or a path). All uploads together stay within
+    ``RAGSCALE_UPLOADS_MB``: the least recently used are removed to make room."""
+    limit = min(max_file_bytes(), uploads_quota_bytes())
     if len(data) > limit:
         raise UserError(f"the upload is {len(data) / 2**20:,.1f} MB; the limit here is {limit / 2**20:,.0f} MB")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name or "upload").name).strip("._") or "upload"
@@ -265,11 +276,34 @@ def save_upload(name: str, data: bytes) -> Path:
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
-    if not target.exists():
-        partial = target.with_name(target.name + ".part")
-        partial.write_bytes(data)
-        partial.replace(target)
+    if target.exists():
+        os.utime(target)  # used again: the last to be removed
+        return target
+    _make_room(folder, len(data), uploads_quota_bytes())
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    partial.replace(target)
     return target
+
+
+def _make_room(folder: Path, incoming: int, quota: int) -> None:
+    """Remove the least recently used uploads (and pieces of interrupted ones) until ``incoming``
+    more bytes fit in ``quota``. A dataset is read whole when a sweep starts, so removing its
+    file later takes nothing from a running sweep."""
+    entries = []
+    for path in folder.iterdir():
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            entries.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+        if total + incoming <= quota:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
 
 
 # ---- engine URLs ----------------------------------------------------------------------------
@@ -345,13 +379,21 @@ def check_server_url(url: str, what: str = "engine", example_url: str = "http://
     if shared():
         if _is_loopback_literal(host) and parts.path.strip("/") == "":
             return cleaned
-        if _normal(text) in allowed_urls():
-            return cleaned
-        raise UserError(f"{_shorten(text)!r} is not {_article(what)} {what} this server may call: only loopback "
-                        "(http://127.0.0.1:PORT) and the URLs in RAGSCALE_ALLOWED_URLS")
+        if _normal(text) not in allowed_urls():
+            raise UserError(f"{_shorten(text)!r} is not {_article(what)} {what} this server may call: only loopback "
+                            "(http://127.0.0.1:PORT) and the URLs in RAGSCALE_ALLOWED_URLS")
     addresses = [_plain(a) for a in _addresses(host)]
     if any(a.is_link_local or a.is_multicast or a.is_unspecified for a in addresses):
         raise UserError(f"{_shorten(text)!r} is a link-local, multicast or unspecified address, never {_article(what)} {what}")
+    return cleaned
+
+
+def check_server_given_url(url: str, what: str = "engine") -> str:
+    """A URL another server told the app to call (a router's worker): the checks of a typed one,
+    and no path, so the server never chooses which path the app requests from another host."""
+    cleaned = check_server_url(url, what)
+    if urlsplit(cleaned).path.strip("/"):
+        raise UserError(f"{_shorten(cleaned)!r}: a server-given {what} URL is scheme, host and port only")
     return cleaned
 
 

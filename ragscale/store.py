@@ -12,8 +12,13 @@ Two ways to open a store:
   writable.
 - ``ResultsStore(path, read_only=True)`` for viewing a file someone typed: never creates a
   folder or a file, never changes the journal mode or the schema (SQLite ``mode=ro``; a WAL
-  store with no writer attached is opened ``immutable`` so not even its -wal/-shm side files
-  appear), and refuses anything that is not a regular ragscale store.
+  store with no writer attached, i.e. without both its -wal and -shm, is opened ``immutable``
+  so no side file appears; rows a crashed writer left only in a -wal are then not shown), and
+  refuses anything that is not a regular ragscale store (``records`` must be a table: a view
+  can compute rows of any size or number out of a 4 KB file).
+
+Reads are bounded: no value over ``MAX_RECORD_BYTES`` (SQLite's own length limit, so such a
+value is never built), and no more than ``RAGSCALE_MAX_FILE_MB`` of records in one read.
 
 Every SQLite failure reaches the caller as one ``UserError`` line naming the file.
 """
@@ -44,6 +49,7 @@ CREATE TABLE IF NOT EXISTS records (
 """
 _MAGIC = b"SQLite format 3\x00"
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+MAX_RECORD_BYTES = 16 * 2**20  # the largest record of the shipped stores is 45 KB
 
 
 def _header(path: Path) -> bytes | None:
@@ -132,8 +138,9 @@ class ResultsStore:
             raise
 
     def _check_schema(self, con: sqlite3.Connection) -> None:
+        kind = con.execute("SELECT type FROM sqlite_master WHERE name = 'records'").fetchone()
         columns = {row[1] for row in con.execute("PRAGMA table_info(records)")}
-        if not {"kind", "key", "record"} <= columns:
+        if kind != ("table",) or not {"kind", "key", "record"} <= columns:
             raise self._not_a_store("it has no ragscale records table")
 
     def _damaged(self, detail: str) -> UserError:
@@ -150,6 +157,9 @@ class ResultsStore:
                 raise self._damaged(str(exc)) from None
             if name == "SQLITE_NOTADB":
                 raise self._not_a_store(str(exc)) from None
+            if name == "SQLITE_TOOBIG":
+                raise UserError(f"{self.path} holds a record over {MAX_RECORD_BYTES // 2**20} MB; "
+                                "not a ragscale record, not read") from None
             if self.read_only:
                 raise UserError(f"cannot read the results store {self.path} ({exc})") from None
             if name.startswith("SQLITE_READONLY") or name.startswith("SQLITE_CANTOPEN") or name == "SQLITE_PERM":
@@ -162,13 +172,15 @@ class ResultsStore:
         if self.read_only:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             header = _header(self.path) or b""
-            if header[18:19] == b"\x02" and not Path(f"{self.path}-wal").exists():
-                # A WAL store with no writer attached (a writer keeps its -wal file while it
-                # lives): read it without creating side files beside it.
+            attached = all(Path(f"{self.path}{side}").exists() for side in ("-wal", "-shm"))
+            if header[18:19] == b"\x02" and not attached:
+                # A WAL store with no writer attached (a writer keeps its -wal and -shm files
+                # while it lives): read it without creating side files beside it.
                 uri += "&immutable=1"
             con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         else:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RECORD_BYTES)
         con.execute("PRAGMA busy_timeout=30000")
         return con
 
@@ -196,8 +208,17 @@ class ResultsStore:
             return {row[0] for row in con.execute("SELECT key FROM records WHERE kind = ?", (kind,))}
 
     def records(self, kind: str) -> list[dict]:
+        from ragscale.deploy import max_file_bytes
+
+        limit, size, rows = max_file_bytes(), 0, []
         with self._reading() as con:
-            rows = con.execute("SELECT key, record FROM records WHERE kind = ? ORDER BY rowid", (kind,)).fetchall()
+            cursor = con.execute("SELECT key, record FROM records WHERE kind = ? ORDER BY rowid", (kind,))
+            while batch := cursor.fetchmany(256):
+                size += sum(len(text) for _, text in batch if isinstance(text, str))
+                if size > limit:
+                    raise UserError(f"the {kind} records in {self.path} hold more than {limit // 2**20:,} MB; "
+                                    "not read here (RAGSCALE_MAX_FILE_MB)")
+                rows += batch
         try:
             return [dict(json.loads(text), key=key) for key, text in rows]
         except (ValueError, TypeError) as exc:

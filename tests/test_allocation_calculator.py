@@ -42,3 +42,22 @@ def test_headline_and_summary_read_well_at_1k():
     assert "of a 1M context window" in summary_line(calc)
     unknown = calculate(replace(PAPER_PROFILE, context_window=None), 1_000)
     assert "unknown context window" in summary_line(unknown)
+
+
+def test_the_last_point_and_diminishing_returns_are_read_off_the_frontier():
+    """Issue #23 (3): going from 128k to 5M bought +1.6 EM for many times the monthly cost, unflagged."""
+    calc = calculate(PAPER_PROFILE, 5_000_000)
+    value, chosen = calc.value, calc.chosen
+    assert value.below["score"] >= chosen.predicted_score - 1 and value.below["month_usd"] < calc.costs.cost_per_month_usd
+    assert value.last_point_month_usd == pytest.approx(calc.costs.cost_per_month_usd - value.below["month_usd"])
+    assert value.near["score"] >= chosen.predicted_score - 2 and value.cost_ratio >= 5
+    assert value.warning.startswith("Diminishing returns") and f"{value.cost_ratio:.0f}x" in value.warning
+    small = calculate(PAPER_PROFILE, 16_000).value
+    assert small.warning is None and small.cost_ratio < 5  # at 16k the last points are still cheap
+
+
+def test_the_window_note_appears_only_where_the_window_decides():
+    capped = calculate(PAPER_PROFILE, 5_000_000)  # one DRAG call would need more than 1M tokens
+    assert any(n.startswith("The context window caps this pick") for n in capped.notices)
+    for budget in (16_000, 128_000, 1_000_000):  # no call can exceed 1M within these budgets
+        assert not any("context window caps" in n for n in calculate(PAPER_PROFILE, budget).notices)

@@ -93,3 +93,46 @@ def test_bench_fidelity_json(capsys):
     assert {row["budget"] for row in data["table"]} == {16_000, 32_000, 128_000, 1_000_000, 5_000_000}
     assert all(row["largest_call"] <= 1_000_000 for row in data["table"])
     assert data["without_window"]["model_picks"]  # the comparison the window makes
+
+
+def test_allocate_1m_prices_its_call_at_twice_the_short_prompt_tier():
+    """Issue #23 (3), done when: the 979,923-token call is billed at the > 128k tier, twice the <= 128k rates."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ragscale", "allocate", "--budget", "1M", "--json"],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["effective_tokens"] == 979_923
+    (bill,) = result["call_bills"]
+    assert bill["prompt_tokens"] == 979_923 and bill["tier"] == "prompts > 128k"
+    assert (bill["input_per_m"], bill["cached_per_m"], bill["output_per_m"]) == (0.15, 0.0375, 0.60)
+    short_tier = (bill["prompt_tokens"] - bill["cached_tokens"]) * 0.075 + bill["cached_tokens"] * 0.01875 + 8 * 0.30
+    assert result["cost_per_query_usd"] == pytest.approx(2 * short_tier / 1e6)
+    assert result["price_sheet"]["date"] and result["price_sheet"]["source"].startswith("https://")
+
+
+def test_a_mistyped_flag_is_named_with_the_nearest_real_one(capsys):
+    """Issue #23 (8): `allocate --budjet 128k` said only "required: --budget"."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["allocate", "--budjet", "128k"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "unknown flag --budjet; did you mean --budget?" in err and "required" not in err
+
+
+def test_abbreviations_argparse_accepts_still_work(capsys):
+    code, out, _ = run(capsys, "allocate", "--budg", "16k", "--json")
+    assert code == 0 and json.loads(out)["budget"] == 16_000
+
+
+def test_the_readme_says_how_to_reach_the_cli_and_that_path_works():
+    """Issue #23 (8): after `make run` a bare `ragscale` is "command not found"; the README must say how."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    assert ".venv/bin/ragscale" in readme and "source .venv/bin/activate" in readme
+    script = root / ".venv" / "bin" / "ragscale"  # the console script `make install` puts there
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("ragscale ")

@@ -131,10 +131,36 @@ def test_iterdrag_with_one_iteration_is_called_what_it_is(app):
 
 def test_fidelity_section(app):
     assert any(h.value == "How well does the model reproduce the paper?" for h in app.subheader)
-    frame = app.dataframe[0].value
+    frame = next(d.value for d in app.dataframe if "dataset" in d.value.columns)
     assert len(frame) == 20 and {"dataset", "budget", "same winner", "gap"} <= set(frame.columns)
     text = " ".join(m.value for m in app.markdown)
     assert "of 20 cells" in text and "Why they disagree" in text
+
+
+def test_prices_and_traffic_sit_in_the_page_not_a_collapsed_sidebar(app):
+    """Issue #23 (3): the inputs a budget owner changes were in collapsed sidebar expanders."""
+    main_labels = {w.label for w in app.main.number_input} | {w.label for w in app.main.selectbox}
+    assert {"Queries per day", "Price sheet"} <= main_labels
+    assert not any("Queries per day" == w.label for w in app.sidebar.number_input)
+    tiers = next(d.value for d in app.main.dataframe if "input $/1M" in d.value.columns)  # the sheet, editable
+    assert list(tiers["input $/1M"]) == [0.075, 0.15] and list(tiers["output $/1M"]) == [0.30, 0.60]
+
+
+def test_1m_shows_the_long_prompt_tier_and_the_last_point(app):
+    app.text_input(key="alloc_budget_text").set_value("1M").run()
+    text = " ".join(c.value for c in app.caption) + " ".join(m.value for m in app.markdown)
+    assert "1 call at prompts > 128k" in text
+    assert "The last EM point costs $" in text
+    assert any(w.value.startswith("Diminishing returns") for w in app.warning)
+    bill = next(d.value for d in app.dataframe if "tier" in d.value.columns)
+    assert list(bill["tier"]) == ["prompts > 128k"]
+
+
+def test_queries_per_day_in_the_page_moves_the_monthly_cost(app):
+    before = metrics(app)["Cost per month"]
+    app.number_input(key="alloc_qpd").set_value(10_000.0).run()
+    assert not app.exception
+    assert metrics(app)["Cost per month"] != before
 
 
 @pytest.mark.browser

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ragscale.engines import EngineSpec
+from ragscale.formatting import md_literal
 from tests.browser_helpers import wait_for_app
 
 SPEC_KEY = "ragscale.engine_spec"
@@ -41,7 +42,7 @@ def test_health_check_of_an_unreachable_server_shows_a_clear_error():
     at = _sglang_section(url)
     at.button(key="engine_check").click().run()
     assert not at.exception
-    assert at.error and "cannot reach the SGLang server" in at.error[0].value and url in at.error[0].value
+    assert at.error and "cannot reach the SGLang server" in at.error[0].value and md_literal(url) in at.error[0].value
 
 
 def test_a_dead_server_is_not_made_active():
@@ -150,7 +151,7 @@ def test_a_live_server_is_healthy_and_once_chosen_shows_its_model_and_cache_coun
         assert at.success and at.success[0].value == "Healthy: scripted-bytes · context window 8,192 tokens"
         at.button(key="engine_use").click().run()  # checked again, healthy: it becomes the active engine
         assert at.session_state[SPEC_KEY] == EngineSpec("sglang", url=url)
-        assert f"SGLang at {url}" in at.info[0].value
+        assert md_literal(f"SGLang at {url}") in at.info[0].value
         at.button(key="engine_start").click().run()
         assert not at.exception, at.exception
         for _ in range(2):  # a teammate's requests; the second reuses the server's cached prefix
@@ -254,7 +255,7 @@ def test_a_live_chroma_server_is_checked_and_chosen(monkeypatch, tmp_path):
             at.button(key="retrieval_use").click().run()
             assert not at.exception
             assert options.current_settings().url == url
-            assert any(f"Chroma server {url}" in m.value for m in at.markdown)
+            assert any(md_literal(f"Chroma server {url}") in m.value for m in at.markdown)  # shown as text
     finally:
         options.use_settings(None)
 

@@ -207,7 +207,9 @@ def test_fitted_profile_and_observed_points_from_stored_runs(explorer, monkeypat
     assert "\"name\":\"fitted\"" in curve and "paper →" in curve and '"yaxis":"y2"' in curve
 
 
-def test_run_live_searches_the_exact_configuration_and_keeps_it(explorer, monkeypatch, tmp_path, trees):
+def test_run_live_searches_the_exact_configuration_for_this_session_only(explorer, monkeypatch, tmp_path, trees):
+    """#23 finding 6: a live run's tree is this viewer's: shown in their session, written nowhere,
+    so a later viewer (a new session, a shared link) still sees the stored tree."""
     import numpy as np
 
     import pages.common
@@ -217,16 +219,25 @@ def test_run_live_searches_the_exact_configuration_and_keeps_it(explorer, monkey
     monkeypatch.setattr(pages.common, "get_engine", lambda: ScriptedEngine(reply, logprob=lambda p, c: -0.5))
     monkeypatch.setattr(live, "shared_retriever", lambda ds: lambda q, k: ds.corpus[:k])
     monkeypatch.setattr(ragscale.retrieval, "embed_texts", lambda texts: np.ones((len(texts), 3)) / np.sqrt(3))
+    before = sorted(p.name for p in Path(trees[0]).iterdir())
     at = explorer({"width": "2", "policy": "beam"})
     assert any("Nearest stored tree" in i.value for i in at.info)
     next(b for b in at.button if b.label.endswith("Run live")).click().run()
     assert not at.exception and not at.error
     assert not any("Nearest stored tree" in i.value for i in at.info)
-    key = tree_key(DEFAULT.with_(width=2, policy="beam"), trees[1].qid)
-    saved = tmp_path / "explorer" / key.filename()
-    assert saved.exists() and L.load_record(saved)["config"]["width"] == 2
     assert any("Beam search · width 2" in m.value for m in at.markdown)
-    assert dataset.corpus[0].doc_id in L.load_record(saved)["documents"]
+    assert any("Your live run" in c.value and "stays in this session" in c.value for c in at.caption)
+    details = next(m.value for m in at.markdown if m.value.startswith("**Answer:**"))
+    # nothing written: not the bundled folder, not the user cache every later viewer reads
+    assert sorted(p.name for p in Path(trees[0]).iterdir()) == before
+    assert not list(tmp_path.rglob("*.json"))
+    # the same link in a new session (another viewer, a shared link): the stored tree again
+    other = explorer({"width": "2", "policy": "beam"})
+    assert any("Nearest stored tree" in i.value for i in other.info)
+    assert not any("Your live run" in c.value for c in other.caption)
+    # and this viewer can go back to the stored tree
+    next(b for b in at.button if b.label == "Stored tree").click().run()
+    assert any("Nearest stored tree" in i.value for i in at.info) and details
 
 
 def test_presentation_mode_injects_css(explorer):
@@ -358,9 +369,10 @@ def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, art
     page.screenshot(path=str(artifacts_dir / "explorer_width16_k5.png"), full_page=True)
 
 
-def _nothing_cut_off(page) -> list[str]:
-    """Elements whose text is clipped: the page wider than the window, or a metric value cut."""
-    return page.evaluate("""() => {
+def _nothing_cut_off(page, touch: bool = False) -> list[str]:
+    """Elements whose text is clipped: the page wider than the window, a metric value cut, a legend
+    entry cut at its legend's edge ("REB…"); on a touch screen, a chart toolbar over a legend."""
+    return page.evaluate("""touch => {
         const out = [];
         if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('page scrolls sideways');
         for (const el of document.querySelectorAll("[data-testid='stMetricValue'] div, [data-testid='stMetricDelta'] div, [data-testid='stMetricLabel'] p")) {
@@ -369,11 +381,38 @@ def _nothing_cut_off(page) -> list[str]:
         for (const el of document.querySelectorAll('.js-plotly-plot .legend')) {
             const plot = el.closest('.js-plotly-plot').getBoundingClientRect(), box = el.getBoundingClientRect();
             if (box.right > plot.right + 1 || box.left < plot.left - 1) out.push('legend outside its chart');
-            const rows = new Set([...el.querySelectorAll('.traces')].map(t =>
-                Math.round(t.transform.baseVal.consolidate()?.matrix.f ?? 0)));
-            if (rows.size > 1) out.push(`legend on ${rows.size} lines`);
+            const edge = el.querySelector('.bg').getBoundingClientRect().right;  // the legend clips at its box
+            for (const t of el.querySelectorAll('.legendtext'))
+                if (t.getBoundingClientRect().right > Math.min(edge, plot.right) + 1) out.push('legend entry cut: ' + t.textContent);
+            const bar = el.closest('.js-plotly-plot').querySelector('.modebar-container');
+            const tools = bar && bar.querySelector('.modebar');
+            if (touch && tools && getComputedStyle(bar).display !== 'none') {  // shown all the time on a touch screen
+                const b = tools.getBoundingClientRect();
+                if (b.left < box.right && b.right > box.left && b.top < box.bottom && b.bottom > box.top)
+                    out.push('toolbar over the legend');
+            }
         }
-        return out; }""")
+        return out; }""", touch)
+
+
+def _first_screen(page) -> dict:
+    """Where the charts, the tree and the answer line end, and the charts' tick label sizes."""
+    return page.evaluate("""() => {
+        const box = sel => { const e = document.querySelector(sel); return e ? e.getBoundingClientRect() : null; };
+        const chart = box('.st-key-ex_tradeoff .js-plotly-plot, .st-key-ex_curve .js-plotly-plot');
+        const tree = box('.st-key-ex_tree .js-plotly-plot .nsewdrag');  // the tree's plot area: every node
+        const answer = [...document.querySelectorAll("[data-testid='stMarkdownContainer']")]
+            .find(e => e.innerText.startsWith('Answer:'));
+        const ticks = [...document.querySelectorAll('.js-plotly-plot .xtick text, .js-plotly-plot .ytick text')]
+            .map(t => parseFloat(getComputedStyle(t).fontSize));
+        const tree_chart = document.querySelector('.st-key-ex_tree') || document;
+        const nodes = [...tree_chart.querySelectorAll('.scatterlayer .points path')].map(p => p.getBoundingClientRect());
+        const overlaps = [...tree_chart.querySelectorAll('.scatterlayer .textpoint')].map(label => {
+            const a = label.getBoundingClientRect();  // an answer label written over a node's marker
+            return nodes.some(b => a.left < b.right - 1 && a.right > b.left + 1 && a.top < b.bottom - 1 && a.bottom > b.top + 1); });
+        return {height: window.innerHeight, chart_bottom: chart?.bottom, tree_bottom: tree?.bottom,
+                answer_bottom: answer?.getBoundingClientRect().bottom, tick_px: Math.min(...ticks),
+                labels: overlaps.length, labels_over_diamonds: overlaps.filter(Boolean).length}; }""")
 
 
 @pytest.mark.browser
@@ -384,7 +423,11 @@ def _nothing_cut_off(page) -> list[str]:
     (1280, 720, True, "explorer_present_demo_1280x720.png", "demo"),  # the QA world: budget, k, m, n
 ])
 def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, height, present, name, world):
-    context = browser.new_context(viewport={"width": width, "height": height})
+    """#23 findings 2 and 9: on a 1280x720 projector the figures, the accuracy chart and the tree
+    share the first screen (at 1920x1080 the answer line too), tick labels grow, no legend is cut;
+    on a phone no toolbar covers a legend and no answer label sits on its diamond."""
+    phone = width < 500
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=phone, has_touch=phone)
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
@@ -392,16 +435,22 @@ def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, heig
         wait_for_page(page)
         page.mouse.move(2, 2)
         page.wait_for_timeout(800)
-        assert _nothing_cut_off(page) == []
+        assert _nothing_cut_off(page, touch=phone) == []
+        seen = _first_screen(page)
+        assert seen["labels"] and seen["labels_over_diamonds"] == 0, seen
         if present:  # headline numbers are larger than their labels, not shrunk to label size
             sizes = page.evaluate("""() => ['stMetricValue', 'stMetricLabel'].map(id =>
                 parseFloat(getComputedStyle(document.querySelector(`[data-testid='${id}'] p, [data-testid='${id}'] div`)).fontSize))""")
             assert sizes[0] >= 1.8 * sizes[1], sizes
             assert page.locator("[data-testid='stSidebar']").is_hidden()
-            # every headline figure in the first screen, without scrolling
+            # every headline figure, the accuracy chart and the tree's nodes in the first screen
             bottoms = page.evaluate("""() => [...document.querySelectorAll("[data-testid='stMetric']")].map(
                 el => el.getBoundingClientRect().bottom)""")
             assert len(bottoms) == 6 and max(bottoms) <= height, bottoms
+            assert seen["chart_bottom"] <= height and seen["tree_bottom"] <= height, seen
+            assert seen["tick_px"] >= 18, seen  # a projector's tick labels (16 px before)
+            if height >= 1080:
+                assert seen["answer_bottom"] <= height, seen
         screenshots = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
         page.screenshot(path=str(screenshots / name), full_page=not present)
         if not present:  # Streamlit scrolls its main block, not the document
@@ -409,6 +458,70 @@ def test_browser_layout_fits_projectors_and_phones(app_url, browser, width, heig
             assert total < 4000, f"the phone view is {total} px tall (it was 4,700)"
     finally:
         context.close()
+
+
+def _nodes_shown(page) -> str:
+    return page.locator("[data-testid='stMetric']", has_text="Nodes").locator("[data-testid='stMetricValue']").inner_text()
+
+
+@pytest.mark.browser
+@pytest.mark.model
+def test_browser_run_live_grows_the_tree_step_by_step(app_url, browser, artifacts_dir):
+    """#23 finding 1: on the opening view, "Run live" redraws the tree and the Nodes figure at every
+    depth: at least three successive node counts reach the screen before the run ends."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    try:
+        page.goto(f"{app_url}/explorer?present=1")
+        wait_for_page(page)
+        stored = _nodes_shown(page)
+        page.get_by_role("button", name="Run live").click()
+        counts: list[str] = []
+        shots = 0
+        page.wait_for_function("() => document.body.innerText.includes('Running live')", timeout=180_000)
+        while "Running live" in page.inner_text("body"):
+            shown = _nodes_shown(page)
+            if shown.isdigit() and (not counts or counts[-1] != shown):
+                counts.append(shown)
+                if shots < 2:
+                    page.screenshot(path=str(artifacts_dir / f"explorer_live_step{shots}.png"))
+                    shots += 1
+            page.wait_for_timeout(50)
+        wait_for_page(page)
+        assert len(counts) >= 3 and [int(c) for c in counts] == sorted(int(c) for c in counts), (stored, counts)
+        assert "Your live run" in page.inner_text("body")
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_browser_clicked_arithmetic_node_shows_its_step_in_view(app_url, browser, artifacts_dir):
+    """#23 finding 5: a click on an arithmetic node shows what the step said, and its details
+    appear inside the window (not below the fold), at a desk and on a projector."""
+    for width, height, present in ((1400, 1000, 0), (1280, 720, 1)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{app_url}/explorer?present={present}")
+            wait_for_page(page)
+            point = page.locator(".st-key-ex_tree .scatterlayer .trace .points path").nth(2)
+            point.scroll_into_view_if_needed()  # as a viewer scrolls to the tree
+            box = point.bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            panel = page.locator(".st-key-ex_node_panel")
+            panel.wait_for(timeout=30_000)
+            wait_for_page(page)
+            assert "the step said:" in panel.inner_text() and panel.locator("code").inner_text().strip()
+            top, bottom, box_bottom = page.evaluate("""() => {
+                const r = document.querySelector('.st-key-ex_node_panel code').getBoundingClientRect();
+                return [r.top, r.bottom, document.querySelector('.st-key-ex_node_panel').getBoundingClientRect().bottom]; }""")
+            # the step itself in the window, not scrolled away inside its box
+            assert 0 <= top and bottom <= min(height, box_bottom), (top, bottom, box_bottom, height)
+            page.screenshot(path=str(artifacts_dir / f"explorer_node_{width}x{height}.png"))
+        finally:
+            context.close()
 
 
 @pytest.fixture

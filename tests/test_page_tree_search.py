@@ -50,9 +50,53 @@ def test_renders_controls_without_loading_a_model(app):
     assert app.selectbox(key="ts_question").value == 0  # the demo dataset's first question
     assert app.button(key="ts_run").label == "Run ets and rebase · width 4, depth 2"
     assert any("search-sweep" in i.value for i in app.info)
-    # The example runs are shown until a search runs in the session: two trees + the KV curve.
-    assert any("two stored example trees" in i.value for i in app.info)
-    assert len(app.get("plotly_chart")) == 3
+
+
+def test_before_any_run_the_trees_are_what_the_pickers_say(app):
+    """#23 finding 7: no arithmetic tree at width 1 under a QA question and width 4: the stored trees
+    of exactly the question, policies and width picked, or a note that there are none."""
+    qid = "demo-test-1hop-000"
+    assert app.selectbox(key="ts_question").value == 0
+    labels = [h.value for h in app.subheader]
+    assert "ets · width 4" in labels and "rebase · width 4" in labels, labels
+    assert any(f"the stored trees of ETS and REBASE at width 4 on {qid}" in i.value for i in app.info)
+    shown = " ".join(c.value for c in app.caption)
+    assert "stored tree · depth" in shown and "arith" not in shown
+    app.slider(key="ts_width").set_value(16).run()
+    assert {"ets · width 16", "rebase · width 16"} <= {h.value for h in app.subheader}
+    app.slider(key="ts_width").set_value(3).run()  # no stored tree at width 3: none shown, and a note
+    assert not [h.value for h in app.subheader if "· width" in h.value]
+    assert any("No stored tree of ETS and REBASE at width 3" in i.value for i in app.info)
+
+
+def test_a_comparison_runs_each_policy_from_an_empty_cache(app, monkeypatch):
+    """#23 finding 7: REBASE ran second on ETS's warm cache and reported 96% vs 77% cache hits."""
+    import pages.common
+    import ragscale.retrieval
+    from ragscale.explorer import live
+
+    calls: list[str] = []
+
+    class Recording(ScriptedEngine):
+        def flush_cache(self) -> None:
+            calls.append("flush")
+            super().flush_cache()
+
+        def generate(self, prompts, params):
+            calls.append("generate")
+            return super().generate(prompts, params)
+
+    engine = Recording(qa_reply, logprob=judge_logprob)
+    monkeypatch.setattr(pages.common, "get_engine", lambda: engine)
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: lambda q, k: dataset.corpus[:k])
+    monkeypatch.setattr(ragscale.retrieval, "embed_texts", fake_embed)
+    app.button(key="ts_run").click().run(timeout=300)
+    assert not app.exception, app.exception
+    runs = app.session_state["ts_runs"]
+    assert [r["policy"] for r in runs] == ["ets", "rebase"]
+    firsts = [i for i, c in enumerate(calls) if c == "flush"]
+    # a flush before each policy's first request, none in between
+    assert len(firsts) == 2 and "generate" not in calls[:firsts[0]] and calls[firsts[1] - 1] == "generate"
 
 
 def test_opens_on_the_bundled_sweep_with_the_papers_reference(monkeypatch, tmp_path):
@@ -70,8 +114,6 @@ def test_opens_on_the_bundled_sweep_with_the_papers_reference(monkeypatch, tmp_p
     spec = at.get("plotly_chart")[0].proto.spec
     assert "Hooper et al. 2025" in spec and "mean retained KV" in spec  # the trade-off, with the reference
     assert len(at.dataframe) >= 1 and any("REBASE/ETS" in c.value for c in at.caption)
-    labels = [h.value for h in at.subheader]
-    assert sum(label.startswith(("ets · width", "rebase · width")) for label in labels) == 2  # trees of the sweep
 
 
 def test_first_start_shows_the_shipped_sweep():
@@ -239,7 +281,7 @@ def test_tree_figure_marks_pruned_finished_and_retained():
     assert pruned and len(by_name["pruned"].x) == len(pruned)
     assert by_name["pruned"].marker.symbol == "x"
     assert len(by_name["answer"].x) == len(tree.finished_leaves())
-    node_points = sum(len(t.x) for t in fig.data if t.mode == "markers")
+    node_points = sum(len(t.x) for t in fig.data if "markers" in t.mode)
     assert node_points == len(tree)
     assert "pruned branch" in by_name and "kept KV" in by_name
     # Hover text carries the sub-query, the intermediate answer and the score.

@@ -126,13 +126,19 @@ def test_a_corrupted_index_is_rebuilt_with_a_notice(built_cache, tmp_path, corru
     assert _last_json(again.stdout)["embedded"] == 0 and "notice" not in again.stderr
 
 
-def test_manifest_is_checked_before_chromadb_opens_the_store(built_cache, tmp_path):
-    cache, _ = built_cache
+def store_copy(built, tmp_path) -> tuple[Path, str, dict]:
+    """A copy of the built store: (folder, collection name, the facts its manifest was checked with)."""
+    cache, _ = built
     store = tmp_path / "chroma"
     shutil.copytree(cache / "chroma", store)
     (name,) = manifest.collection_names(store)
     facts = {k: manifest.read_manifest(store, name)[k] for k in ("corpus_key", "embedding_model", "passages")}
     assert manifest.check_collection(store, name, facts) is None
+    return store, name, facts
+
+
+def test_manifest_is_checked_before_chromadb_opens_the_store(built_cache, tmp_path):
+    store, name, facts = store_copy(built_cache, tmp_path)
     assert manifest.check_collection(store, name, {**facts, "embedding_model": "other"}) == "built for another embedding model"
     _random_hnsw(store)
     assert "data_level0.bin changed" in manifest.check_collection(store, name, facts)

@@ -383,15 +383,27 @@ def test_32_concurrent_fresh_connections_get_no_reset(live):
     assert resets == [] and statuses == [200] * 96
 
 
-def test_over_the_connection_cap_is_503_not_a_hang():
-    server, url = serve(ScriptedEngine(reply), limits=ServerLimits(max_connections=2, socket_timeout=5))
+def test_over_the_connection_cap_idle_connections_give_way_and_working_ones_get_503_not_a_hang():
+    engine = CountingEngine(reply)
+    server, url = serve(engine, limits=ServerLimits(max_connections=2, socket_timeout=5))
     host, port = url.removeprefix("http://").split(":")
     held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    engine.gate.clear()
+    busy = [threading.Thread(target=post, args=(url, {"input_ids": [104]})) for _ in range(2)]
     try:
         time.sleep(0.2)
+        # Two connections that sent nothing: the newcomer takes the place of the older one.
+        assert raw_exchange(url, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+        for t in busy:
+            t.start()
+        time.sleep(0.5)
+        # Both slots working: refused at once.
         third = raw_exchange(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert third.startswith(b"HTTP/1.1 503")
     finally:
+        engine.gate.set()
+        for t in busy:
+            t.join(10)
         for sock in held:
             sock.close()
         server.shutdown()

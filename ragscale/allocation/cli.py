@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ragscale.allocation.context_length import STRATEGIES, TokenSizes
-from ragscale.allocation.cost import CostModel, cost_breakdown
+from ragscale.allocation.cost import CostModel, cost_breakdown, tier_summary
 from ragscale.allocation.fidelity import (
     fidelity_findings,
     fidelity_markdown,
@@ -28,6 +28,7 @@ from ragscale.allocation.profiles import (
     get_profile,
     paper_profile,
 )
+from ragscale.allocation.prices import DEFAULT_SHEET, PriceSheet, available_sheets, load_sheet
 from ragscale.formatting import fmt_tokens, fmt_usd
 from ragscale.errors import UserError
 
@@ -45,9 +46,23 @@ def _sizes(pairs: list[str]) -> TokenSizes:
     return TokenSizes.from_dict(values)
 
 
-COST_FLAGS = {"price_input_per_m": "--price-input", "price_cached_per_m": "--price-cached",
-              "price_output_per_m": "--price-output", "queries_per_day": "--queries-per-day",
-              "cache_hit_fraction": "--cache-hit"}
+COST_FLAGS = {"queries_per_day": "--queries-per-day", "cache_hit_fraction": "--cache-hit"}
+
+
+def price_sheet(args) -> PriceSheet:
+    """The sheet named by --prices, or flat rates when any --price-* flag is given (the others
+    default to the sheet's first tier)."""
+    sheet = load_sheet(args.prices)
+    flat = (args.price_input, args.price_cached, args.price_output)
+    if all(value is None for value in flat):
+        return sheet
+    first = sheet.tiers[0]
+    rates = [given if given is not None else default
+             for given, default in zip(flat, (first.input, first.cached_input, first.output))]
+    for flag, value in zip(("--price-input", "--price-cached", "--price-output"), rates):
+        if not np.isfinite(value) or value < 0:
+            raise UserError(f"{flag} must be a non-negative number, got {value!r}")
+    return PriceSheet.flat(*rates)
 
 
 def resolve_profile(name: str, dataset: str, metric: str, i_doc=None, i_shot=None):
@@ -62,8 +77,7 @@ def allocate(args) -> int:
     profile = resolve_profile(args.profile, args.dataset, args.metric, args.i_doc, args.i_shot)
     sizes = _sizes(args.size)
     try:
-        cost = CostModel(price_input_per_m=args.price_input, price_cached_per_m=args.price_cached,
-                         price_output_per_m=args.price_output, queries_per_day=args.queries_per_day,
+        cost = CostModel(prices=price_sheet(args), queries_per_day=args.queries_per_day,
                          cache_hit_fraction=args.cache_hit)
     except UserError as exc:  # CostModel names its fields; a CLI user typed flags
         message = str(exc)
@@ -77,6 +91,8 @@ def allocate(args) -> int:
         "cost_per_month_usd": costs.cost_per_month_usd, "latency_s": costs.latency_s,
         "input_tokens": costs.input_tokens, "cached_input_tokens": costs.cached_input_tokens,
         "output_tokens": costs.output_tokens, "calls": costs.calls,
+        "price_sheet": {key: cost.prices.to_dict()[key] for key in ("provider", "model", "date", "source")},
+        "call_bills": [bill for bill in costs.call_bills],
     }
     if args.json:
         print(json.dumps(result))
@@ -90,9 +106,10 @@ def allocate(args) -> int:
                          + (f"{fmt_tokens(allocation.context_window)} window" if allocation.context_window
                             else "window the profile does not know (calls not bounded)")),
         ("predicted score", f"{allocation.predicted_score:.1f} ({unit})"),
-        ("cost per query", fmt_usd(costs.cost_per_query_usd)),
+        ("cost per query", f"{fmt_usd(costs.cost_per_query_usd)} ({', '.join(tier_summary(costs))})"),
         ("cost per month", f"${costs.cost_per_month_usd:,.2f} at {cost.queries_per_day:,.0f} queries/day"),
         ("latency", f"{costs.latency_s:.1f} s"),
+        ("prices", f"{cost.prices.title}; source {cost.prices.source.split()[0]} (--json: the whole record)"),
     ]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
@@ -162,11 +179,14 @@ def register(commands) -> None:
     parser.add_argument("--size", action="append", metavar="NAME=TOKENS",
                         help="token size override, repeatable: doc, question, answer, subquery, intermediate, "
                              "instruction, demo_steps")
-    defaults = CostModel()
-    parser.add_argument("--price-input", type=float, default=defaults.price_input_per_m, help="USD per 1M input")
-    parser.add_argument("--price-cached", type=float, default=defaults.price_cached_per_m, help="USD per 1M cached")
-    parser.add_argument("--price-output", type=float, default=defaults.price_output_per_m, help="USD per 1M output")
-    parser.add_argument("--queries-per-day", type=float, default=defaults.queries_per_day)
+    parser.add_argument("--prices", default=DEFAULT_SHEET,
+                        help=f"price sheet: a name ({', '.join(available_sheets())}) or a YAML file; each call is "
+                             "billed at the tier its own prompt length falls in")
+    flat = "flat USD per 1M {} tokens for every prompt length, replacing the sheet's tiers (without it: the sheet)"
+    parser.add_argument("--price-input", type=float, default=None, help=flat.format("input"))
+    parser.add_argument("--price-cached", type=float, default=None, help=flat.format("cached input"))
+    parser.add_argument("--price-output", type=float, default=None, help=flat.format("output"))
+    parser.add_argument("--queries-per-day", type=float, default=CostModel.queries_per_day)
     parser.add_argument("--cache-hit", type=float, default=None,
                         help="fraction of input tokens served from cache (default: all cacheable tokens)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -150,6 +150,30 @@ def largest_call(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> np.
     return first_prompt + n * (sizes.subquery + k * sizes.doc + sizes.intermediate) + sizes.answer
 
 
+def calls(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> list[dict]:
+    """One question's model calls in order (scalar k, m, n): each call's prompt tokens, the part of it
+    a prefix cache can serve (the shared instruction and demonstrations, or the previous call's whole
+    prompt), and the tokens it writes. A provider bills each call on its own prompt length.
+
+    The prompts sum to ``effective_length``; the last call's prompt plus its output is ``largest_call``.
+    """
+    sizes = sizes or TokenSizes()
+    k, m, n = (float(x) for x in canonical_theta(strategy, k, m, n))
+    prompt = float(_first_prompt(strategy, k, m, sizes))
+    shared = float(sizes.instruction + m * _demo_tokens(strategy, k, sizes))
+    if strategy != "iterdrag":
+        return [{"prompt": prompt, "cacheable": min(shared, prompt), "output": sizes.answer}]
+    out, cached = [], shared
+    for _ in range(int(n)):
+        # call A writes a sub-query; call B reads it and its k new documents, writes an intermediate answer
+        out.append({"prompt": prompt, "cacheable": min(cached, prompt), "output": sizes.subquery})
+        with_docs = prompt + sizes.subquery + k * sizes.doc
+        out.append({"prompt": with_docs, "cacheable": prompt, "output": sizes.intermediate})
+        cached, prompt = with_docs, with_docs + sizes.intermediate
+    out.append({"prompt": prompt, "cacheable": cached, "output": sizes.answer})
+    return out
+
+
 def token_usage(strategy: str, k, m, n, sizes: TokenSizes | None = None) -> dict:
     """Per question: input tokens, the part a prefix cache can serve, output tokens, model calls,
     and the biggest single call (``largest_call``: what must fit the model's context window).

@@ -17,7 +17,12 @@ HOW_COMPUTED = (
     "mapped back to a raw score with the selected dataset's Table 1 mean and spread (an approximation).\n"
     "- **Optimiser**: a dense grid per strategy; ties go to the cheaper configuration; P* never decreases as the "
     "budget grows. IterDRAG with n = 1 predicts exactly what DRAG with the same k, m predicts at about three "
-    "times the tokens, so *auto* never picks it; when it is the best IterDRAG, the page says so."
+    "times the tokens, so *auto* never picks it; when it is the best IterDRAG, the page says so (the Explorer uses "
+    "the same pick). When the context window, not the budget, stops the pick, the page says so too.\n"
+    "- **Cost**: every model call is billed on its own prompt length at the price sheet's tier for it (Gemini 1.5 "
+    "Flash: prompts over 128k tokens pay twice the rates), cached input at the tier's cached rate. *The last point* "
+    "is this pick's monthly cost less that of the cheapest configuration predicted at most one point lower; "
+    "*diminishing returns* are flagged when one within two points costs a fifth or less."
 )
 
 FIDELITY_METHOD = (
@@ -42,7 +47,8 @@ PAPER_PROFILE_NOTE = (
     "(approximation)."
 )
 
-PRICES_NOTE = "Default prices: Gemini 1.5 Flash list prices for prompts ≤128k (2024). Replace with yours."
+PRICES_NOTE = ("Price sheets are data (data/prices/*.yaml; your own in the user cache's prices folder): provider, "
+               "model, date, source and tiers by prompt length. Edit the tiers below to try your own rates.")
 
 TOKEN_SIZE_LABELS = {"doc": "document", "question": "question", "answer": "answer", "subquery": "sub-query",
                      "intermediate": "intermediate answer", "instruction": "instruction",

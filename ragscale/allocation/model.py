@@ -186,6 +186,12 @@ class AllocationModel:
         self.r2_ = 1.0 - float(np.sum((fitted - target) ** 2)) / total if total > 0 else float("nan")
         self.n_rows_ = len(rows)
         self.context_window_ = _window(context_window, rows)
+        # What a predicted score is: the metric (when the rows name one) and the factor to percent,
+        # so the optimiser reports every model's predictions on one scale (fractions -> x100).
+        dataset, metric = _group_keys(rows)
+        self.metric_ = str(metric.iloc[0]) if "metric" in rows and metric.nunique() == 1 else ""
+        self.dataset_ = str(dataset.iloc[0]) if "dataset" in rows and dataset.nunique() == 1 else ""
+        self.score_scale_ = 100.0 if np.nanmax(np.abs(rows["score"].to_numpy(float))) <= 1.0 else 1.0
         return self
 
     def _check_fitted(self):
@@ -242,6 +248,10 @@ class AllocationModel:
         """Map the model's own space back to raw scores with the default scale."""
         return self.mean_ + self.std_ * np.asarray(p, float)
 
+    def to_percent(self, p):
+        """The model's own space as a percent score: what every page, export and the CLI show."""
+        return getattr(self, "score_scale_", 1.0) * self.to_raw(p)
+
     # ---- profiles ---------------------------------------------------------------------------
     @classmethod
     def from_profile(cls, profile: Profile) -> "AllocationModel":
@@ -255,11 +265,14 @@ class AllocationModel:
         model.r2_, model.mse_, model.n_rows_ = profile.r2, profile.mse, profile.n_rows
         model.name_, model.dataset_, model.metric_ = profile.name, profile.dataset, profile.metric
         model.context_window_ = profile.context_window
+        model.score_scale_ = float(profile.score_scale)
         return model
 
     def to_profile(self, name: str, source: str = "", notes: str = "") -> Profile:
         self._check_fitted()
         only = next(iter(self.scales_)) if len(self.scales_) == 1 else ("", "")
+        if getattr(self, "metric_", ""):  # the rows named their metric (the group key is "score" when not)
+            only = (only[0], self.metric_)
         return Profile(
             name=name, a=tuple(float(x) for x in self.a_), b=tuple(float(x) for x in self.b_), c=self.c_,
             sigmoid=self.sigmoid, eps=self.eps, i_doc=self.i_doc_, i_shot=self.i_shot_,
@@ -267,7 +280,7 @@ class AllocationModel:
             r2=None if self.r2_ is None else float(self.r2_), mse=None if self.mse_ is None else float(self.mse_),
             n_rows=getattr(self, "n_rows_", None), source=source, notes=notes,
             i_by_dataset={k: list(v) for k, v in self.i_by_dataset_.items()},
-            context_window=getattr(self, "context_window_", None),
+            context_window=getattr(self, "context_window_", None), score_scale=getattr(self, "score_scale_", 1.0),
         )
 
     def to_dict(self) -> dict:

@@ -89,7 +89,7 @@ class Allocation:
     n: int
     effective_tokens: int
     budget: int
-    predicted_score: float
+    predicted_score: float                # percent, of ``metric`` (every profile: one scale)
     profile: str = ""
     metric: str = ""
     largest_call_tokens: int = 0          # the biggest single call (prompt + output)
@@ -182,17 +182,19 @@ def _strategies(strategy) -> tuple[str, ...]:
 
 
 def _allocation(model, strategy, k, m, n, length, budget, linear, sizes) -> Allocation:
-    score = float(model.to_raw(model_sigmoid(model, linear)))
+    score = float(model.to_percent(model_sigmoid(model, linear)))
     call = float(largest_call(strategy, k, m, n, sizes))
     return Allocation(strategy, int(k), int(m), int(n), int(np.ceil(length)), budget, score,
                       getattr(model, "name_", "fitted"), getattr(model, "metric_", ""),
                       int(math.ceil(call)), context_window_of(model))
 
 
-def _nothing_fits(model, budget: int, strategies, sizes: TokenSizes) -> UserError:
-    cheapest = min(float(effective_length(s, 0, 0, 1, sizes)) for s in strategies)
+def _nothing_fits(model, budget: int, strategies, sizes: TokenSizes, grid: Grid | None = None) -> UserError:
+    # The smallest configuration of each strategy on the grid (a grid may start at k = 1).
+    smallest = [(s, *(axis.min() for axis in _axes(s, grid or DEFAULT_GRID))) for s in strategies]
+    cheapest = min(float(effective_length(s, k, m, n, sizes)) for s, k, m, n in smallest)
     window = context_window_of(model)
-    smallest_call = min(float(largest_call(s, 0, 0, 1, sizes)) for s in strategies)
+    smallest_call = min(float(largest_call(s, k, m, n, sizes)) for s, k, m, n in smallest)
     if window is not None and smallest_call > window:
         return UserError(f"no call fits the profile's context window of {window:,} tokens: the smallest "
                          f"call needs {smallest_call:,.0f}")
@@ -222,7 +224,7 @@ def optimise(model, budget, strategy="auto", sizes: TokenSizes | None = None, gr
         if best is None or top > best[0] + 1e-12 or (abs(top - best[0]) <= 1e-12 and length[i] < best[1]):
             best = (top, length[i], name, k[i], m[i], n[i])
     if best is None:
-        raise _nothing_fits(model, budget, _strategies(strategy), sizes)
+        raise _nothing_fits(model, budget, _strategies(strategy), sizes, grid)
     top, length, name, k, m, n = best
     return _allocation(model, name, k, m, n, length, budget, top, sizes)
 
@@ -292,7 +294,7 @@ def frontier(model, budgets, strategies=STRATEGIES, sizes: TokenSizes | None = N
             records.append({
                 "budget": budget, "strategy": name, "k": int(k[i]), "m": int(m[i]), "n": int(n[i]),
                 "effective_tokens": int(np.ceil(length[i])),
-                "predicted_score": float(model.to_raw(model_sigmoid(model, linear[i]))),
+                "predicted_score": float(model.to_percent(model_sigmoid(model, linear[i]))),
                 "chosen_strategy": chosen,
                 "largest_call_tokens": int(np.ceil(float(largest_call(chosen, k[i], m[i], n[i], sizes)))),
             })

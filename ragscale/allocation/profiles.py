@@ -76,6 +76,9 @@ class Profile:
     notes: str = ""
     i_by_dataset: dict = field(default_factory=dict)  # {dataset: [i_doc, i_shot]} from a fit
     context_window: int | None = None  # tokens one call may hold (prompt + output); None: unknown
+    # Raw scores times this are percent: 1 when the runs were scored in percent (the paper's Table 1),
+    # 100 when in fractions (a sweep's accuracy). Every predicted score leaves the optimiser in percent.
+    score_scale: float = 1.0
 
     def __post_init__(self):
         if self.context_window is not None:
@@ -89,7 +92,7 @@ class Profile:
 
     def __hash__(self):  # i_by_dataset is a dict; hash what identifies the coefficients
         return hash((self.name, self.a, self.b, self.c, self.sigmoid, self.i_doc, self.i_shot, self.mean, self.std,
-                     self.context_window))
+                     self.context_window, self.score_scale))
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -47,6 +47,11 @@ class _Records:
         return DatasetError(f"{self.path.name}: record {index}: {message}")
 
 
+def _too_deep(path: Path) -> DatasetError:
+    # json.loads recurses once per level: 100,000 "[" end in a RecursionError.
+    return DatasetError(f"{path.name}: JSON nested too deeply to be a dataset")
+
+
 def _read_records(path: Path) -> list[Any]:
     # Capped, regular files only, checked before reading: a FIFO or /dev/zero must never hang
     # or exhaust a shared server (ragscale.deploy).
@@ -64,6 +69,8 @@ def _read_records(path: Path) -> list[Any]:
     if stripped[0] == "[":
         try:
             data = json.loads(stripped)
+        except RecursionError:
+            raise _too_deep(path) from None
         except json.JSONDecodeError as exc:
             raise DatasetError(
                 f"{path.name}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
@@ -77,10 +84,14 @@ def _read_records(path: Path) -> list[Any]:
             continue
         try:
             records.append(json.loads(line))
+        except RecursionError:
+            raise _too_deep(path) from None
         except json.JSONDecodeError as exc:
             if lineno == 1 and stripped[0] == "{":
                 try:  # one pretty-printed object, or a wrapper such as {"data": [...]}
                     whole = json.loads(stripped)
+                except RecursionError:
+                    raise _too_deep(path) from None
                 except json.JSONDecodeError:
                     pass
                 else:

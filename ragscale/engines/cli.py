@@ -63,6 +63,8 @@ def register_bench(benches) -> None:
         ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
         ("serve-memory", "resident memory of serve embedded: ready, after 24 long requests, after /flush_cache "
                          "(default and a small cache budget)", _bench_serve_memory),
+        ("serve-slow-clients", "embedded server while 256 clients dribble request heads: /health and /generate "
+                               "of a well-behaved client", _bench_serve_slow_clients),
     ):
         bench = benches.add_parser(name, help=help_text)
         bench.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -169,6 +171,12 @@ def _bench_serve_load(args) -> int:
     from ragscale.engines.bench_router import serve_load_benchmark
 
     return _run_bench(serve_load_benchmark, 2, "serve-load", args.json)
+
+
+def _bench_serve_slow_clients(args) -> int:
+    from ragscale.engines.bench_clients import slow_clients_benchmark
+
+    return _run_bench(slow_clients_benchmark, 2, "serve-slow-clients", args.json)
 
 
 def _bench_prefix_cache(args) -> int:

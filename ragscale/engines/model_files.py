@@ -130,6 +130,11 @@ def check_manifest(folder: Path, only: tuple[str, ...] | None = None) -> str | N
         return "no manifest (an unfinished copy)"
     except (OSError, ValueError, KeyError, TypeError):
         return "unreadable manifest"
+    # A file the copy never had changes what loads (added_tokens.json, special_tokens_map.json
+    # and the like are read by the tokenizer when present), so anything unlisted fails the check.
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != MANIFEST)
+    if unlisted:
+        return f"{unlisted[0]} is not in the manifest"
     for name, entry in files.items():
         if only is not None and name not in only:
             continue

@@ -18,10 +18,15 @@ Requests that arrive while the engine is busy wait and are merged into its next 
 full before it joins a batch, so a bad request is refused alone and never makes the good ones
 run twice.
 
-Hardening (the server is reachable by a team): listen backlog 128, a cap on open connections
-(503 beyond it), a socket timeout for idle or dribbling clients, a body-size cap (413) read in
-bounded chunks, limits on prompts, n and total tokens per request (400), no exception text in
-any answer (500s say "internal error" and the detail goes to the server log).
+Hardening (the server is reachable by a team): listen backlog 128; caps on open connections, in
+all and per client address, where a newcomer takes the place of the connection that has waited
+longest for its request and only a server whose connections are all working answers 503
+(``_Connections``); a deadline for receiving a whole request, so a client dribbling bytes never
+holds a thread past it; a socket timeout for stalled reads and writes; HTTP/0.9 request lines
+refused at once; a body-size cap (413) read in bounded chunks, a Content-Length of ASCII digits
+only; lone surrogates in the JSON refused (400); limits on prompts, n, total tokens and
+token_ids_logprob entries per request (400); no exception text in any answer (500s say "internal
+error" and the detail goes to the server log).
 
 ``ragscale serve sglang`` builds the real ``sglang.launch_server`` command (``sglang_command``).
 """
@@ -29,6 +34,8 @@ any answer (500s say "internal error" and the detail goes to the server log).
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sys
 import threading
 import time
@@ -429,20 +436,92 @@ def _tokenizer_folder(engine: Engine) -> str | None:
     return str(folder) if (folder / "tokenizer_config.json").exists() else None
 
 
+class _Connections:
+    """Every open connection, whether it is still *reading* its request or *working* on it, and
+    who gives way when the server is full.
+
+    A thread per connection means a client that dribbles its request head one byte at a time
+    holds a thread and a slot; with only a cap on connections, 256 such sockets kept /health at
+    503 (issue #24). So: a request must arrive whole (head and body, idle keep-alive time
+    included) within ``request_timeout``, whatever trickles in; and when the server, or one
+    client address, is at its cap, a newcomer takes the place of the connection that has been
+    reading longest. Only when every connection in the way is working is the newcomer refused
+    (503 at once). Connections that are working are never dropped.
+    """
+
+    def __init__(self, limits: ServerLimits):
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, list] = {}  # socket -> [client address, phase, since]
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="request-deadlines", daemon=True).start()
+
+    def admit(self, sock: socket.socket, client: str) -> bool:
+        with self._lock:
+            for crowd, cap in ((lambda: self._from(client), self.limits.per_client_connections),
+                               (lambda: list(self._open), self.limits.max_connections)):
+                crowd = crowd()
+                if len(crowd) >= cap:
+                    reading = [s for s in crowd if self._open[s][1] == "reading"]
+                    if not reading:
+                        return False
+                    self._drop(min(reading, key=lambda s: self._open[s][2]))
+            self._open[sock] = [client, "reading", time.monotonic()]
+            return True
+
+    def reading(self, sock: socket.socket) -> None:
+        self._set(sock, "reading")
+
+    def working(self, sock: socket.socket) -> None:
+        self._set(sock, "working")
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.pop(sock, None)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _from(self, client: str) -> list[socket.socket]:
+        return [s for s, (address, _, _) in self._open.items() if address == client]
+
+    def _set(self, sock: socket.socket, phase: str) -> None:
+        with self._lock:
+            if sock in self._open:
+                self._open[sock][1:] = [phase, time.monotonic()]
+
+    def _drop(self, sock: socket.socket) -> None:
+        """Wake the thread blocked reading ``sock`` (its read sees the end of the stream)."""
+        self._open.pop(sock, None)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _watch(self) -> None:
+        tick = min(0.25, self.limits.request_timeout / 4)
+        while not self._stop.wait(tick):
+            late = time.monotonic() - self.limits.request_timeout
+            with self._lock:
+                for sock in [s for s, (_, phase, since) in self._open.items() if phase == "reading" and since < late]:
+                    self._drop(sock)
+
+
 class _Server(ThreadingHTTPServer):
-    """The stdlib threading server with a real backlog and a cap on open connections."""
+    """The stdlib threading server with a real backlog and ``_Connections`` deciding who gets a thread."""
 
     request_queue_size = 128  # listen backlog (the stdlib default of 5 resets bursts)
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, address, handler, limits: ServerLimits):
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self.connections = _Connections(limits)
         super().__init__(address, handler)
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            # Full: answer at once (SGLang answers 503 when its queue is full) instead of a thread.
+        if not self.connections.admit(request, client_address[0]):
+            # Every connection in the way is working: answer at once (SGLang answers 503 when its
+            # queue is full) instead of starting a thread.
             body = json.dumps({"error": {"message": "too many open connections; retry shortly"}}).encode()
             try:
                 request.settimeout(1.0)
@@ -455,14 +534,25 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except Exception:
-            self._slots.release()
+            self.connections.forget(request)
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self.connections.forget(request)
+
+    def server_close(self):
+        self.connections.close()
+        super().server_close()
+
+    def handle_error(self, request, client_address):
+        # A client that hung up, or a connection dropped for being late, is not a server error:
+        # the stdlib would print a traceback for each (256 of them when slow clients are cut off).
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 _GET_ONLY = {"/health", "/health_generate", "/model_info", "/get_model_info", "/server_info", "/get_server_info",
@@ -486,6 +576,20 @@ def make_server(engine: Engine | Callable[[], Engine], host: str = "127.0.0.1", 
         def log_message(self, format, *args):  # noqa: A002 - quiet: one line per request is noise here
             pass
 
+        # -- connection layer: phases for _Connections, request lines nobody should send ------
+        def handle_one_request(self):
+            self.server.connections.reading(self.connection)  # the next request's deadline starts now
+            super().handle_one_request()
+
+        def parse_request(self):
+            if len(self.raw_requestline.split()) == 2:
+                # HTTP/0.9 has no headers to end it; the stdlib would wait for them until the socket timeout.
+                self.request_version, self.close_connection = "HTTP/1.0", True
+                self.command, self.requestline = None, self.raw_requestline.decode("latin-1").rstrip("\r\n")
+                self.send_error(400, "HTTP/0.9 requests are not supported")
+                return False
+            return super().parse_request()
+
         def _send(self, status: int, body, content_type: str = "application/json") -> None:
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             self.send_response(status)
@@ -504,6 +608,7 @@ def make_server(engine: Engine | Callable[[], Engine], host: str = "127.0.0.1", 
             return urlsplit(self.path).path
 
         def do_GET(self):  # noqa: N802 - http.server's naming
+            self.server.connections.working(self.connection)
             path = self._route()
             try:
                 if path in ("/health", "/health_generate"):
@@ -561,8 +666,10 @@ def make_server(engine: Engine | Callable[[], Engine], host: str = "127.0.0.1", 
                 raise http_error("chunked request bodies are not supported; send a Content-Length", 411)
             declared = self.headers.get("Content-Length")
             if declared is None:
+                self.server.connections.working(self.connection)
                 return b""
-            if not declared.strip().isdigit():
+            # ASCII digits only ("²".isdigit() is true) and few enough for int().
+            if not re.fullmatch(r"[0-9]{1,18}", declared.strip()):
                 self.close_connection = True
                 raise http_error(f"invalid Content-Length {declared[:20]!r}", 400)
             size = int(declared)
@@ -578,16 +685,18 @@ def make_server(engine: Engine | Callable[[], Engine], host: str = "127.0.0.1", 
                     raise http_error("the request body is shorter than its Content-Length", 400)
                 chunks.append(chunk)
                 left -= len(chunk)
+            self.server.connections.working(self.connection)
             return b"".join(chunks)
 
         def _flush(self):
             query = parse_qs(urlsplit(self.path).query)
             try:
                 timeout = float(query.get("timeout", ["0"])[0])
-                if not 0 <= timeout < float("inf"):
+                if not 0 <= timeout <= limits.max_flush_wait:  # 1e10 overflowed the lock's wait
                     raise ValueError
             except ValueError:
-                raise http_error("timeout: Input should be a finite number greater than or equal to 0", 400) from None
+                raise http_error(f"timeout: Input should be a number of seconds from 0 to {limits.max_flush_wait:g}",
+                                 400) from None
             ok, message = service.flush_cache(timeout)
             self._send(200 if ok else 400, message, "text/plain; charset=utf-8")
 
@@ -600,9 +709,33 @@ def _json_body(raw: bytes):
     if not raw:
         raise http_error("Field required: the request body is empty", 400)
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, absurd nesting
         raise http_error(f"JSON decode error: {str(exc)[:120]}", 400) from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise http_error("JSON decode error: a string holds a lone surrogate (\\ud800-\\udfff), which is not text", 400)
+    return body
+
+
+# JSON may escape a lone UTF-16 surrogate, which Python decodes into a str no encoder accepts.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def sglang_command(model_path: str, port: int = 30000, host: str = "127.0.0.1", dp_size: int = 1,

@@ -38,6 +38,7 @@ server (a page viewer can type any URL) never has its body echoed back.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,10 @@ from requests.adapters import HTTPAdapter
 from ragscale.engines.base import (
     CacheStats, Engine, EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed,
 )
-from ragscale.errors import EngineError
+from ragscale.deploy import check_server_given_url, viewer_folder
+from ragscale.errors import EngineError, UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_WINDOW = 8192  # only when the server does not say
 DEFAULT_TIMEOUT = 600.0  # seconds to wait for one answer (a long generation)
@@ -67,8 +71,10 @@ class SGLangEngine(Engine):
                  connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
                  follow_router_workers: bool = True):
         """``follow_router_workers``: behind sglang-router, read the context window from the first
-        worker it lists (a second URL, not typed by the user; only numbers are read from it). An
-        app that confines which hosts it contacts can turn it off (the window then falls back)."""
+        worker it lists (a second URL, not typed by the user; only numbers are read from it). That
+        URL passes the checks of a typed one (``ragscale.deploy.check_server_given_url``: loopback
+        or allow-listed in shared mode, never link-local, no path of the router's choosing), and
+        the worker's own worker list is never followed."""
         url = (url or "").strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise EngineError(f"an SGLang URL looks like http://host:30000, got {url[:80]!r}")
@@ -166,8 +172,15 @@ class SGLangEngine(Engine):
         workers = listing.get("workers") if isinstance(listing, dict) else None
         for worker in workers if isinstance(workers, list) else []:
             url = worker.get("url") if isinstance(worker, dict) else None
-            if isinstance(url, str) and url.startswith(("http://", "https://")) and worker.get("is_healthy", True):
-                return SGLangEngine(url, timeout=self.timeout[1], connect_timeout=self.timeout[0], retries=0)
+            if not isinstance(url, str) or not worker.get("is_healthy", True):
+                continue
+            try:
+                url = check_server_given_url(url)
+            except UserError as exc:
+                log.warning("not following the worker %r that %s lists: %s", url[:200], self.url, exc)
+                continue
+            return SGLangEngine(url, timeout=self.timeout[1], connect_timeout=self.timeout[0], retries=0,
+                                follow_router_workers=False)
         return None
 
     def flush_cache(self, timeout: float | None = None) -> None:
@@ -478,11 +491,16 @@ class SGLangEngine(Engine):
         model = self.model_info()
         names = [str(model.get(k) or "") for k in ("tokenizer_path", "model_path", "served_model_name")]
         for local in names[:2]:
-            if local and Path(local).is_dir():
-                try:
-                    return AutoTokenizer.from_pretrained(local)
-                except Exception:  # noqa: BLE001 - fall through to the next source
-                    pass
+            if not local:
+                continue
+            try:  # the server chose this path: the checks of a folder a viewer types
+                folder = viewer_folder(local)
+            except UserError:
+                continue
+            try:
+                return AutoTokenizer.from_pretrained(str(folder))
+            except Exception:  # noqa: BLE001 - fall through to the next source
+                pass
         if any("smollm2" in name.lower() for name in names):
             from ragscale.engines.model_files import load_tokenizer
 

@@ -63,8 +63,12 @@ class ServerLimits:
     max_prompts: int = 256  # prompts in one /generate batch
     max_n: int = 16  # samples per prompt
     max_total_tokens: int = 262_144  # sum over prompts of (prompt + max_new_tokens) x n
-    max_connections: int = 256  # open connections; more get 503 at once
-    socket_timeout: float = 30.0  # seconds a connection may sit idle or dribble a body
+    max_connections: int = 256  # open connections (see _Connections in server.py for who gives way)
+    per_client_connections: int = 128  # open connections from one client address
+    socket_timeout: float = 30.0  # seconds one read or write on a connection may stall
+    request_timeout: float = 20.0  # seconds to receive a whole request (head and body), idle time included
+    max_logprob_entries: int = 65_536  # token_ids_logprob: candidate ids x prompt positions scored
+    max_flush_wait: float = 3600.0  # seconds /flush_cache?timeout= may ask to wait
 
 
 # ---- contract: type checks with serde's wording ----------------------------------------------
@@ -449,6 +453,10 @@ def parse_generate(body: Any, encode: Callable[[str], list[int]], context_len: i
         tids = token_ids_logprob[i]
         if tids and params.max_new_tokens > 0:
             raise value_error("token_ids_logprob is supported with max_new_tokens 0 (prompt scoring) only")
+        if tids and len(tids) * len(ids) > limits.max_logprob_entries:
+            # The answer holds one entry per candidate per position: 64 x 32,000 made 71 MB.
+            raise value_error(f"token_ids_logprob asks for {len(tids):,} ids at up to {len(ids):,} positions; "
+                              f"this server scores at most {limits.max_logprob_entries:,} per prompt")
         rid = rids[i]
         out.prompts.append(PromptRequest(
             ids=list(ids), params=params, seed=seed, return_logprob=bool(want_logprob[i]),

@@ -114,7 +114,7 @@ def cmd_bench(args) -> int:
 
     from ragscale.explorer import screen as S
     from ragscale.explorer.state import STRATEGIES
-    from ragscale.plots.explorer import explorer_curve_figure
+    from ragscale.plots.explorer import curves_figure
     from ragscale.plots.tree import tree_figure
 
     library = S.default_library()
@@ -130,9 +130,7 @@ def cmd_bench(args) -> int:
         screen = S.explorer(state, library)
         t1 = time.perf_counter()
         c = screen.curves
-        explorer_curve_figure(c.predicted, screen.state.budget, screen.allocation.to_dict(),
-                              predicted_label=c.predicted_label, predicted_percent=c.predicted_percent,
-                              observed=c.observed, reference=c.reference, current_on_reference=c.current_on_reference)
+        curves_figure(c, screen.state.budget, screen.allocation.to_dict())
         t2 = time.perf_counter()
         if screen.tree.record:
             tree_figure(screen.tree.record["tree"], focus=1)

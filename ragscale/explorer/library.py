@@ -2,7 +2,8 @@
 
 A tree depends on (dataset, question, policy, width, n, k, m). ``ragscale explorer-precompute``
 fills the grid below (every policy x ``GRID_WIDTHS`` x ``GRID_SHAPES`` x a few questions) into
-``data/explorer/``; "Run live" adds trees to the user cache directory. Between grid points, or
+``data/explorer/``; "Run live" keeps its trees in the viewer's session (``live_layer``), never
+here, so a live run never replaces a bundled tree nor changes what a link shows. Between grid points, or
 where the grid is not filled yet, the nearest stored tree is shown with a note that says how near.
 
 Two worlds have trees: the demo QA world (IterDRAG steps with retrieval, so k, m and n shape the
@@ -19,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ragscale.config import DATA_DIR, cache_dir
+from ragscale.config import DATA_DIR
 from ragscale.errors import UserError
 
 SHIPPED_TREES = DATA_DIR / "explorer"
@@ -32,11 +33,6 @@ SEARCH_TASKS = {"arithmetic": "arithmetic"}
 ARITHMETIC_WIDTHS = (1, 2, 4, 8, 16, 32)  # the bundled search sweep's widths (data/search_results.md)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def live_trees_dir() -> Path:
-    """Where "Run live" keeps its trees, so a configuration run once opens instantly afterwards."""
-    return cache_dir() / "explorer"
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def on_grid(key: TreeKey) -> bool:
 
 
 class TreeLibrary:
-    """Tree records on disk, in one or more folders; later folders (live runs) win on equal keys.
+    """Tree records on disk, in one or more folders; later folders win on equal keys.
 
     The index (key -> file) is rebuilt only when a folder changes (its modification time), so a
     slider move costs a dictionary lookup, and it holds one entry per file that exists.
@@ -206,3 +202,11 @@ def nearness(want: TreeKey, shown: TreeKey | None, exact: bool) -> str:
     why = ("between the library's grid points" if not on_grid(want)
            else "this grid point is not in the library yet")
     return f"Nearest stored tree ({why}): differs in " + ", ".join(diffs) + ". “Run live” searches the exact one."
+
+
+def same_view(library: TreeLibrary, want: TreeKey) -> TreeKey | None:
+    """The stored tree of ``want``'s question, policy and width, the closest in (n, k, m); None when
+    the library has no tree of that question, policy and width (never another question's tree)."""
+    same = [have for have in library.index() if (have.dataset, have.question, have.policy, have.width)
+            == (want.dataset, want.question, want.policy, want.width)]
+    return min(same, key=lambda have: (key_distance(want, have), have.filename()), default=None)

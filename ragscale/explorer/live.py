@@ -4,7 +4,8 @@ The app asks for ``warm_up(spec)`` when it starts: a background thread loads the
 one tiny generation (first calls are slow), builds the demo index and loads MiniLM, so that the
 first "Run live" only searches. Nothing here blocks the caller; ``warm_status`` says how far it
 got, for the sidebar. ``run_tree`` searches one Explorer configuration (through
-``ragscale.search.builder``) and returns the record the tree library stores.
+``ragscale.search.builder``) and returns a tree record in the library's format (precompute stores
+it; a live run keeps it in the viewer's session).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def search_config(key: TreeKey):
 
 def run_tree(engine: Engine, dataset, question, key: TreeKey, progress=None, on_step=None,
              retrieve=None, embed=None) -> dict:
-    """Search ``key``'s configuration on ``question``; the record the tree library stores.
+    """Search ``key``'s configuration on ``question``; a tree record in the library's format.
 
     ``retrieve`` / ``embed`` default to the shared index and MiniLM; tests pass cheap ones.
     """

@@ -22,10 +22,10 @@ search width. Heavy pieces (datasets, fits, curves, records) are cached here, bo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -36,17 +36,18 @@ from ragscale.allocation import (
     AllocationModel,
     CostModel,
     TokenSizes,
+    DEFAULT_GRID,
+    Grid,
     cost_breakdown,
     frontier,
-    manual_allocation,
-    optimise,
     token_usage,
 )
+from ragscale.allocation.calculator import pick
 from ragscale.config import DATA_DIR, SHARED_DATASETS_DIR
 from ragscale.search.results import BUNDLED_SEARCH_SWEEP
 from ragscale.errors import UserError
-from ragscale.explorer.library import (SEARCH_TASKS, SHIPPED_TREES, TreeKey, TreeLibrary, live_trees_dir,
-                                       load_record, nearness, task_of, tree_key)
+from ragscale.explorer.library import (SEARCH_TASKS, SHIPPED_TREES, TreeKey, TreeLibrary, load_record, nearness,
+                                       task_of, tree_key)
 from ragscale.explorer.state import ExplorerState, shown
 from ragscale.formatting import fmt_tokens
 from ragscale.search.config import POLICY_LABELS
@@ -56,6 +57,9 @@ from ragscale.search.kv import record_kv
 DEMO_RESULTS = DATA_DIR / "demo_results.sqlite"
 # Budgets of the predicted curves: 10^3 .. 10^7 tokens, log-spaced.
 CURVE_BUDGETS = tuple(int(b) for b in np.unique(np.geomspace(1_000, 10_000_000, 81).astype(int)))
+FELL_BACK = "showing the pinned configuration instead"  # the notice when nothing within the budget fits
+# The tree retrieves k documents at every step, so the optimiser picks among configurations it can run.
+TREE_GRID = Grid(tuple(k for k in DEFAULT_GRID.k if k >= 1), DEFAULT_GRID.m, DEFAULT_GRID.n)
 PAPER_LABEL = "paper's model (Gemini 1.5 Flash, Yue et al. 2025)"
 
 
@@ -130,7 +134,7 @@ def fitted_model(results: tuple[str, float], dataset: str, model: str | None) ->
 @lru_cache(maxsize=32)
 def predicted_curve(model: AllocationModel, strategy: str) -> pd.DataFrame:
     """P*(L_max) over ``CURVE_BUDGETS`` for one strategy (or "auto": the best of all)."""
-    return frontier(model, list(CURVE_BUDGETS), [strategy], TokenSizes())
+    return frontier(model, list(CURVE_BUDGETS), [strategy], TokenSizes(), TREE_GRID)
 
 
 @lru_cache(maxsize=64)
@@ -149,8 +153,9 @@ _LIBRARIES: dict[tuple[Path, ...], TreeLibrary] = {}
 
 
 def default_library() -> TreeLibrary:
-    """The bundled trees, then the live runs (one instance per process: its index is cached)."""
-    folders = (SHIPPED_TREES, live_trees_dir())
+    """The bundled trees (one instance per process: its index is cached). Live runs are not in it:
+    they stay in the viewer's session (``live_layer.LiveLayer``), so no run changes what a link shows."""
+    folders = (SHIPPED_TREES,)
     if folders not in _LIBRARIES:
         _LIBRARIES.clear()  # one entry: the folders only change when settings do
         _LIBRARIES[folders] = TreeLibrary(*folders)
@@ -171,20 +176,20 @@ def resolved_strategy(state: ExplorerState) -> str:
 
 
 def current_allocation(state: ExplorerState, model, sizes: TokenSizes | None = None) -> tuple[Allocation, list[str]]:
-    """The configuration on screen and notices about it.
+    """The configuration on screen and notices about it, from the calculator's own ``pick``.
 
-    Not pinned: the optimiser's best (k, m, n) within the budget. Pinned: the user's (k, m, n),
-    with the model's prediction for it and notices (over the budget, over the context window).
+    Not pinned: the optimiser's best (k >= 1, m, n) within the budget. Pinned: the user's (k, m, n),
+    with the model's prediction for it. Notices as on the calculator: over the budget or the context
+    window, IterDRAG with n = 1, a context window that caps the pick.
     """
     sizes = sizes or TokenSizes()
     notices: list[str] = []
     if not state.pinned:
         try:
-            return optimise(model, state.budget, state.strategy, sizes), notices
+            return pick(model, state.budget, state.strategy, sizes, grid=TREE_GRID)
         except UserError as exc:
-            notices.append(f"{exc}; showing the pinned configuration instead.")
-    allocation, more = manual_allocation(model, resolved_strategy(state), state.k, state.m, state.n, state.budget,
-                                         sizes)
+            notices.append(f"{exc}; {FELL_BACK}.")
+    allocation, more = pick(model, state.budget, resolved_strategy(state), sizes, manual=(state.k, state.m, state.n))
     return allocation, notices + more
 
 
@@ -259,7 +264,7 @@ class Figures:
     search_kv_vs_rebase: float | None  # ... / REBASE's, same question and width
     cache_hit_rate: float | None  # measured on the tree's requests
     cache_hit_upper_bound: float  # the model's cacheable share of the input (token_usage)
-    predicted_score: float  # a fraction (the paper's percent is divided by 100)
+    predicted_score: float  # a fraction (the allocation's percent / 100)
     observed_score: float | None
     cost_per_query_usd: float
     cost_per_month_usd: float
@@ -275,7 +280,7 @@ def record_hit_rate(record: dict | None) -> float | None:
 
 
 def figures(state: ExplorerState, allocation: Allocation, tree_record: dict | None, rebase_record: dict | None,
-            table: pd.DataFrame, percent: bool = False, sizes: TokenSizes | None = None) -> Figures:
+            table: pd.DataFrame, sizes: TokenSizes | None = None) -> Figures:
     sizes = sizes or TokenSizes()
     usage = token_usage(allocation.strategy, allocation.k, allocation.m, allocation.n, sizes)
     cost = cost_breakdown(allocation, sizes, CostModel(queries_per_day=state.qpd))
@@ -297,7 +302,7 @@ def figures(state: ExplorerState, allocation: Allocation, tree_record: dict | No
         kv_vs_rebase=ratio, search_kv_mean=kv["search_mean"] if kv else None, search_kv_vs_rebase=search_ratio,
         cache_hit_rate=record_hit_rate(tree_record),
         cache_hit_upper_bound=float(usage["cacheable"] / usage["input"]) if float(usage["input"]) else 0.0,
-        predicted_score=allocation.predicted_score / (100.0 if percent else 1.0),
+        predicted_score=allocation.predicted_score / 100.0,
         observed_score=observed_score(table, allocation),
         cost_per_query_usd=cost.cost_per_query_usd, cost_per_month_usd=cost.cost_per_month_usd,
     )
@@ -334,11 +339,12 @@ class Curves:
 
     predicted: pd.DataFrame
     predicted_label: str
-    predicted_percent: bool  # the paper's profile predicts percent; fitted ones fractions
     observed: pd.DataFrame
     reference: pd.DataFrame | None
     current_on_reference: bool  # the chosen profile is the paper's, drawn as the reference
     caption: str
+    domain: tuple[int, int] | None = None  # tokens the fitted curve is drawn over: the runs it was fitted on
+    metric: str = "em"  # what the scores on the left axis are (percent of it)
 
 
 @dataclass(frozen=True)
@@ -352,6 +358,7 @@ class TreeView:
     rebase: dict | None  # REBASE's tree of the shown key (None when REBASE is the one shown)
     focus: int | None
     accuracy: tuple[int, int]  # (right, questions) of this configuration over the library
+    live: bool = False  # the record is this session's live run (not in the library, not in any link)
 
 
 @dataclass(frozen=True)
@@ -379,7 +386,6 @@ class Screen:
     questions: dict[str, str]  # id -> text, in dataset order
     question: Any
     allocation: Allocation
-    percent: bool
     suggestion: str  # a caption: what the optimiser picked, or would pick
     curves: Curves
     tree: TreeView
@@ -457,6 +463,17 @@ class Screen:
                    "generation requests of this tree (the rule-based verifier checks steps without the model)"),
         ]
 
+    def with_live(self, partial: dict | None) -> "Screen":
+        """The screen while a live run grows: its tree so far (``LiveStep.record``; None before the
+        first step) and the figures measured so far, in place of the stored tree's."""
+        record = partial or {}
+        kv_mean = record["kv"]["mean"] if record else None
+        base = self.tree.rebase["kv"]["mean"] if self.tree.rebase else None
+        figs = replace(self.figures, retained_kv_mean=kv_mean, retained_kv_peak=record["kv"]["peak"] if record else None,
+                       kv_vs_rebase=kv_mean / base if kv_mean and base else None,
+                       cache_hit_rate=record_hit_rate(record))
+        return replace(self, figures=figs, tree=replace(self.tree, record=record, path=None, focus=None, live=True))
+
     def export(self, link: str | None = None) -> dict:
         """What the JSON/YAML download holds: the state, the configuration it resolves to, the tree."""
         out = {"explorer_state": self.state.to_dict(), "configuration": self.allocation.to_dict()}
@@ -467,40 +484,60 @@ class Screen:
         return out
 
 
-def _profile(state: ExplorerState, results, engine_model) -> tuple[AllocationModel, bool, str | None, Any]:
-    """(model for the optimiser, percent?, notice, fitted model or why none)."""
+def _profile(state: ExplorerState, results, engine_model) -> tuple[AllocationModel, str | None, Any]:
+    """(model for the optimiser, notice, fitted model or why none)."""
     fitted = fitted_model(results, state.dataset, engine_model)
     if state.profile == "fitted":
         if isinstance(fitted, AllocationModel):
-            return fitted, False, None, fitted
-        return paper_model(), True, f"No fitted profile for {state.dataset}: {fitted}. Using the paper's.", fitted
-    return paper_model(), True, None, fitted
+            return fitted, None, fitted
+        return paper_model(), f"No fitted profile for {state.dataset}: {fitted}. Using the paper's.", fitted
+    return paper_model(), None, fitted
 
 
-def _curves(state, allocation_model, percent, fitted, table, model_name) -> Curves:
+def fitted_domain(table: pd.DataFrame, strategy: str) -> tuple[int, int] | None:
+    """The token range (longest question) of the complete runs of ``strategy`` (of all, for "auto")."""
+    done = table[table["complete"] & table["score"].notna()] if len(table) else table
+    own = done[done["strategy"] == strategy] if strategy != "auto" else done
+    lengths = (own if len(own) else done)["length_max"].dropna()
+    return (int(lengths.min()), int(lengths.max())) if len(lengths) else None
+
+
+def curve_label(state: ExplorerState) -> str:
+    """What the fitted line is: the model's best configuration per budget among ``state.strategy``'s."""
+    return "the best of all strategies" if state.strategy == "auto" else f"the best {state.strategy} (k ≥ 1)"
+
+
+def _curves(state, allocation_model, fitted, table, model_name) -> Curves:
     who = model_name or "the stored runs' model"
     if isinstance(fitted, AllocationModel):
-        chosen = "paper" if percent else "fitted"
+        chosen = "paper" if allocation_model is not fitted else "fitted"
+        domain = fitted_domain(table, state.strategy)
         caption = (f"Runs: accuracy of {who} on {state.dataset} (each configuration at its longest question); "
-                   "fitted: the allocation model fitted to those runs, same model, same axis. The paper's "
-                   "Gemini 1.5 Flash curve (Yue et al. 2025) is another model on another scale: the dashed "
-                   "reference on the right axis (paper →)."
+                   f"the line through them: the best within each length; fitted: {curve_label(state)} per budget under "
+                   "the allocation model fitted to those runs (same model, same axis); current: the configuration on "
+                   "screen; budget: the token budget. The paper's Gemini 1.5 Flash curve (Yue et al. 2025) is another model on another scale: the dashed "
+                   "reference on the right axis (paper →). The fitted curve is drawn over the lengths of the runs it "
+                   f"was fitted on ({domain[0]:,}-{domain[1]:,} tokens): beyond them the model has no data."
                    + (" The chosen accuracy model is the paper's, so the current configuration sits on it."
                       if chosen == "paper" else ""))
-        return Curves(predicted_curve(fitted, state.strategy), "fitted", False, table,
-                      predicted_curve(paper_model(), state.strategy), chosen == "paper", caption)
+        return Curves(predicted_curve(fitted, state.strategy), "fitted", table,
+                      predicted_curve(paper_model(), state.strategy), chosen == "paper", caption, domain,
+                      fitted.metric_ or "score")
     caption = (f"Predicted by the {PAPER_LABEL} (EM %). No observed runs of {state.dataset} to fit yet: "
                f"`ragscale sweep --dataset {state.dataset} --out data/demo_results.sqlite` adds them."
                if table.empty else
                f"Predicted by the {PAPER_LABEL}. The stored runs of {state.dataset} are too few to fit "
                f"({fitted}), so they are not drawn on the paper's axis.")
-    return Curves(predicted_curve(allocation_model, state.strategy), "paper", True, table.iloc[0:0], None,
-                  False, caption)
+    return Curves(predicted_curve(allocation_model, state.strategy), "paper's model", table.iloc[0:0], None,
+                  False, caption, None, allocation_model.metric_)
 
 
 def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: Path | None = None,
-             engine_model: str | None = None, search_results: Path | None = None) -> Screen:
-    """Everything the Explorer shows for ``state`` (never loads a model)."""
+             engine_model: str | None = None, search_results: Path | None = None,
+             live: Mapping[TreeKey, dict] | None = None) -> Screen:
+    """Everything the Explorer shows for ``state`` (never loads a model). ``live``: the viewer's own
+    live runs on the active engine (``LiveLayer.trees``); the exact key's live tree is shown
+    in place of the library's, for this viewer only."""
     library = library if library is not None else default_library()
     results = _stamp(Path(results) if results is not None else DEMO_RESULTS)
     search_results = _stamp(Path(search_results) if search_results is not None else BUNDLED_SEARCH_SWEEP)
@@ -528,31 +565,38 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
     state = state.with_(question=question.qid)
 
     task = task_of(state.dataset)
-    model, percent, notice, fitted = _profile(state, results, engine_model)
+    model, notice, fitted = _profile(state, results, engine_model)
     allocation, notices = _allocation(model, state)
     if task != "qa":  # a search task has no budget to allocate: its panel is the search sweep
         suggestion = ""
     else:
         infos += [notice] if notice else []
         warnings += notices
-        if not state.pinned:
+        within = "" if state.strategy == "auto" else f" (best {state.strategy} with k ≥ 1: the tree retrieves every step)"
+        if not state.pinned and not any(FELL_BACK in n for n in notices):
             state = state.with_(k=allocation.k, m=allocation.m, n=allocation.n)
-            suggestion = (f"Optimised for {fmt_tokens(state.budget)}: **{allocation.strategy}** k={allocation.k} "
+            suggestion = (f"Optimised for {fmt_tokens(state.budget)}{within}: **{allocation.strategy}** k={allocation.k} "
                           f"m={allocation.m} n={allocation.n} ({allocation.effective_tokens:,} tokens). "
                           "Pin to set k, m, n yourself.")
+        elif not state.pinned:
+            suggestion = ""
         else:
             best, problems = _allocation(model, state.with_(pinned=False))
-            suggestion = "" if problems else (
+            suggestion = "" if any(FELL_BACK in n for n in problems) else (
                 f"The allocation model would pick **{best.strategy}** k={best.k} m={best.m} n={best.n} for "
                 f"{fmt_tokens(state.budget)} ({best.effective_tokens:,} tokens). Unpin to use it.")
 
     # The tree: exact, or nearest with a note; the node a link points at must be in it.
     want = tree_key(state.dataset, question.qid, state.policy, state.width, state.n, state.k, state.m)
-    shown_key, exact = library.nearest(want)
-    record, path = record_at(library, shown_key)
+    live = live or {}
+    if want in live:
+        shown_key, exact, record, path = want, True, live[want], None
+    else:
+        shown_key, exact = library.nearest(want)
+        record, path = record_at(library, shown_key)
     rebase = None
     if shown_key is not None and shown_key.policy != "rebase":
-        rebase, _ = record_at(library, shown_key.with_(policy="rebase"))
+        rebase = live.get(shown_key.with_(policy="rebase")) or record_at(library, shown_key.with_(policy="rebase"))[0]
     focus = None
     if state.node:
         ids = {int(n["id"]) for n in record["tree"]["nodes"]} if record else set()
@@ -566,14 +610,20 @@ def explorer(state: ExplorerState, library: TreeLibrary | None = None, results: 
         warnings.append(f"This tree was made on an earlier version of the dataset ({stale}); "
                         "re-run `ragscale explorer-precompute` or “Run live”.")
     accuracy = library_accuracy(outcomes, shown_key) if shown_key else (0, 0)
-    tree = TreeView(want, shown_key, exact, nearness(want, shown_key, exact), record, path, rebase, focus, accuracy)
+    tree = TreeView(want, shown_key, exact, nearness(want, shown_key, exact), record, path, rebase, focus, accuracy,
+                    live=want in live)
 
     table = observed_table(results, state.dataset, engine_model)
-    curves = _curves(state, model, percent, fitted, table, engine_model)
-    figs = figures(state, allocation, record, rebase, table, percent)
+    curves = _curves(state, model, fitted, table, engine_model)
+    if task == "qa" and curves.domain and model is fitted and allocation.effective_tokens > curves.domain[1]:
+        # under the chart, where the star sits past the drawn curve (a notice above would push the charts down)
+        curves = replace(curves, caption=f"{curves.caption} The current configuration needs "
+                         f"{allocation.effective_tokens:,} tokens, beyond the longest run the fitted model has seen "
+                         f"({curves.domain[1]:,} tokens): its prediction is an extrapolation.")
+    figs = figures(state, allocation, record, rebase, table)
     questions = {q.qid: q.question for q in dataset.questions}
     sweep = search_sweep_table(search_results, state.dataset) if task != "qa" else pd.DataFrame()
-    return Screen(state, warnings, infos, datasets, questions, question, allocation, percent, suggestion,
+    return Screen(state, warnings, infos, datasets, questions, question, allocation, suggestion,
                   curves, tree, figs, task, sweep)
 
 

@@ -13,19 +13,19 @@ import numpy as np
 
 
 def bench_page(args) -> int:
-    """Time what one calculator interaction computes when nothing is cached (worst case): all six
-    optima and cost breakdowns, the frontier over 80 budgets, and the three figures."""
+    """Time what one calculator interaction computes when nothing is cached (worst case): the page's
+    ``calculate`` (all six optima, the window check, per-call bills, the last point's frontier), the
+    frontier over 80 budgets, and the three figures."""
     from ragscale.allocation import (
         STRATEGIES,
         AllocationModel,
         CostModel,
         TokenSizes,
-        cost_breakdown,
         frontier,
         load_table1,
-        optimise,
         paper_profile,
     )
+    from ragscale.allocation.calculator import calculate
     from ragscale.plots.allocation import (
         FRONTIER_BUDGETS,
         HEATMAP_K,
@@ -40,10 +40,9 @@ def bench_page(args) -> int:
     def interaction(budget: int) -> None:
         profile = paper_profile()
         model = AllocationModel.from_profile(profile)
-        best = optimise(profile, budget, "auto", sizes)
-        bars = [("chosen", cost_breakdown(best, sizes, cost))]
-        for name in STRATEGIES:
-            bars.append((name, cost_breakdown(optimise(profile, budget, name, sizes), sizes, cost)))
+        calc = calculate(profile, budget, "auto", sizes, cost)  # what the page computes: pick, bills, last point
+        best = calc.chosen
+        bars = [("chosen", calc.costs)] + [(name, option_cost) for name, (_, option_cost) in calc.per_strategy.items()]
         table = frontier(model, FRONTIER_BUDGETS, list(STRATEGIES) + ["auto"], sizes)
         frontier_figure(table, budget, load_table1(), "em", "hotpotqa", best.to_dict(),
                         context_window=profile.context_window, compact=True)

@@ -102,9 +102,10 @@ def score_range(scores: Sequence[float]) -> tuple[float, float]:
 
 
 def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int | None = None,
-                height: int | None = None, large: bool = False) -> go.Figure:
+                height: int | None = None, large: bool = False, max_depth: int | None = None) -> go.Figure:
     """The search tree. ``focus`` highlights one node's prefix path (the KV it reuses) in orange;
-    finished leaves carry their answer as a label."""
+    finished leaves carry their answer as a label. ``max_depth``: the depth axis spans this many
+    steps however far the tree has got (a live run grows to the right on a fixed axis)."""
     tree = as_tree(tree)
     fig = go.Figure()
     if not len(tree):
@@ -201,19 +202,17 @@ def tree_figure(tree: Tree | Mapping | str, title: str | None = None, focus: int
                           colorbar=dict(title=dict(text="verifier score", side="top"), orientation="h", thickness=10,
                                         len=0.35, x=1, xanchor="right", y=-0.16, yanchor="top"))
             first_colour = False
+        answers = name == "answer"  # written beside their leaves: plotly offsets the text by the marker's size
         fig.add_trace(go.Scatter(
-            x=[pos[n.id][0] for n in nodes], y=[pos[n.id][1] for n in nodes], mode="markers", name=name,
-            legendgroup="pruned" if pruned else name, showlegend=not root,  # the root square needs no key
+            x=[pos[n.id][0] for n in nodes], y=[pos[n.id][1] for n in nodes], name=name,
+            mode="markers+text" if answers else "markers", text=[_short(n.answer) for n in nodes] if answers else None,
+            textposition="middle right", legendgroup="pruned" if pruned else name,
+            showlegend=not root,  # the root square needs no key
             marker=marker, hovertext=hover, hoverinfo="text",
             customdata=[n.id for n in nodes],
         ))
-        if name == "answer":  # the answers, written beside their leaves
-            fig.add_trace(go.Scatter(
-                x=[pos[n.id][0] + 0.08 for n in nodes], y=[pos[n.id][1] for n in nodes], mode="text",
-                text=[_short(n.answer) for n in nodes], textposition="middle right", name="answers",
-                showlegend=False, hoverinfo="skip"))
     leaves = max(len(tree.leaves()), 1)
-    depth = max(tree.max_depth, 1)
+    depth = max(tree.max_depth, max_depth or 1, 1)
     fig.update_layout(
         title=title, height=height or int(min(1100, max(340, 34 * leaves + 130))),
         # Room on the right for the answers written beside the last column of leaves.

@@ -17,6 +17,7 @@ from typing import Callable
 
 from ragscale.datasets.types import Dataset
 from ragscale.engines.base import Engine
+from ragscale.rag.plan import Eta
 from ragscale.rag.sweep import SweepResult, SweepSpec, run_sweep, split_for
 from ragscale.store import ResultsStore
 
@@ -38,9 +39,16 @@ class SweepJob:
     error: str | None = None  # one line for the page; the traceback goes to the server log
     result: SweepResult | None = None
     thread: threading.Thread | None = None
+    eta: Eta = field(default_factory=Eta)
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         self.done, self.total, self.message = done, total, message
+        self.eta.update(time.time(), done, total, message)
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Time to the end of the current phase at its rate so far (None before a row is done)."""
+        return self.eta.seconds_left(time.time()) if self.running else None
 
     @property
     def running(self) -> bool:

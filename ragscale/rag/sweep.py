@@ -292,7 +292,11 @@ def fit_allocation(table: pd.DataFrame, sigmoid: str = "paper"):
                         f"these results have {len(rows)} (run a larger grid)")
     # The engine's context window travels into the fit, so the optimiser never proposes a call it could not take.
     keep = ["dataset", "strategy", "k", "m", "n", "score"] + (["context_window"] if "context_window" in rows else [])
-    return AllocationModel(sigmoid=sigmoid).fit(rows[keep].reset_index(drop=True))
+    # Name the metric the score is (config_table copies one of acc / em / f1 into it): predictions then say what they are.
+    metric = next((m for m in METRICS if m in rows and np.allclose(rows[m].to_numpy(float), rows["score"].to_numpy(float))),
+                  None)
+    rows = rows[keep].reset_index(drop=True)
+    return AllocationModel(sigmoid=sigmoid).fit(rows.assign(metric=metric) if metric else rows)
 
 
 def load_rows(path_or_store) -> pd.DataFrame:

@@ -61,6 +61,8 @@ def _jsonl(path: Path) -> Iterator[Document]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path.name} line {number}: not JSON ({exc.msg})") from None
+            except RecursionError:  # json.loads recurses once per level of nesting
+                raise DatasetError(f"{path.name} line {number}: JSON nested too deeply to be a passage") from None
             yield from _from_record(record, f"{path.name} line {number}")
 
 

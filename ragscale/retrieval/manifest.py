@@ -4,9 +4,15 @@ chromadb trusts its files: with the HNSW segment folder gone, ``count()`` still 
 passage is there while only the unflushed few are found; random bytes in an HNSW file crash
 the process in native code, where no ``except`` can catch it. So every finished build writes a
 manifest (last, atomically): the collection, its vector segment, each segment file's size and
-sha256, the corpus hash and the embedding model. Before a collection is opened its files are
-checked against the manifest with plain Python (``sqlite3`` read-only, ``hashlib``); anything
-that does not match is removed, so the caller rebuilds it with a one-line notice.
+sha256, a digest of the collection's rows in ``chroma.sqlite3`` (passage ids, texts and
+metadata, and any vectors still queued), the corpus hash and the embedding model. Before a
+collection is opened all of that is checked with plain Python (``sqlite3`` read-only,
+``hashlib``), and a file in the segment folder the manifest does not list fails the check too;
+anything that does not match is removed, so the caller rebuilds it with a one-line notice.
+
+``chroma.sqlite3`` is covered by its rows, not its bytes: one file holds every collection of the
+store plus chromadb's bookkeeping, so building a second collection (or chromadb tidying its
+queue) rewrites it without touching this one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 
 MANIFEST_DIR = "ragscale-manifests"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the collection's SQLite rows are covered too (older manifests are rebuilt)
 
 
 def manifest_path(store: Path, name: str) -> Path:
@@ -84,6 +90,31 @@ def _hnsw_extent(folder: Path) -> dict[str, int]:
     return {"data_level0.bin": count * per_element, "length.bin": count * 4}
 
 
+def rows_digest(store: Path, collection_id: str) -> str:
+    """sha256 over the collection's rows in ``chroma.sqlite3``, in a fixed order: each passage's
+    id and every metadata value (the text chromadb returns is one of them), then the vectors
+    still waiting in chromadb's queue for this collection. A same-length edit of one passage or
+    a deleted row changes it."""
+    connection = sqlite3.connect(f"file:{_sqlite(store)}?mode=ro", uri=True, timeout=30)
+    digest = hashlib.sha256()
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(embedding_metadata)")}
+        values = ", ".join(f"m.{c}" for c in ("key", "string_value", "int_value", "float_value", "bool_value")
+                           if c in columns)
+        rows = connection.execute(
+            f"SELECT e.embedding_id, {values} FROM embeddings e JOIN segments s ON s.id = e.segment_id "
+            "LEFT JOIN embedding_metadata m ON m.id = e.id WHERE s.collection = ? AND s.scope = 'METADATA' "
+            "ORDER BY e.embedding_id, m.key", (collection_id,))
+        queued = connection.execute(
+            "SELECT seq_id, operation, id, vector, encoding, metadata FROM embeddings_queue "
+            "WHERE topic LIKE ? ORDER BY seq_id", (f"%{collection_id}",))
+        for row in [*rows, ("queue",), *queued]:
+            digest.update(json.dumps([v.hex() if isinstance(v, bytes) else v for v in row]).encode())
+    finally:
+        connection.close()
+    return digest.hexdigest()
+
+
 def segment_files(store: Path, segment_id: str) -> dict[str, dict]:
     folder = Path(store) / segment_id
     if not folder.is_dir():
@@ -101,7 +132,8 @@ def write_manifest(store: Path, name: str, **facts) -> dict:
         raise RuntimeError(f"collection {name} is not in the store at {store}")
     collection_id, segment_id = ids
     manifest = {"version": MANIFEST_VERSION, "collection": name, "collection_id": collection_id,
-                "segment_id": segment_id, "files": segment_files(store, segment_id), "written": time.time(), **facts}
+                "segment_id": segment_id, "files": segment_files(store, segment_id),
+                "rows_sha256": rows_digest(store, collection_id), "written": time.time(), **facts}
     path = manifest_path(store, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
@@ -145,6 +177,8 @@ def check_collection(store: Path, name: str, expected: dict) -> str | None:
     if current != recorded:
         changed = next(n for n, facts in current.items() if facts != recorded.get(n))
         return f"its index file {changed} changed since it was built"
+    if rows_digest(store, ids[0]) != manifest.get("rows_sha256"):
+        return "its passages in chroma.sqlite3 changed since it was built"
     return None
 
 

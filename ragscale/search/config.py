@@ -25,6 +25,13 @@ KV_COSTS = ("tokens", "nodes")
 RULE_VERIFIERS = ("rules", "rules-graded")
 
 
+# Bounds that keep a typo from asking the engine for terabytes of KV (--width 100000000 did):
+# the papers' searches go to width 256 and a few dozen steps of at most a few hundred tokens.
+MAX_WIDTH = 1024
+MAX_DEPTH = 1000
+MAX_STEP_TOKENS = 32_768
+
+
 def _setting(default: Any, help: str, flag: str | None = None, choices: tuple | None = None):
     """A field with its command-line description (``flag`` when the flag is not the field's name)."""
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
@@ -54,13 +61,15 @@ class SearchConfig:
         if self.kv_cost not in KV_COSTS:
             raise UserError(f"kv_cost must be one of {KV_COSTS}, got {self.kv_cost!r}")
         checks = [
-            (isinstance(self.width, int) and self.width >= 1, "width must be an integer >= 1"),
+            (isinstance(self.width, int) and 1 <= self.width <= MAX_WIDTH, f"width must be an integer from 1 to {MAX_WIDTH}"),
             (self.lambda_b >= 0, "lambda_b must be >= 0"),
             (self.lambda_d >= 0, "lambda_d must be >= 0"),
             (self.temperature > 0, "temperature (softmax) must be > 0"),
             (0 <= self.cluster_threshold <= 2, "cluster_threshold is a cosine distance, in [0, 2]"),
-            (isinstance(self.max_depth, int) and self.max_depth >= 1, "max_depth must be an integer >= 1"),
-            (isinstance(self.step_max_tokens, int) and self.step_max_tokens >= 1, "step_max_tokens must be >= 1"),
+            (isinstance(self.max_depth, int) and 1 <= self.max_depth <= MAX_DEPTH,
+             f"max_depth must be an integer from 1 to {MAX_DEPTH}"),
+            (isinstance(self.step_max_tokens, int) and 1 <= self.step_max_tokens <= MAX_STEP_TOKENS,
+             f"step_max_tokens must be from 1 to {MAX_STEP_TOKENS:,}"),
             (self.sampling_temperature >= 0, "sampling_temperature must be >= 0"),
         ]
         for ok, message in checks:
