@@ -427,15 +427,17 @@ class Screen:
 
     def _kv_metric(self) -> Metric:
         f = self.figures
-        value = "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f} · search {f.search_kv_mean:,.0f}"
+        # Short: on a 1280x720 projector a longer value or badge wraps and pushes the charts down.
+        value = "—" if f.retained_kv_mean is None else f"{f.retained_kv_mean:,.0f}"
         badge = None if f.kv_vs_rebase is None else (
-            f"{f.kv_vs_rebase - 1:+.0%} retained, {f.search_kv_vs_rebase - 1:+.0%} search vs REBASE"
-            if f.search_kv_vs_rebase is not None else f"{f.kv_vs_rebase - 1:+.0%} retained vs REBASE")
+            f"{f.kv_vs_rebase - 1:+.0%} · {f.search_kv_vs_rebase - 1:+.0%} vs REBASE"
+            if f.search_kv_vs_rebase is not None else f"{f.kv_vs_rebase - 1:+.0%} vs REBASE")
         return Metric("KV kept (↓ better)", value, badge,
-                      "mean unique tokens on the kept paths after each step of the tree on screen: retained KV with "
-                      "the prompt, then search KV without it (the prompt is shared and never pruned); the badge "
-                      "compares REBASE's tree of the same question and width (Hooper et al. 2025: ETS keeps 1.8x "
-                      "less search KV)")
+                      "mean unique tokens on the kept paths after each step of the tree on screen: retained KV, with "
+                      "the prompt"
+                      + ("" if f.search_kv_mean is None else f" (search KV, without it: {f.search_kv_mean:,.0f})")
+                      + "; the badge compares REBASE's tree of the same question and width: retained KV · search KV "
+                      "(the prompt is shared and never pruned; Hooper et al. 2025: ETS keeps 1.8x less search KV)")
 
     def _search_headline(self) -> list[Metric]:
         """A search task's figures: what width buys (the sweep) and what this tree cost."""
