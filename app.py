@@ -49,7 +49,8 @@ def home() -> None:
             "reports a 1.8x smaller KV cache than REBASE at matched accuracy."
         )
     st.info(
-        f"Active engine: **{describe_spec(engine_spec())}**. Switch to an SGLang server on the Engine page.",
+        f"Active engine: **{describe_spec(engine_spec())}**. Switch to an SGLang, vLLM or other "
+        "OpenAI-compatible server on the Engine page.",
         icon=":material/memory:",
     )
     st.subheader("Pages")
@@ -68,7 +69,8 @@ PAGE_TABLE = [
     ("pages/tree_search.py", "Tree search", ":material/account_tree:",
      "ETS, REBASE, beam, DVTS and best-of-N: which branches were pruned, how much KV was reused."),
     ("pages/engine.py", "Engine", ":material/settings:",
-     "switch between the embedded CPU engine and an SGLang server; cache statistics."),
+     "switch between the embedded CPU engine, an SGLang server and an OpenAI-compatible server (vLLM, "
+     "llama.cpp, hosted APIs); cache statistics."),
 ]
 HERE = Path(__file__).parent
 PAGE_BLURBS = [

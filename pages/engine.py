@@ -1,4 +1,5 @@
-"""Engine: choose the embedded CPU engine or an SGLang server, check it, watch its prefix cache.
+"""Engine: choose the embedded CPU engine, an SGLang server or an OpenAI-compatible server (vLLM,
+llama.cpp's server, a hosted API), check it, watch its prefix cache.
 
 Thin: widgets only; the engines are ragscale.engines. The choice is stored with
 pages.common.set_engine_spec, so every page then runs on it.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.common import engine_spec, get_engine, set_engine_spec
-from ragscale.deploy import check_engine_url, check_server_url, printable, shared, viewer_folder, viewer_model
+from ragscale.deploy import check_server_url, printable, shared, viewer_folder, viewer_model
 from ragscale.engines import EngineSpec, describe_spec, live_engine
-from ragscale.engines.health import check_sglang_server, viewer_message
+from ragscale.engines.health import check_server, checked_engine_url, viewer_message
 from ragscale.errors import EngineError, UserError
 from ragscale.formatting import md_literal
 from ragscale.retrieval.options import RetrieverSettings
@@ -19,7 +20,8 @@ from ragscale.retrieval.options import current_settings as current_retrieval
 from ragscale.retrieval.options import use_settings as use_retrieval
 from ragscale.retrieval.status import retrieval_status
 
-EMBEDDED, SGLANG = "Embedded CPU engine", "SGLang server or sglang-router"
+EMBEDDED, SGLANG, OPENAI = "Embedded CPU engine", "SGLang server or sglang-router", "OpenAI-compatible server"
+KINDS = {EMBEDDED: "embedded", SGLANG: "sglang", OPENAI: "openai"}
 HEALTH_KEY = "engine_page.health"  # (url, ok, message) of the last health check
 RETRIEVAL_KEY = "engine_page.retrieval"  # (url or None, retrieval_status) of the last store check
 
@@ -28,14 +30,16 @@ st.title("Engine")
 st.caption(
     "Every experiment runs on one engine interface. The embedded engine runs SmolLM2-135M on this "
     "machine's CPU with a radix prefix cache (SGLang semantics); an SGLang server runs a real model "
-    "on GPUs. Token counts, cached tokens and hit rates mean the same on both."
+    "on GPUs; an OpenAI-compatible server is vLLM (`ragscale serve vllm`), llama.cpp's server or a hosted API "
+    "(its key from RAGSCALE_OPENAI_API_KEY or OPENAI_API_KEY, never shown). Token counts, cached tokens and hit "
+    "rates mean the same on all of them."
 )
 
 active = engine_spec()
 st.info(f"Active engine: **{md_literal(describe_spec(active))}**")
 
 # ---- choose ---------------------------------------------------------------------------------
-kind = st.radio("Engine", [EMBEDDED, SGLANG], index=0 if active.kind == "embedded" else 1, horizontal=True,
+kind = st.radio("Engine", list(KINDS), index=list(KINDS.values()).index(active.kind), horizontal=True,
                 key="engine_kind")
 if kind == EMBEDDED:
     prefix_cache = st.checkbox(
@@ -55,12 +59,27 @@ if kind == EMBEDDED:
         set_engine_spec(chosen)
         st.rerun()
 else:
-    url = st.text_input("Server URL", value=active.url or "http://127.0.0.1:30000", key="engine_url",
-                        help="One `python -m sglang.launch_server` (or `ragscale serve embedded`), or sglang-router.")
+    server_kind = KINDS[kind]
+    same = active.kind == server_kind
+    url = st.text_input("Server URL", value=active.url if same else
+                        ("http://127.0.0.1:8000/v1" if server_kind == "openai" else "http://127.0.0.1:30000"),
+                        key="engine_url" if server_kind == "sglang" else "engine_openai_url",
+                        help="One `python -m sglang.launch_server` (or `ragscale serve embedded`), or sglang-router."
+                        if server_kind == "sglang" else "The OpenAI base URL: `ragscale serve vllm` answers at "
+                        "http://127.0.0.1:8000/v1; `ragscale serve embedded` at http://127.0.0.1:30000/v1. On a "
+                        "shared server only loopback and the operator's RAGSCALE_ALLOWED_URLS.")
+    served, window = None, None
+    if server_kind == "openai":
+        served = st.text_input("Model (optional)", value=active.served_model or "" if same else "",
+                               key="engine_served_model",
+                               help="Empty: the first model /v1/models lists.").strip() or None
+        window = int(st.number_input("Context window (tokens; 0 = as the server reports)", min_value=0,
+                                     value=active.context_window or 0 if same else 0, key="engine_window",
+                                     help="Only for servers that do not report max_model_len (hosted APIs).")) or None
     tokenizer = st.text_input(
-        "Tokenizer folder (optional)", value=active.tokenizer or "", key="engine_tokenizer",
+        "Tokenizer folder (optional)", value=active.tokenizer or "" if same else "", key="engine_tokenizer",
         help="A local folder with the server model's tokenizer, so prompts go out as exact token ids. "
-             "Not needed for SmolLM2 or when the server's tokenizer path exists on this machine.",
+             "Not needed for SmolLM2 or when the server's model folder exists on this machine.",
     )
     timeout = st.number_input(
         "Answer timeout (seconds)", min_value=1.0, max_value=86_400.0, step=30.0,
@@ -70,15 +89,16 @@ else:
     )
     check, use = st.columns(2)
     if check.button("Check health", key="engine_check"):
-        st.session_state[HEALTH_KEY] = (url, *check_sglang_server(url))
+        st.session_state[HEALTH_KEY] = (url, *check_server(url, server_kind, served, window))
     if use.button("Use this server", type="primary", key="engine_use"):
-        healthy, message = check_sglang_server(url)  # a server becomes active only once it answered
+        healthy, message = check_server(url, server_kind, served, window)  # active only once it answered
         st.session_state[HEALTH_KEY] = (url, healthy, message)
         if healthy:
             try:
                 folder = str(viewer_folder(tokenizer)) if tokenizer.strip() else None
-                set_engine_spec(EngineSpec("sglang", url=check_engine_url(url), tokenizer=folder,
-                                           timeout=None if timeout == 600.0 else float(timeout)))
+                set_engine_spec(EngineSpec(server_kind, url=checked_engine_url(url, server_kind), tokenizer=folder,
+                                           timeout=None if timeout == 600.0 else float(timeout),
+                                           served_model=served, context_window=window))
                 st.rerun()
             except UserError as exc:
                 st.session_state[HEALTH_KEY] = (url, False, f"tokenizer folder: {exc}")
@@ -115,10 +135,12 @@ if engine is not None:
             + (f" · cache holds {stats.cache_tokens_held:,} of {stats.cache_capacity_tokens:,} tokens"
                if stats.cache_capacity_tokens else "")
         )
-        if info.kind == "sglang":
+        if info.kind in ("sglang", "openai"):
             server_rate = engine.metrics_hit_rate()
+            missing = ("start SGLang with --enable-metrics" if info.kind == "sglang"
+                       else "only vLLM counts prefix-cache hits")
             st.caption("Server-wide hit rate from /metrics counters since the last reset: "
-                       + (f"{server_rate:.1%}" if server_rate is not None else "n/a (start SGLang with --enable-metrics)"))
+                       + (f"{server_rate:.1%}" if server_rate is not None else f"n/a ({missing})"))
         flush, reset = st.columns(2)
         if flush.button("Flush the prefix cache", key="engine_flush"):
             try:

@@ -43,7 +43,7 @@ def cached_dataset(task: str, source: str):
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def sweep_records(path: str, mtime: float) -> list[dict]:
-    return sweep.load_sweep_records(path)
+    return sweep.of_bundled_sweep(sweep.load_sweep_records(path), path)
 
 
 def stored_runs(dataset, question, policies: list[str], settings: dict) -> list[dict]:
@@ -77,7 +77,8 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
 
     def on_step(report):
         status.update(label=f"{POLICY_LABELS[policy]} · depth {report.depth + 1} of {config.max_depth} · "
-                            f"{len(report.tree)} nodes · KV {report.kv_tokens:,} · {time.perf_counter() - started:.0f} s")
+                            f"{len(report.tree)} nodes · KV retained {report.kv_tokens:,}, search "
+                            f"{report.kv_tokens - report.tree.root.num_tokens:,} · {time.perf_counter() - started:.0f} s")
         # ``meta``: two policies' first steps can draw the same tree, and equal charts would share an id
         drawing.plotly_chart(tree_figure(report.tree).update_layout(meta=[policy, report.depth]),
                              config=chart_config("live-tree"))
@@ -116,7 +117,8 @@ if records:
     st.caption((f"Bundled sweep (`make search-results`): generated arithmetic, one line per step, a rule-based "
                 f"step checker as the verifier. " if bundled else "")
                + f"{sweep_note(records)} Source: {md_literal(printable(store))}.")
-    st.dataframe(table.round({"accuracy": 3, "kv_mean": 0}), hide_index=True, width="stretch")
+    st.dataframe(table.round({"accuracy": 3, "kv_mean": 0, "kv_search_mean": 1}).rename(columns=sweep.KV_MEASURES),
+                 hide_index=True, width="stretch")
 else:
     st.info(f"No search-sweep records in {md_literal(printable(store))} yet. Create them with e.g. `ragscale search-sweep --dataset demo "
             "--policies ets,rebase,beam --widths 2,4,8 --limit 10 --out results.sqlite`.")

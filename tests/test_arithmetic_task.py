@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
@@ -128,7 +129,8 @@ def test_verifier_never_sees_or_computes_the_gold(monkeypatch):
     # solver disabled, scores are unchanged.
     assert "answers" not in {f for f in Trajectory.__dataclass_fields__}
     source = inspect.getsource(rule_verifier)
-    assert ".value(" not in source and "answers" not in source and "grade" not in source
+    # (the word "graded" names the confidence-weighted checker; a call of the task's grade() is what must not be there)
+    assert ".value(" not in source and "answers" not in source and not re.search(r"\bgrade\(|\.grade\b", source)
 
     def boom(self):
         raise AssertionError("the verifier solved the problem")
@@ -194,7 +196,8 @@ def test_task_grades_numbers_and_forces_an_answer_at_max_depth():
 # --- the bundled sweep: command, report, loader ------------------------------------------------
 
 def _row(policy, width, qid, correct, kv):
-    return {"qid": qid, "policy": policy, "width": width, "seed": 0, "correct": correct, "kv": {"mean": kv},
+    return {"qid": qid, "policy": policy, "width": width, "seed": 0, "correct": correct,
+            "kv": {"mean": kv, "per_step": [kv], "prompt": 50},
             "task": "arithmetic", "verifier": "rules", "model": "m", "config": {"max_depth": 4}}
 
 
@@ -250,7 +253,8 @@ def test_search_sweep_report_and_bundled_loader(scripted_cli, tmp_path, capsys):
     assert len(records) == 6 and {r["policy"] for r in records} == {"bon", "rebase", "ets"}
     assert "tree" in records[0]  # the page draws example trees from the store
     table = tradeoff_table(records)
-    assert list(table.columns) == ["policy", "width", "accuracy", "kv_mean", "questions"] and len(table) == 6
+    assert list(table.columns) == ["policy", "width", "accuracy", "kv_mean", "questions", "kv_search_mean"]
+    assert len(table) == 6
     # Rerun: nothing recomputed, the report says the time is not this run's.
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["runs_already_done"] == 6
@@ -274,7 +278,8 @@ def test_sweep_note_states_the_rows():
             _row("ets", 1, "a", False, 100), _row("ets", 8, "a", True, 200)]
     note = sweep_note(rows)
     assert "rebase 0.000 at width 1 -> 1.000 at 8" in note and "ets 0.000 at width 1 -> 1.000 at 8" in note
-    assert "matched accuracy 1.000: 1.50" in note and "1.8x" in note
+    assert "matched accuracy 1.000" in note and "1.8x" in note
+    assert "retained KV (with the prompt) 1.50" in note and "search KV (without the prompt) 1.67" in note
     assert sweep_note([]) == "No search records."
 
 
@@ -287,3 +292,48 @@ def test_cli_rejects_mismatched_task_and_verifier(monkeypatch, capsys):
     assert "--task arithmetic" in capsys.readouterr().err
     assert main(["search", "--task", "arithmetic", "--verifier", "rules", "--dataset", "hotpotqa"]) == 2
     assert "--dataset arithmetic" in capsys.readouterr().err
+
+
+# --- held-out seeds and the graded checker -----------------------------------------------------
+
+def test_held_out_seeds_are_named_datasets_of_the_harder_task():
+    from ragscale.search.builder import load_questions
+    from ragscale.search.tasks.arithmetic import HARD_OPERATIONS
+
+    bundled = load_questions("arithmetic", "arithmetic")
+    assert bundled.name == "arithmetic" and bundled.questions[0].hops == DEFAULT_OPERATIONS
+    held = load_questions("arithmetic", "arithmetic-s7")
+    assert held.name == "arithmetic-s7" and {q.hops for q in held.questions} == {HARD_OPERATIONS}
+    assert [q.question for q in held.questions] == [q.question for q in arithmetic_dataset(48, 7, 3).questions]
+    assert {q.question for q in held.questions}.isdisjoint(q.question for q in load_questions(
+        "arithmetic", "arithmetic-s8").questions)
+    assert load_questions("arithmetic", "arithmetic-s7-o2").name == "arithmetic-s7-o2"
+    with pytest.raises(UserError, match="--dataset arithmetic"):
+        load_questions("arithmetic", "arithmetic-seven")
+    from ragscale.explorer.library import task_of
+
+    assert task_of("arithmetic-s7") == "arithmetic" and task_of("arithmetic") == "arithmetic"  # explorer-precompute
+
+
+def test_graded_checker_is_pass_fail_times_the_step_confidence():
+    from ragscale.search.rule_verifier import ArithmeticRulesGraded
+
+    sure, unsure = _traj(["7 + 5 = 12"]), _traj(["7 + 5 = 12"])
+    sure.confidence, unsure.confidence = 0.9, 0.4
+    wrong = _traj(["7 + 5 = 13"])
+    wrong.confidence = 0.99
+    assert ArithmeticRulesGraded().score([sure, unsure, wrong]) == [0.9, 0.4, 0.0]
+    with pytest.raises(UserError, match="log-probabilities"):
+        ArithmeticRulesGraded().score([_traj(["7 + 5 = 12"])])
+
+
+def test_search_records_the_step_confidence_and_grades_with_it():
+    from ragscale.search.rule_verifier import ArithmeticRulesGraded
+
+    question = type(arithmetic_dataset(1).questions[0])(qid="q", question=PROBLEM, answers=["32"],
+                                                        dataset="arithmetic", hops=3)
+    config = load_recipe("rebase", width=4, max_depth=5, step_max_tokens=16, seed=0)
+    result = run_search(ScriptedEngine(_reply()), ArithmeticTask(), question, config, ArithmeticRulesGraded(), None)
+    steps = [n for n in result.tree if n.parent is not None]
+    assert all(n.meta["confidence"] == pytest.approx(0.6065, abs=1e-4) for n in steps)  # exp(-0.5) per token
+    assert {round(n.score, 4) for n in steps} == {0.0, 0.6065} and result.correct

@@ -39,7 +39,9 @@ def brute_force(tree: Tree, candidates, remaining, cfg: SearchConfig, clusters):
     shares = rebase_shares([tree[i].score for i in candidates], remaining, cfg.temperature)
     outcome = {i: s / sum(shares) for i, s in zip(candidates, shares)}
     ancestors = sorted({a for i in candidates for a in tree.ancestors(i)})
-    cost = {j: (1.0 if cfg.kv_cost == "nodes" else float(tree[j].num_tokens)) for j in ancestors + list(candidates)}
+    # nodes: 1 each, the root too (the public code); tokens: the search's own, the prompt left out
+    cost = {j: (1.0 if cfg.kv_cost == "nodes" else float(tree[j].num_tokens) * (j != 0))
+            for j in ancestors + list(candidates)}
     total = sum(cost.values())
     k = len(set(clusters)) if clusters is not None else 0
     best = -math.inf
@@ -98,15 +100,15 @@ def test_ancestors_are_paid_once():
     tree, cands = shared_ancestor_tree()
     cfg = SearchConfig(lambda_b=1.0, lambda_d=0.0)
     program = ets.build_program(tree, cands, 3, cfg)
-    assert program.normaliser == 10 + 100 + 100 + 30
+    assert program.normaliser == 100 + 100 + 30  # the search's tokens: the 10-token prompt is left out
     assert list(program.outcome) == pytest.approx([1 / 3] * 3)  # equal scores, width 3
     keep = lambda *ids: np.isin(cands, ids)  # noqa: E731
     a1, a2, b1 = cands
     # adding a sibling costs only its own tokens: A is already paid for
-    assert program.value(keep(a1, a2)) - program.value(keep(a1)) == pytest.approx(1 / 3 - 10 / 240)
+    assert program.value(keep(a1, a2)) - program.value(keep(a1)) == pytest.approx(1 / 3 - 10 / 230)
     # adding a cousin also pays for B
-    assert program.value(keep(a1, b1)) - program.value(keep(a1)) == pytest.approx(1 / 3 - 110 / 240)
-    assert program.value(keep(a1, a2)) == pytest.approx(2 / 3 - 130 / 240)
+    assert program.value(keep(a1, b1)) - program.value(keep(a1)) == pytest.approx(1 / 3 - 110 / 230)
+    assert program.value(keep(a1, a2)) == pytest.approx(2 / 3 - 120 / 230)
     # so the program keeps the two siblings that share A
     assert sorted(ets.solve_program(program).keep) == [a1, a2]
 
@@ -232,18 +234,20 @@ def _four_by_four(scores, prompt_tokens: int):
     return tree, cands
 
 
-def test_why_ets_built_rebases_tree_on_the_arithmetic_sweep():
-    """Pass/fail step scores (the arithmetic checker's) give every funded candidate an outcome
-    share of at least 1 / width; pruning one saves only its own KV share, tokens / Z, and Z holds
-    the prompt. With the sweep's ~100-300-token prompt and 10-token steps the share always wins,
-    so ETS keeps all REBASE funds; with a short prompt the same tree's lone passing branch is pruned."""
-    cfg = SearchConfig(lambda_b=1.0, lambda_d=0.0)
+def test_the_prompt_no_longer_dilutes_the_token_cost():
+    """Pass/fail step scores give every funded candidate an outcome share of at least 1 / width;
+    pruning one saves its KV share, tokens / Z. With the prompt inside Z (the old formulation)
+    a 300-token prompt over 10-token steps made that share too small to prune anything REBASE
+    funds; with the prompt out of Z the lone passing branch under a failing parent is pruned
+    whatever the prompt's length, as with a short prompt before."""
+    cfg = SearchConfig(lambda_b=1.0, lambda_d=0.0, kv_cost="tokens")
     scores = [1.0] * 12 + [1.0, 0.0, 0.0, 0.0]  # the last step has one passing child of four
-    for prompt_tokens, pruned in ((300, set()), (10, {"c12"})):
+    for prompt_tokens in (300, 10):
         tree, cands = _four_by_four(scores, prompt_tokens)
         program = ets.build_program(tree, cands, 16, cfg)
         shares = rebase_shares(scores, 16, cfg.temperature)
         funded = {i for i, share in zip(cands, shares) if share}
         assert min(program.outcome[[cands.index(i) for i in funded]]) >= 1 / 16
+        assert program.normaliser == 4 * 10 + 16 * 10  # the search's tokens only
         kept = set(ets.solve_program(program).keep)
-        assert {tree[i].text for i in funded - kept} == pruned, prompt_tokens
+        assert {tree[i].text for i in funded - kept} == {"c12"}, prompt_tokens

@@ -301,3 +301,46 @@ def test_shared_mode_takes_models_only_under_the_data_roots(monkeypatch, tmp_pat
     assert not at.error
     at.button(key="engine_use_embedded").click().run()
     assert at.session_state[SPEC_KEY].model == str(inside_model.resolve())
+
+
+def _openai_section(url: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.radio(key="engine_kind").set_value("OpenAI-compatible server").run()
+    at.text_input(key="engine_openai_url").set_value(url).run()
+    return at
+
+
+def test_an_openai_compatible_server_is_checked_and_chosen(monkeypatch):
+    from tests.fakes import ScriptedEngine
+    from tests.test_sglang_client import reply, serve
+
+    key = "sk-page-test-" + "Qx9" * 10
+    monkeypatch.setenv("RAGSCALE_OPENAI_API_KEY", key)
+    server, url = serve(ScriptedEngine(reply))  # the embedded server's /v1 routes
+    try:
+        at = _openai_section(url + "/v1")
+        at.button(key="engine_check").click().run()
+        assert not at.exception, at.exception
+        assert at.success and at.success[0].value == "Healthy: scripted-bytes · context window 8,192 tokens"
+        at.button(key="engine_use").click().run()
+        assert at.session_state[SPEC_KEY] == EngineSpec("openai", url=url + "/v1")
+        assert md_literal(f"OpenAI-compatible server at {url}/v1") in at.info[0].value
+        at.text_input(key="engine_tokenizer").set_value("").run()
+        rendered = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "error", "metric")
+                            for e in getattr(at, kind))
+        assert key not in rendered and "Qx9Qx9" not in rendered
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_openai_urls_follow_the_shared_mode_rules(monkeypatch):
+    monkeypatch.setenv("RAGSCALE_MODE", "shared")
+    monkeypatch.delenv("RAGSCALE_ALLOWED_URLS", raising=False)
+    at = _openai_section("https://api.example.com/v1")
+    at.button(key="engine_check").click().run()
+    assert not at.exception and at.error and "only loopback" in at.error[0].value
+    # Loopback with /v1 is the loopback server itself; an unreachable one is a plain failure.
+    at = _openai_section(_closed_port_url() + "/v1")
+    at.button(key="engine_check").click().run()
+    assert at.error and "only loopback" not in at.error[0].value

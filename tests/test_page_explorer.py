@@ -548,10 +548,13 @@ def test_first_start_opens_on_a_question_the_shipped_model_answers_right(shipped
     assert ":green[right]" in answer and "library questions right" in answer
     shown = metrics(at)
     assert shown["Accuracy"].value.endswith("%") and "vs width 1" in shown["Accuracy"].delta
-    assert shown["KV kept (↓ better)"].value != "—"
+    kv = shown["KV kept (↓ better)"]
+    assert kv.value != "—" and kv.delta.count("%") == 2  # retained · search, both against REBASE
+    assert "retained KV · search KV" in kv.help and "without" in kv.help  # which is which
     charts = at.get("plotly_chart")
     assert len(charts) >= 3  # the sweep's trade-off, the tree, the KV per step
     assert not [s for s in at.select_slider if s.key in ("ex_k", "ex_m", "ex_n", "ex_budget_slider")]
     assert at.select_slider(key="ex_width").value == OPENING_VIEW.width
-    assert any("REBASE/ETS retained-KV ratio" in c.value for c in at.caption)
+    assert any("REBASE/ETS KV" in c.value and "retained KV (with the prompt)" in c.value
+               and "search KV (without the prompt)" in c.value for c in at.caption)  # KV two ways
     assert not at.warning

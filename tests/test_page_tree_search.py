@@ -120,17 +120,19 @@ def test_first_start_shows_the_shipped_sweep():
     """No setup: the bundled data/search_results.sqlite fills the chart, the table and two trees."""
     from ragscale.search import results
 
-    records = results.load_sweep_records(results.BUNDLED_SEARCH_SWEEP)
-    assert {r["policy"] for r in records} == {"bon", "beam", "dvts", "rebase", "ets"}
+    records = results.of_bundled_sweep(results.load_sweep_records(results.BUNDLED_SEARCH_SWEEP),
+                                       results.BUNDLED_SEARCH_SWEEP)
+    assert {r["policy"] for r in records} == {"rebase", "ets"}
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not at.exception, at.exception
     import json
 
     points = sum(len(trace.get("text") or []) for trace in json.loads(at.get("plotly_chart")[0].proto.spec)["data"])
-    assert points >= 5 * 6  # every policy at every width is on the chart
+    assert points >= 2 * 4  # every policy at every width is on the chart
     table = at.dataframe[0].value
-    assert set(table["policy"]) == {"bon", "beam", "dvts", "rebase", "ets"}
-    assert sorted(set(table["width"])) == [1, 2, 4, 8, 16, 32]
+    assert set(table["policy"]) == {"rebase", "ets"}
+    assert sorted(set(table["width"])) == [2, 4, 8, 16]
+    assert {"retained KV (with the prompt)", "search KV (without the prompt)"} <= set(table.columns)  # KV two ways
     assert any(f"over {len({r['qid'] for r in records})} problems" in c.value for c in at.caption)
 
 

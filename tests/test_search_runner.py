@@ -258,3 +258,21 @@ def test_demonstrations_come_from_gold_decompositions_and_never_show_the_test_qu
     assert "Who built the tower?" not in text
     _, text, _ = task.root(engine, QUESTION)
     assert "Follow up: Who built the tower?\nIntermediate answer: Eiffel" in text
+
+
+def test_record_has_kv_two_ways_and_the_selection_diagnostics():
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    result = run_search(engine, QATask(retrieve, k=1), QUESTION, config("ets", width=6, lambda_d=1.5),
+                        LMJudge(engine), fake_embed)
+    kv, prompt = result.summary()["kv"], result.tree.root.num_tokens
+    assert kv["prompt"] == prompt and kv["search_per_step"] == [k - prompt for k in result.kv_per_step]
+    assert kv["search_mean"] == pytest.approx(result.kv_mean - prompt)
+    steps = result.summary()["selections"]
+    assert len(steps) == len(result.kv_per_step) and steps[0] == {"candidates": 1, "clusters": None, "kept": 1,
+                                                                  "funded_pruned": 0}
+    for step, depth in zip(steps, range(len(steps))):
+        candidates = [n for n in result.tree if n.depth == depth and not n.finished]
+        assert step["candidates"] == len(candidates)
+        assert step["kept"] == sum(1 for n in candidates if n.status == "kept")
+        if step["candidates"] > 1:  # ETS clustered them: K of N recorded
+            assert step["clusters"] == len({n.cluster for n in candidates})

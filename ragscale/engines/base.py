@@ -76,7 +76,7 @@ class Generation:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    kind: str  # "embedded" or "sglang"
+    kind: str  # "embedded", "sglang" or "openai"
     model: str
     context_window: int
     url: str | None = None

@@ -1,5 +1,5 @@
-"""Engine commands: ``ragscale serve embedded|sglang|router`` and
-``ragscale bench prefix-cache|engine|serve|serve-load|router``."""
+"""Engine commands: ``ragscale serve embedded|sglang|vllm|router`` and
+``ragscale bench prefix-cache|engine|serve|serve-load|router|vllm``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from ragscale.errors import UserError
 
 
 def register(commands) -> None:
-    serve = commands.add_parser("serve", help="serve an engine over SGLang's native HTTP API")
+    serve = commands.add_parser("serve", help="serve an engine over HTTP (SGLang's native API and OpenAI's /v1)")
     kinds = serve.add_subparsers(dest="serve_kind", metavar="ENGINE", required=True)
 
-    embedded = kinds.add_parser("embedded", help="the embedded engine (SmolLM2 or --model), SGLang-compatible JSON")
+    embedded = kinds.add_parser("embedded", help="the embedded engine (SmolLM2 or --model): SGLang's native API, "
+                                                 "and OpenAI's /v1/completions, /v1/chat/completions, /v1/models")
     embedded.add_argument("--port", type=int, default=30000)
     embedded.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve a team (no authentication!)")
     embedded.add_argument("--disable-radix-cache", action="store_true", help="turn the prefix cache off (A/B runs)")
@@ -48,6 +49,18 @@ def register(commands) -> None:
     sglang.add_argument("--dry-run", action="store_true", help="print the command only")
     sglang.set_defaults(func=_serve_sglang)
 
+    vllm = kinds.add_parser("vllm", help="vLLM's OpenAI-compatible server (its CPU build, from .venv-vllm: make vllm) "
+                                         "with prefix caching and cached-token usage; use it with --engine openai")
+    vllm.add_argument("--model", metavar="PATH",
+                      help="a local Hugging Face folder or .gguf file (default: the embedded model's verified copy, "
+                           "SmolLM2-135M-Instruct)")
+    vllm.add_argument("--port", type=int, default=8000)
+    vllm.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve a team (no authentication!)")
+    vllm.add_argument("--max-model-len", type=int, default=8192, metavar="TOKENS",
+                      help="context window vLLM serves (default 8192, SmolLM2's own)")
+    vllm.add_argument("--dry-run", action="store_true", help="print the command only")
+    vllm.set_defaults(func=_serve_vllm)
+
     router = kinds.add_parser("router", help="N embedded workers behind sglang-router on this box (the scale-out path)")
     router.add_argument("--workers", type=int, default=2, help="embedded workers to start (each loads the model)")
     router.add_argument("--port", type=int, default=30000, help="the router's port")
@@ -70,11 +83,16 @@ def register_bench(benches) -> None:
         ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
         ("serve-memory", "resident memory of serve embedded: ready, after 24 long requests, after /flush_cache "
                          "(default and a small cache budget)", _bench_serve_memory),
+        ("vllm", "embedded engine vs vLLM (CPU build, same model) in one run: the prefix-cache tree workload, "
+                 "single-stream and 8-branch decode, as ratios", _bench_vllm),
         ("serve-slow-clients", "embedded server while 256 clients dribble request heads: /health and /generate "
                                "of a well-behaved client", _bench_serve_slow_clients),
     ):
         bench = benches.add_parser(name, help=help_text)
         bench.add_argument("--json", action="store_true", help="print only the JSON result")
+        if name == "vllm":
+            bench.add_argument("--url", help="a vLLM already running with `ragscale serve vllm` (its /v1 URL); "
+                                             "without it the benchmark starts one and stops it")
         bench.set_defaults(func=run)
 
 
@@ -167,6 +185,27 @@ def _serve_sglang(args) -> int:
     return subprocess.call(cmd, env=os.environ.copy())
 
 
+def _serve_vllm(args) -> int:
+    from ragscale.engines.vllm_server import require_vllm_python, served_model, vllm_command, vllm_env
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_model_len < 16:
+        raise UserError(f"--max-model-len must be at least 16 tokens, got {args.max_model_len}")
+    python = require_vllm_python()
+    folder, name = served_model(args.model)
+    cmd = vllm_command(folder, name, port=args.port, host=args.host, max_model_len=args.max_model_len, python=python)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    print(f"starting vLLM on http://{args.host}:{args.port}/v1 (ready in ~2 min; a first start compiles); "
+          f"then: --engine openai --url http://{args.host}:{args.port}/v1", flush=True)
+    try:
+        return subprocess.call(cmd, env=vllm_env())
+    except KeyboardInterrupt:
+        return 0
+
+
 def sglang_runnable() -> bool:
     """sglang importable with its serving stack (the contract-test install has the package alone)."""
     return all(importlib.util.find_spec(name) is not None for name in ("sglang", "sgl_kernel", "zmq"))
@@ -227,6 +266,17 @@ def _bench_serve_memory(args) -> int:
     from ragscale.engines.bench import server_memory_benchmark
 
     return _run_bench(server_memory_benchmark, 2, "serve-memory", args.json)
+
+
+def _bench_vllm(args) -> int:
+    from functools import partial
+
+    from ragscale.engines.bench_vllm import vllm_benchmark
+    from ragscale.engines.vllm_server import require_vllm_python
+
+    if not args.url:
+        require_vllm_python()
+    return _run_bench(partial(vllm_benchmark, url=args.url), 4, "vllm", args.json)
 
 
 def _bench_serve(args) -> int:

@@ -9,7 +9,8 @@ Endpoints: ``POST /generate`` (single and batch, ``text`` or ``input_ids``, one 
 object or one per prompt, ``return_logprob``, ``logprob_start_len``, ``token_ids_logprob`` for
 prompt scoring); ``GET /health`` and ``/health_generate`` (503 while the model loads);
 ``/model_info``, ``/server_info`` and their old names ``/get_model_info``, ``/get_server_info``;
-``/v1/models``; ``/metrics`` (SGLang's metric names); ``POST /flush_cache[?timeout=S]`` (400 while
+``/v1/models``; ``/v1/completions`` and ``/v1/chat/completions`` (``openai_routes``);
+``/metrics`` (SGLang's metric names); ``POST /flush_cache[?timeout=S]`` (400 while
 requests run, unless they finish within S seconds); ``/classify`` and ``/v1/classify`` when the
 engine is a reward model (has ``classify``), else SGLang's 400.
 
@@ -46,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from ragscale.engines import openai_routes
 from ragscale.engines.base import Engine
 from ragscale.engines.sglang_protocol import (
     SAMPLING_KEYS, GenerateBody, PromptRequest, ProtocolError, ServerLimits, http_error, parse_generate, value_error,
@@ -557,7 +559,7 @@ class _Server(ThreadingHTTPServer):
 
 _GET_ONLY = {"/health", "/health_generate", "/model_info", "/get_model_info", "/server_info", "/get_server_info",
              "/v1/models", "/metrics"}
-_POST_ONLY = {"/generate", "/flush_cache", "/classify", "/v1/classify"}
+_POST_ONLY = {"/generate", "/flush_cache", "/classify", "/v1/classify", *openai_routes.PATHS}
 
 
 def make_server(engine: Engine | Callable[[], Engine], host: str = "127.0.0.1", port: int = 30000,
@@ -641,6 +643,8 @@ def make_server(engine: Engine | Callable[[], Engine], host: str = "127.0.0.1", 
                 body = _json_body(raw)
                 if path == "/generate":
                     self._send(200, service.generate(body))
+                elif path in openai_routes.PATHS:
+                    self._send(200, openai_routes.answer(service, path, body))
                 else:
                     self._send(200, service.classify(body, openai=path == "/v1/classify"))
             except ProtocolError as exc:

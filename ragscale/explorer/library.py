@@ -64,7 +64,10 @@ class TreeKey:
 
 
 def task_of(dataset: str) -> str:
-    """The search task of a dataset's trees: ``qa`` (IterDRAG with retrieval) unless listed."""
+    """The search task of a dataset's trees: ``qa`` (IterDRAG with retrieval) unless listed;
+    ``arithmetic-s<SEED>`` (held-out arithmetic problems) is the arithmetic task too."""
+    if dataset.startswith("arithmetic-s"):
+        return "arithmetic"
     return SEARCH_TASKS.get(dataset, "qa")
 
 

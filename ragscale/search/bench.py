@@ -16,6 +16,7 @@ import math
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -174,3 +175,179 @@ def register_bench(benches) -> None:
     p.add_argument("--kv-cost", choices=("tokens", "nodes"), default="tokens")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_ets_select)
+    f = benches.add_parser("ets-fidelity", help="ETS as its authors ran it, from the bundled sweep (no model run): "
+                           "agreement with the public code's selection, REBASE/ETS KV at matched accuracy two ways, "
+                           "accuracy with bootstrap 95%% intervals")
+    f.add_argument("--sweep", help="results store to read (default: the bundled data/search_results.sqlite)")
+    f.add_argument("--held-out", help="results store of the held-out problems (default: data/search_heldout.sqlite)")
+    f.add_argument("--counterfactual", action="store_true",
+                   help="also re-solve every recorded step with other lambdas: funded candidates the program drops")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=_cmd_ets_fidelity)
+
+
+# --------------------------------------------------------------------------------------------
+# ``ragscale bench ets-fidelity``: ETS as its authors ran it, read off the bundled sweep
+# --------------------------------------------------------------------------------------------
+
+def selection_diagnostics(records) -> dict:
+    """ETS's own selection steps: K/N (clusters per candidate) and how often it pruned a
+    candidate REBASE would have funded."""
+    steps = [s for r in records if r.get("policy") == "ets" for s in r.get("selections", []) if s["candidates"] >= 2]
+    ratios = [s["clusters"] / s["candidates"] for s in steps if s.get("clusters")]
+    return {"selection_steps": len(steps),
+            "mean_clusters_per_candidate": round(float(np.mean(ratios)), 3) if ratios else None,
+            "funded_pruned": sum(s["funded_pruned"] for s in steps),
+            "candidates": sum(s["candidates"] for s in steps)}
+
+
+def pruning_margins(records) -> dict:
+    """Why ETS prunes what it prunes, on its own recorded steps (node cost): for every candidate
+    REBASE funds, its outcome share O_i against the KV cost that pruning it alone would save,
+    lambda_b * (itself + the ancestors no other funded candidate shares) / (M + N), and whether
+    it alone covers its cluster (then pruning it also loses lambda_d / K)."""
+    from ragscale.search import public_ets
+
+    outcome_wins = alone_in_cluster = funded_total = 0
+    shares, costs = [], []
+    for r in records:
+        c = r["config"]
+        if c.get("policy") != "ets" or c.get("kv_cost") != "nodes":
+            continue
+        for step in public_ets.recorded_steps(r):
+            o = public_ets.outcome_shares(step.scores, step.width, c["temperature"])
+            funded = [i for i, share in enumerate(o) if share > 0]
+            below: dict[int, set[int]] = {}
+            for i, node in enumerate(step.candidates):
+                parent = step.parents[node]
+                while parent is not None:
+                    below.setdefault(parent, set()).add(i)
+                    parent = step.parents[parent]
+            size = len(below) + len(step.candidates)
+            for i in funded:
+                own = 1 + sum(1 for under in below.values() if i in under and not (under - {i}) & set(funded))
+                cost = c["lambda_b"] * own / size
+                funded_total += 1
+                outcome_wins += o[i] > cost
+                if step.clusters is not None:
+                    alone_in_cluster += all(step.clusters[j] != step.clusters[i] for j in funded if j != i)
+                shares.append(float(o[i]))
+                costs.append(cost)
+    if not funded_total:
+        return {"funded": 0}
+    return {"funded": funded_total, "share_outcome_above_cost": round(outcome_wins / funded_total, 3),
+            "share_alone_in_cluster": round(alone_in_cluster / funded_total, 3),
+            "median_outcome_share": round(float(np.median(shares)), 4),
+            "median_cost_saved": round(float(np.median(costs)), 4)}
+
+
+def counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0), (2.0, 0.0), (4.0, 0.0))) -> dict:
+    """How many funded candidates the reference would prune on the recorded candidate sets with
+    other (lambda_b, lambda_d): one step at a time, the search is not re-run, so the trees (and
+    accuracy) after a different choice are unknown; it shows where pruning would start."""
+    from ragscale.search import public_ets
+
+    steps = [(r["config"], s) for r in records if r["config"].get("policy") == "ets"
+             and r["config"].get("kv_cost") == "nodes" for s in public_ets.recorded_steps(r)]
+    out = {}
+    for lambda_b, lambda_d in lambdas:
+        pruned = funded = 0
+        for c, step in steps:
+            o = public_ets.outcome_shares(step.scores, step.width, c["temperature"])
+            kept = set(public_ets.keep_set(step, lambda_b, lambda_d, c["temperature"]))
+            funded += int(sum(1 for share in o if share > 0))
+            pruned += sum(1 for node, share in zip(step.candidates, o) if share > 0 and node not in kept)
+        out[f"lambda_b={lambda_b} lambda_d={lambda_d}"] = {"funded": funded, "dropped_by_program": pruned}
+    return out
+
+
+def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
+    """Everything ``bench ets-fidelity`` reports, from search records alone (no model run)."""
+    from ragscale.search import public_ets
+    from ragscale.search.results import accuracy_intervals, complete_problems, frontier_kv_ratio, tradeoff_table
+
+    records = complete_problems([r for r in records if r.get("policy") in ("ets", "rebase")])
+    if not records:
+        raise UserError("no ETS or REBASE search records to read")
+    table = tradeoff_table(records)
+    intervals = accuracy_intervals(records)
+    replay = public_ets.replay(records)
+    matched = {kv: frontier_kv_ratio(table, kv) for kv in ("kv_mean", "kv_search_mean")}
+    accuracy = {}
+    for policy, part in intervals.groupby("policy"):
+        accuracy[policy] = {str(int(row.width)): {"accuracy": round(row.accuracy, 4), "ci95": [round(row.low, 4),
+                                                 round(row.high, 4)], "problems": int(row.questions)}
+                            for row in part.itertuples()}
+    within = {w: accuracy["rebase"][w]["ci95"][0] <= accuracy["ets"][w]["accuracy"] <= accuracy["rebase"][w]["ci95"][1]
+              for w in accuracy.get("ets", {}) if w in accuracy.get("rebase", {})}
+    equal_width = {}
+    for kv in ("kv_mean", "kv_search_mean"):
+        pivot = table.pivot(index="width", columns="policy", values=kv)
+        if {"ets", "rebase"} <= set(pivot.columns):
+            equal_width[kv] = {str(int(w)): round(float(v), 3) for w, v in (pivot["rebase"] / pivot["ets"]).items()}
+
+    def rounded(value):
+        return None if value is None else round(value, 3)
+
+    out = {
+        "problems": len({r["qid"] for r in records}),
+        "searches": len(records),
+        "public_code_agreement": replay["agreement"],
+        "replayed_steps": replay["steps"],
+        "replayed_same_nodes": replay["same_keep"],
+        "kv_ratio_matched": rounded(matched["kv_mean"]["ratio"]),
+        "kv_ratio_search_only": rounded(matched["kv_search_mean"]["ratio"]),
+        "matched_accuracy": matched["kv_mean"]["accuracy"],
+        "matched": {kv: {k: (rounded(v) if isinstance(v, float) else v) for k, v in m.items()}
+                    for kv, m in matched.items()},
+        "kv_ratio_equal_width": equal_width,
+        "accuracy": accuracy,
+        "ets_within_rebase_ci95": within,
+        "ets_selection": {**selection_diagnostics(records), "margins": pruning_margins(records)},
+        "settings": {k: records[0]["config"].get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
+                                                                "kv_cost", "temperature", "max_depth")},
+        "dataset": records[0].get("dataset"), "verifier": records[0].get("verifier"),
+    }
+    if held_out:
+        out["held_out"] = held_out_comparison(held_out)
+    if counterfactual:
+        out["counterfactual"] = counterfactual_prunes(records)
+    return out
+
+
+def held_out_comparison(records) -> dict:
+    """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval),
+    both KV measures, and the paired difference in accuracy."""
+    from ragscale.search.kv import record_kv
+    from ragscale.search.results import accuracy_interval, complete_problems
+
+    by = {}
+    for r in complete_problems(records):
+        name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
+        by.setdefault((name, r["width"]), {})[r["qid"]] = r
+    out = {}
+    for (name, width), runs in sorted(by.items()):
+        correct = [float(bool(r["correct"])) for r in runs.values()]
+        kvs = [record_kv(r) for r in runs.values()]
+        lo, hi = accuracy_interval(correct)
+        out[f"{name} w={width}"] = {
+            "problems": len(runs), "dataset": next(iter(runs.values())).get("dataset"),
+            "accuracy": round(float(np.mean(correct)), 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
+            "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1)}
+    return out
+
+
+def _cmd_ets_fidelity(args: argparse.Namespace) -> int:
+    from ragscale.search.results import BUNDLED_HELD_OUT, BUNDLED_SEARCH_SWEEP, load_sweep_records, of_bundled_sweep
+
+    path = Path(args.sweep) if args.sweep else BUNDLED_SEARCH_SWEEP
+    if not path.is_file():
+        raise UserError(f"no search sweep at {path}; make one with `make search-results`")
+    held = load_sweep_records(Path(args.held_out) if args.held_out else BUNDLED_HELD_OUT)
+    records = of_bundled_sweep(load_sweep_records(path), path)
+    if len({r.get("dataset") for r in records if r.get("policy") in ("ets", "rebase")}) > 1:
+        raise UserError(f"{path} holds searches of several datasets; give a store of one sweep")
+    result = fidelity(records, held, counterfactual=args.counterfactual)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from ragscale.datasets.types import Dataset, Question
 from ragscale.errors import UserError
-from ragscale.search.config import SearchConfig, load_recipe
+from ragscale.search.config import RULE_VERIFIERS, SearchConfig, load_recipe
 from ragscale.search.runner import Progress, SearchResult, StepReport, run_search
 from ragscale.search.tasks import TASKS, ArithmeticTask, QATask, ReasoningTask, Task, make_task
 from ragscale.search.verifiers import Verifier, make_verifier
@@ -29,11 +29,9 @@ def load_questions(task: str, source: str) -> Dataset:
     """The question set a task reads: multi-hop QA files or ``demo``; GSM8K-style JSONL for reasoning;
     generated, seeded problems for arithmetic (``ragscale.search.tasks.arithmetic``)."""
     if task == "arithmetic":
-        if source not in ("demo", "arithmetic"):
-            raise UserError("the arithmetic task generates its own problems; use --dataset arithmetic")
-        from ragscale.search.tasks import arithmetic_dataset
+        from ragscale.search.tasks.arithmetic import dataset_from_name
 
-        return arithmetic_dataset()
+        return dataset_from_name("arithmetic" if source == "demo" else source)
     if task == "reasoning":
         if source == "demo":
             raise UserError("the reasoning task reads GSM8K-style JSONL (question, answer ending '#### N'); "
@@ -115,14 +113,15 @@ def build_search(engine, dataset: Dataset | None, task: str = "qa", *, k: int = 
                  prm_url: str | None = None, prm_mode: str = "classify") -> Search:
     """Task (with ``k`` documents per step and ``demos`` demonstrations for QA), verifier and
     embeddings. ``retrieve`` / ``embed`` default to the dataset's chromadb index and MiniLM."""
-    if verifier == "rules" and task != "arithmetic":
-        raise UserError("--verifier rules checks arithmetic steps only; use it with --task arithmetic")
+    if verifier in RULE_VERIFIERS and task != "arithmetic":
+        raise UserError(f"--verifier {verifier} checks arithmetic steps only; use it with --task arithmetic")
     if embed is None and use_embedding:
         embed = embedder()
     built = make_task(task, dataset=dataset, retrieve=retrieve, k=k, demos=demos)
-    if verifier == "rules":  # the arithmetic task's step checker: never sees the gold answer
-        from ragscale.search.rule_verifier import ArithmeticRules
+    if verifier in RULE_VERIFIERS:  # the arithmetic task's step checkers: never see the gold answer
+        from ragscale.search.rule_verifier import ArithmeticRules, ArithmeticRulesGraded
 
-        return Search(engine, built, ArithmeticRules(), embed)
+        checker = ArithmeticRules() if verifier == "rules" else ArithmeticRulesGraded()
+        return Search(engine, built, checker, embed)
     judge = make_verifier(verifier, engine=engine, embed=embed, prm_url=prm_url, prm_mode=prm_mode)
     return Search(engine, built, judge, embed)

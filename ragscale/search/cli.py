@@ -19,7 +19,7 @@ from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.errors import UserError
 from ragscale.search import builder
-from ragscale.search.config import POLICY_NAMES, SearchConfig, flag_name
+from ragscale.search.config import POLICY_NAMES, RULE_VERIFIERS, SearchConfig, flag_name
 
 # bench kv: a fixed, small question set that runs in about 3 minutes on 2 CPU cores.
 KV_BENCH_QUESTIONS = 3
@@ -59,8 +59,8 @@ def _check_task_flags(args) -> None:
     """Task-dependent flags, checked before a model loads."""
     if args.task == "qa" and args.k < 1:
         raise UserError(f"--k must be >= 1 (documents retrieved per step); got {args.k}")
-    if args.verifier == "rules" and args.task != "arithmetic":
-        raise UserError("--verifier rules checks arithmetic steps only; use it with --task arithmetic")
+    if args.verifier in RULE_VERIFIERS and args.task != "arithmetic":
+        raise UserError(f"--verifier {args.verifier} checks arithmetic steps only; use it with --task arithmetic")
 
 
 def _build(args, dataset, engine, policies):
@@ -104,7 +104,8 @@ def cmd_search(args) -> int:
     print(f"gold     : {' | '.join(result.golds)}")
     print(f"answer   : {result.answer}  ({'correct' if result.correct else 'wrong'})")
     print(f"votes    : {json.dumps({k: round(v, 3) for k, v in result.votes.items()}, ensure_ascii=False)}")
-    print(f"KV       : per step {result.kv_per_step}, peak {result.kv_peak:,}, mean {result.kv_mean:,.1f} tokens")
+    print(f"KV       : retained (with the prompt) per step {result.kv_per_step}, peak {result.kv_peak:,}, mean "
+          f"{result.kv_mean:,.1f} tokens; search (without its {result.kv['prompt']:,}) mean {result.kv['search_mean']:,.1f}")
     print(f"engine   : {result.prompt_tokens:,} prompt tokens ({result.cached_tokens:,} cached), "
           f"{result.tokens_generated:,} generated, {result.model_calls} model calls, {result.wall_seconds:.1f} s")
     for node in result.tree:
@@ -250,7 +251,8 @@ def cmd_bench_kv(args) -> int:
         rows = [r for r in records if r["policy"] == policy]
         per[policy] = {
             "accuracy": round(float(table.loc[policy, "accuracy"]), 4),
-            "mean_retained_kv_tokens": round(float(table.loc[policy, "kv_mean"]), 1),
+            "mean_retained_kv_tokens": round(float(table.loc[policy, "kv_mean"]), 1),  # with the prompt
+            "mean_search_kv_tokens": round(float(table.loc[policy, "kv_search_mean"]), 1),  # without it
             "peak_retained_kv_tokens": max(r["kv"]["peak"] for r in rows),
             "tokens_generated": sum(r["tokens_generated"] for r in rows),
             "model_calls": sum(r["model_calls"] for r in rows),
@@ -264,6 +266,8 @@ def cmd_bench_kv(args) -> int:
         "ets": per["ets"], "rebase": per["rebase"],
         "kv_ratio_rebase_over_ets": round(per["rebase"]["mean_retained_kv_tokens"]
                                           / max(per["ets"]["mean_retained_kv_tokens"], 1e-9), 3),
+        "kv_ratio_search_only": round(per["rebase"]["mean_search_kv_tokens"]
+                                      / max(per["ets"]["mean_search_kv_tokens"], 1e-9), 3),
         "seconds": round(seconds, 1),
     }
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))  # --json: one line
@@ -275,12 +279,14 @@ def _task_args(parser: argparse.ArgumentParser) -> None:
                         help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
                         "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
-                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated) for --task arithmetic")
+                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated; arithmetic-s<SEED>: the harder three-operation problems of seed SEED) "
+                        "for --task arithmetic")
     parser.add_argument("--recipe", help="a recipe name or YAML file (without it, the policy's own recipe)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
-    parser.add_argument("--verifier", choices=("judge", "grounding", "prm", "rules"), default="judge",
+    parser.add_argument("--verifier", choices=("judge", "grounding", "prm", *RULE_VERIFIERS), default="judge",
                         help="judge: the model's P(Yes); grounding: answer-evidence similarity; prm: SGLang PRM; "
-                        "rules: the arithmetic task's rule-based step checker")
+                        "rules: the arithmetic task's rule-based step checker (pass/fail); rules-graded: its "
+                        "pass/fail times the generator's confidence in the step (never sees the gold answer)")
     parser.add_argument("--prm-url", help="SGLang server with a reward model (--verifier prm)")
     parser.add_argument("--prm-mode", choices=("classify", "step_tag"), default="classify",
                         help="how the PRM is read: a reward model's /classify, or step-tag logprobs")
@@ -314,7 +320,8 @@ def register(commands) -> None:
 
 
 def register_bench(benches) -> None:
-    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean retained KV, KV ratio")
+    kv = benches.add_parser("kv", help="ETS vs REBASE at one width: accuracy, mean KV with and without the prompt, "
+                            "KV ratios")
     kv.add_argument("--dataset", default="demo", help="QA dataset ('demo' or a file)")
     kv.add_argument("--questions", type=int, default=KV_BENCH_QUESTIONS, help="the first N questions")
     kv.add_argument("--k", type=int, default=1, help="documents retrieved per step")

@@ -21,6 +21,8 @@ POLICY_NAMES = ("ets", "rebase", "beam", "dvts", "bon")
 # How pages and charts name the policies (one place, so every legend agrees).
 POLICY_LABELS = {"ets": "ETS", "rebase": "REBASE", "beam": "Beam search", "dvts": "DVTS", "bon": "Best-of-N"}
 KV_COSTS = ("tokens", "nodes")
+# The arithmetic task's step checkers: pass/fail, and pass/fail times the generator's step confidence.
+RULE_VERIFIERS = ("rules", "rules-graded")
 
 
 # Bounds that keep a typo from asking the engine for terabytes of KV (--width 100000000 did):
@@ -46,7 +48,8 @@ class SearchConfig:
     temperature: float = _setting(0.2, "softmax temperature of the REBASE shares")
     cluster_threshold: float = _setting(
         0.05, "ETS: cosine distance at which steps' embeddings are cut into clusters (paper: 0.05)")
-    kv_cost: str = _setting("tokens", "ETS KV cost of a node: its tokens, or 1 per node", choices=KV_COSTS)
+    kv_cost: str = _setting("tokens", "ETS KV cost of a node: its tokens over the search's own (the prompt out), or "
+                            "1 per node, root counted (the public code's)", choices=KV_COSTS)
     max_depth: int = _setting(25, "maximum steps (tree depth)")
     step_max_tokens: int = _setting(256, "token cap per step", flag="step-tokens")
     sampling_temperature: float = _setting(1.0, "sampling temperature of each step")

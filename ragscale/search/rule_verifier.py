@@ -17,6 +17,13 @@ oracle, and it never computes or reads the gold answer.
 The score of the newest step is that of the whole path so far (min over its steps, the usual
 way to aggregate process scores): 1.0 when every step passes, 0.0 as soon as one fails. A step
 after a failed one cannot repair the path.
+
+``ArithmeticRulesGraded`` (``--verifier rules-graded``) grades that pass/fail: a passing path
+scores the generator's own confidence in its newest step (the geometric-mean probability of the
+step's tokens, from the log-probabilities the sampler returns at no extra cost). Still no gold
+answer, and no extra model call: with two shared CPU cores, k rollouts per candidate would cost
+k times the search. Graded scores are what give REBASE a tail of weakly funded candidates for
+ETS to prune (pass/fail gives every funded candidate a share of at least 1/width).
 """
 
 from __future__ import annotations
@@ -70,15 +77,31 @@ class ArithmeticRules:
     name = "rules"
 
     def score(self, trajectories: Sequence[Trajectory]) -> list[float]:
-        scores = []
+        return [1.0 if self.passes(t) else 0.0 for t in trajectories]
+
+    @staticmethod
+    def passes(t: Trajectory) -> bool:
+        """Whether the path so far passes every rule."""
+        steps = list(t.steps)
+        if t.answer is not None and not (steps and steps[-1].strip().lower().startswith("answer")):
+            # The reply ended without an answer line: its answer must still meet the answer rule.
+            steps = [s for s in steps if s.strip()] + [f"Answer: {t.answer}"]
+        try:
+            passes = check_steps(t.question, steps)
+        except UserError:  # not an arithmetic problem: nothing can be checked
+            raise UserError("the rules verifier only checks the arithmetic task (--task arithmetic)") from None
+        return bool(passes) and all(passes)
+
+
+class ArithmeticRulesGraded(ArithmeticRules):
+    """Pass/fail of the rules times the generator's confidence in the newest step."""
+
+    name = "rules-graded"
+
+    def score(self, trajectories: Sequence[Trajectory]) -> list[float]:
+        out = []
         for t in trajectories:
-            steps = list(t.steps)
-            if t.answer is not None and not (steps and steps[-1].strip().lower().startswith("answer")):
-                # The reply ended without an answer line: its answer must still meet the answer rule.
-                steps = [s for s in steps if s.strip()] + [f"Answer: {t.answer}"]
-            try:
-                passes = check_steps(t.question, steps)
-            except UserError:  # not an arithmetic problem: nothing can be checked
-                raise UserError("the rules verifier only checks the arithmetic task (--task arithmetic)") from None
-            scores.append(1.0 if passes and all(passes) else 0.0)
-        return scores
+            if t.confidence is None:
+                raise UserError("the rules-graded verifier needs the engine's token log-probabilities")
+            out.append(float(t.confidence) if self.passes(t) else 0.0)
+        return out

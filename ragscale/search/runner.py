@@ -18,9 +18,10 @@ from typing import Any, Callable
 from ragscale.datasets.types import Question
 from ragscale.engines.base import Engine
 from ragscale.search.config import SearchConfig
-from ragscale.search.kv import KVTracker
+from ragscale.search.kv import KVTracker, kv_two_ways
 from ragscale.search.policies import get_policy
-from ragscale.search.policies.base import Embed, apply_allocation, remaining_width, weighted_vote
+from ragscale.search.policies.base import (Embed, apply_allocation, rebase_shares, remaining_width, score_of,
+                                          weighted_vote)
 from ragscale.search.tasks import Branch, Task
 from ragscale.search.tree import Tree
 from ragscale.search.verifiers import Verifier
@@ -55,10 +56,12 @@ class SearchResult:
     kv_per_step: list[int]  # retained KV tokens after each depth's selection
     kv_peak: int
     kv_mean: float
+    kv: dict  # retained KV (with the prompt) and search KV (without it): ``kv.kv_two_ways``
     requests: list[dict]  # every generation request: phase, depth, prompt/cached/completion tokens
     verifier_calls: int
     wall_seconds: float
     engine_stats: dict[str, float] = field(default_factory=dict)  # the engine's own counters, this run
+    selections: list[dict] = field(default_factory=list)  # per depth: ``selection_record``
 
     @property
     def correct(self) -> bool:
@@ -88,7 +91,7 @@ class SearchResult:
             "verifier": self.verifier, "policy": self.config.get("policy"), "width": self.config.get("width"),
             "seed": self.config.get("seed"), "config": self.config,
             "answer": self.answer, "correct": self.correct, "metrics": self.metrics, "votes": self.votes,
-            "kv": {"per_step": self.kv_per_step, "peak": self.kv_peak, "mean": self.kv_mean},
+            "kv": self.kv, "selections": self.selections,
             "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
             "uncached_tokens": self.prompt_tokens - self.cached_tokens,
             "tokens_generated": self.tokens_generated, "generation_requests": len(self.requests),
@@ -110,6 +113,17 @@ def _engine_counters(engine: Engine) -> dict[str, float]:
     s = engine.stats()
     return {"requests": s.requests, "prompt_tokens": s.prompt_tokens, "cached_tokens": s.cached_tokens,
             "generated_tokens": s.generated_tokens, "generation_seconds": s.generation_seconds}
+
+
+def selection_record(tree: Tree, candidates: list[int], left: int, allocation: dict[int, int],
+                     config: SearchConfig) -> dict:
+    """One selection step's diagnostics: N candidates, K semantic clusters (ETS; None otherwise),
+    how many were kept, and how many REBASE would have funded that the policy pruned."""
+    labels = {tree[i].cluster for i in candidates if tree[i].cluster is not None}
+    funded = rebase_shares([score_of(tree, i) for i in candidates], left, config.temperature)
+    return {"candidates": len(candidates), "clusters": len(labels) if labels else None,
+            "kept": sum(1 for n in allocation.values() if n > 0),
+            "funded_pruned": sum(1 for i, f in zip(candidates, funded) if f > 0 and allocation[i] == 0)}
 
 
 def _branch(tree: Tree, node_id: int) -> Branch:
@@ -139,6 +153,7 @@ def run_search(
     kv = KVTracker()
     requests: list[dict] = []
     verifier_calls = 0
+    selections: list[dict] = []
 
     candidates = [tree.root.id]
     for depth in range(config.max_depth):
@@ -150,6 +165,7 @@ def run_search(
                                               f"{len(candidates)} candidates, width left {left}")
         allocation = select(tree, candidates, left, config, embed)
         apply_allocation(tree, allocation)
+        selections.append(selection_record(tree, candidates, left, allocation, config))
         kept = [(i, n) for i, n in allocation.items() if n > 0]
         kv_now = kv.record(tree, [i for i, _ in kept])
 
@@ -185,7 +201,7 @@ def run_search(
         qid=question.qid, question=question.question, golds=list(question.answers), task=task.name,
         verifier=getattr(verifier, "name", type(verifier).__name__), config=config.to_dict(), answer=answer,
         metrics=metrics, votes=vote.votes, tree=tree, kv_per_step=list(kv.steps), kv_peak=kv.peak, kv_mean=kv.mean,
-        requests=requests, verifier_calls=verifier_calls, wall_seconds=time.perf_counter() - started,
+        kv=kv_two_ways(kv.steps, tree.root.num_tokens), selections=selections, requests=requests, verifier_calls=verifier_calls, wall_seconds=time.perf_counter() - started,
         engine_stats={k: after[k] - before[k] for k in after},
     )
 
@@ -233,7 +249,9 @@ def run_search_sweep(
     started = time.perf_counter()
     say = progress or (lambda done, total, message: None)
     model = engine.info.model
-    grid = [(base.replace(policy=p, width=w, seed=s), q) for p in policies for w in widths for s in seeds for q in questions]
+    # Question by question: a sweep stopped part-way leaves its first problems complete in every
+    # cell (policy x width), so what it has is still a matched comparison.
+    grid = [(base.replace(policy=p, width=w, seed=s), q) for q in questions for p in policies for w in widths for s in seeds]
     summary = SweepSummary(runs_total=len(grid))
     done = store.done_keys(SEARCH_KIND)
     todo = [(c, q) for c, q in grid if sweep_key(dataset, model, task.name, verifier.name, q.qid, c) not in done]
@@ -249,6 +267,7 @@ def run_search_sweep(
         if store.add(SEARCH_KIND, sweep_key(dataset, model, task.name, verifier.name, question.qid, config), record):
             summary.runs_written += 1
         finished += 1
-        say(finished, len(grid), f"{label}: {'correct' if result.correct else 'wrong'}, mean KV {result.kv_mean:,.0f}")
+        say(finished, len(grid), f"{label}: {'correct' if result.correct else 'wrong'}, mean KV {result.kv_mean:,.0f} "
+                                 f"retained, {result.kv['search_mean']:,.0f} search")
     summary.seconds = time.perf_counter() - started
     return summary

@@ -1,7 +1,7 @@
 """The bundled search sweep's report (``data/search_results.md``) and the page caption beside it.
 
-``make search-results`` runs ``ragscale search-sweep --task arithmetic --verifier rules ...
---report data/search_results.md``: BoN, beam, DVTS, REBASE and ETS at widths 1-32 on generated
+``make search-results`` runs ``ragscale search-sweep --task arithmetic --verifier rules-graded ...
+--report data/search_results.md``: REBASE and ETS at several widths on the harder generated
 arithmetic problems. Everything in the report is computed here from the stored rows, so the
 markdown can always be regenerated from ``data/search_results.sqlite`` and says what was measured.
 """
@@ -13,7 +13,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from ragscale.errors import UserError
-from ragscale.search.results import PAPER_KV_RATIO, as_tradeoff_table, matched_accuracy_kv_ratio, tradeoff_table
+from ragscale.search.results import (KV_MEASURES, PAPER_KV_RATIO, accuracy_intervals, as_tradeoff_table,
+                                    complete_problems, frontier_kv_ratio, tradeoff_table)
 
 POLICY_ORDER = ("bon", "beam", "dvts", "rebase", "ets")
 
@@ -33,19 +34,45 @@ def _markdown(frame: pd.DataFrame, fmt: str) -> str:
     return "\n".join(lines)
 
 
+def _interval_markdown(intervals: pd.DataFrame) -> str:
+    cells = intervals.assign(cell=[f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in
+                                   zip(intervals["accuracy"], intervals["low"], intervals["high"])])
+    pivot = cells.pivot(index="width", columns="policy", values="cell")
+    pivot = pivot[[p for p in POLICY_ORDER if p in pivot.columns] + [p for p in pivot.columns if p not in POLICY_ORDER]]
+    head = "| width | " + " | ".join(pivot.columns) + " |"
+    lines = [head, "|---:|" + "---:|" * len(pivot.columns)]
+    lines += [f"| {w} | " + " | ".join("–" if pd.isna(v) else v for v in row) + " |" for w, row in pivot.iterrows()]
+    return "\n".join(lines)
+
+
+def _matched_lines(table: pd.DataFrame) -> list[str]:
+    """REBASE/ETS at matched accuracy read off both frontiers, for each KV measure."""
+    lines = []
+    for kv, label in KV_MEASURES.items():
+        m = frontier_kv_ratio(table, kv)
+        if m["ratio"] is None:
+            lines.append(f"- {label}: no ratio ({m['reason']}).")
+        else:
+            lines.append(f"- {label}: at accuracy {m['accuracy']:.3f} (the highest both frontiers reach) REBASE needs "
+                         f"{m['rebase_kv']:,.1f} tokens, ETS {m['ets_kv']:,.1f}: REBASE/ETS **{m['ratio']:.2f}**")
+    return lines
+
+
 def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str, load: Mapping[str, str],
                  seconds: float | None = None) -> str:
-    """The markdown report of a search sweep: accuracy and mean retained KV per width per policy,
-    the REBASE/ETS KV ratio at matched accuracy, and how the numbers were made."""
-    records = list(records)
-    if not records:
+    """The markdown report of a search sweep: accuracy (bootstrap 95% intervals) and mean KV two
+    ways per width per policy, the REBASE/ETS KV ratio at matched accuracy read off the frontiers,
+    ETS's agreement with the public code's selection, and how the numbers were made."""
+    from ragscale.search.bench import fidelity
+
+    everything = list(records)
+    if not everything:
         raise UserError("the results store has no search records to report")
+    records = complete_problems(everything)  # a sweep stopped part-way: only problems done in every cell
     table = tradeoff_table(records)
     questions = sorted({r["qid"] for r in records})
     first = records[0]
     config = first.get("config") or {}
-    match = matched_accuracy_kv_ratio(table)
-    per_width = _pivot(table, "kv_mean")
     searching = sum(float(r.get("wall_seconds") or 0) for r in records)
     lines = [
         "# Bundled tree-search sweep (arithmetic task, rule-based process verifier)",
@@ -56,44 +83,51 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
         f"Machine load (`uptime`): before {load.get('before', '?')}; after {load.get('after', '?')}. "
         "A 2-core machine shared with other jobs: times are indicative only; accuracy and KV do not depend on them.",
         "",
-        f"- task `{first.get('task')}`, verifier `{first.get('verifier')}` (arithmetic right, numbers available; "
-        f"it never sees the gold answer), model `{first.get('model')}`",
-        f"- {len(questions)} generated problems (`arithmetic_dataset`, seed 0, the first {len(questions)}), "
-        f"{len(records)} searches, seeds {sorted({r.get('seed') for r in records})}",
+        f"- task `{first.get('task')}`, verifier `{first.get('verifier')}` (it never sees the gold answer), "
+        f"model `{first.get('model')}`",
+        f"- {len(questions)} generated problems of dataset `{first.get('dataset')}`, {len(records)} searches, "
+        f"seeds {sorted({r.get('seed') for r in records})}"
+        + (f" ({len(everything) - len(records)} searches of problems not yet done in every cell left out)"
+           if len(everything) > len(records) else ""),
         f"- max depth {config.get('max_depth')}, step cap {config.get('step_max_tokens')} tokens, sampling "
-        f"temperature {config.get('sampling_temperature')}; each policy's own recipe otherwise "
-        f"(REBASE/ETS softmax temperature {config.get('temperature')})",
+        f"temperature {config.get('sampling_temperature')}, REBASE/ETS softmax temperature {config.get('temperature')}; "
+        f"ETS lambda_b {config.get('lambda_b')}, lambda_d {config.get('lambda_d')}, cluster cut "
+        f"{config.get('cluster_threshold')}, KV cost `{config.get('kv_cost')}`",
         "",
-        "## Accuracy per width (share of problems answered right)",
+        "## Accuracy per width (share of problems answered right, bootstrap 95% interval)",
         "",
-        _markdown(_pivot(table, "accuracy"), ".3f"),
+        _interval_markdown(accuracy_intervals(records)),
         "",
-        "## Mean retained KV per width (tokens, averaged over steps and problems)",
+        "## Mean KV per width (tokens, averaged over steps and problems)",
         "",
-        _markdown(per_width, ",.0f"),
+        "Retained KV, with the prompt (what the cache holds):",
         "",
-        "## ETS against REBASE at matched accuracy",
+        _markdown(_pivot(table, "kv_mean"), ",.0f"),
         "",
+        "Search KV, without the prompt (what a policy can prune; the public ETS code logs this one):",
+        "",
+        _markdown(_pivot(table, "kv_search_mean"), ",.1f"),
+        "",
+        "## ETS against REBASE at matched accuracy (read off the KV-vs-accuracy frontiers across widths)",
+        "",
+        *_matched_lines(table),
+        f"- Hooper et al. 2025 report {PAPER_KV_RATIO}x (search KV) on their math benchmarks.",
     ]
-    if match["ratio"] is None:
-        lines.append(f"No ratio: {match['reason']}.")
-    else:
-        lines.append(
-            f"Highest accuracy both reach: {match['accuracy']:.3f}. REBASE reaches it at width {match['rebase_width']} "
-            f"with {match['rebase_kv']:,.0f} tokens of mean retained KV, ETS at width {match['ets_width']} with "
-            f"{match['ets_kv']:,.0f}: REBASE/ETS KV ratio **{match['ratio']:.2f}** "
-            f"(Hooper et al. 2025 report {PAPER_KV_RATIO}x on their math benchmarks).")
-    if {"ets", "rebase"} <= set(per_width.columns):
-        same = (per_width["rebase"] / per_width["ets"]).round(2)
-        lines += ["", "At equal width, REBASE/ETS mean retained KV: "
-                  + ", ".join(f"w={w}: {v:.2f}" for w, v in same.items() if pd.notna(v)) + "."]
-        if same.dropna().eq(1.0).all():
-            lines += ["", "ETS kept as much as REBASE at every width. Why, on pass/fail step scores: every candidate "
-                      "REBASE funds has an outcome share of at least 1 / width, while pruning it saves only its KV "
-                      "share (its tokens over all the tree's, prompt included), which is smaller for steps this "
-                      "short; the program prunes only what REBASE gives nothing. Shown in "
-                      "`tests/test_ets_milp.py::test_why_ets_built_rebases_tree_on_the_arithmetic_sweep`."]
-    lines += ["", "Regenerate with `make search-results` (resumable: finished searches are kept in the store)."]
+    if {"ets", "rebase"} <= set(table["policy"]):
+        f = fidelity(records)
+        sel = f["ets_selection"]
+        lines += ["", "At equal width, REBASE/ETS: "
+                  + "; ".join(f"{KV_MEASURES[kv].split(' (')[0]} " + ", ".join(f"w={w}: {v:.2f}" for w, v in r.items())
+                              for kv, r in f["kv_ratio_equal_width"].items()) + ".",
+                  "", f"ETS's selection steps: {sel['selection_steps']}; mean clusters per candidate (K/N) "
+                  f"{sel['mean_clusters_per_candidate']}; candidates REBASE would fund that ETS pruned: "
+                  f"{sel['funded_pruned']} (of {sel['candidates']} candidates at those steps; the margins behind it: "
+                  "`bench ets-fidelity`).",
+                  "", f"Replayed through the public code's selection (`ragscale.search.public_ets`): the same nodes "
+                  f"kept on {f['replayed_same_nodes']} of {f['replayed_steps']} steps (ETS records with the public code's "
+                  "node cost; a step with one candidate has nothing to choose and is not counted)."]
+    lines += ["", "`python -m ragscale bench ets-fidelity --json` reads the same numbers from the store. "
+              "Regenerate with `make search-results` (resumable: finished searches are kept in the store)."]
     return "\n".join(lines) + "\n"
 
 
@@ -111,8 +145,11 @@ def sweep_note(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> str:
         lo, hi = part.iloc[0], part.iloc[-1]
         parts.append(f"{policy} {lo['accuracy']:.3f} at width {int(lo['width'])} -> {hi['accuracy']:.3f} at "
                      f"{int(hi['width'])}")
-    match = matched_accuracy_kv_ratio(table)
-    ratio = (f"REBASE/ETS retained-KV ratio at matched accuracy {match['accuracy']:.3f}: {match['ratio']:.2f}"
-             if match["ratio"] is not None else f"no REBASE/ETS KV ratio ({match['reason']})")
-    return (f"Accuracy over {questions} problems: " + "; ".join(parts) + f". {ratio} "
-            f"(Hooper et al. 2025: {PAPER_KV_RATIO}x less KV for ETS).")
+    ratios = []
+    for kv, label in KV_MEASURES.items():
+        m = frontier_kv_ratio(table, kv)
+        ratios.append(f"{label} {m['ratio']:.2f}" if m["ratio"] is not None else f"{label}: none ({m['reason']})")
+    match = frontier_kv_ratio(table)
+    at = f" at matched accuracy {match['accuracy']:.3f}" if match["ratio"] is not None else ""
+    return (f"Accuracy over {questions} problems: " + "; ".join(parts) + f". REBASE/ETS KV{at}, read off the "
+            f"frontiers: " + ", ".join(ratios) + f" (Hooper et al. 2025: {PAPER_KV_RATIO}x less search KV for ETS).")

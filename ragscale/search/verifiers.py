@@ -38,6 +38,7 @@ class Trajectory:
     evidence: list[str] = field(default_factory=list)  # documents retrieved in the newest step
     intermediate: str | None = None  # QA: the newest step's intermediate answer
     answer: str | None = None  # set when the newest step states the final answer
+    confidence: float | None = None  # the generator's geometric-mean token probability of the newest step
 
 
 class Verifier(Protocol):

@@ -14,12 +14,18 @@ O_i is node i's REBASE share of the remaining width, normalised to sum to 1. A r
 ancestor is paid once, however many kept candidates share it: that is what rewards trees whose
 survivors share KV.
 
-KV cost. ``kv_cost="tokens"`` (default, the paper's intent) charges a node its number of
-tokens; ``"nodes"`` charges 1 (the public code). Z is the total cost of all M + N nodes, so the
-cost term is the fraction of the candidate tree's KV that stays retained, in [0, lambda_b]; with
-unit costs Z = M + N exactly as in the paper. The root's prompt is counted like any node: it is
-always retained, so it shifts the objective by a constant and changes no decision, but it does
-make a long prompt dilute the cost of the steps (pruning saves a smaller share of the KV).
+KV cost, two ways (``kv_cost``):
+
+- ``"nodes"``: every node costs 1 and Z = M + N, the root counted: the public code's
+  formulation (SqueezeAILab/ETS ``rebase.py``), which ``ragscale.search.public_ets`` re-states
+  as the reference this program is checked against.
+- ``"tokens"``: a node costs its tokens and Z is the search's own tokens, the root (the prompt)
+  left out of both. The prompt is always retained, so its cost is a constant that changes no
+  decision; inside Z it would only shrink lambda_b in effect (a 170-token prompt over 8-token
+  steps cuts it to about 0.3-0.6, and the program then prunes nothing REBASE funds).
+
+Either way the cost term is the share of the search's candidate-tree KV that stays retained,
+in [0, lambda_b].
 
 Solved with scipy's MILP (HiGHS) on a sparse matrix. The linking constraints are stated
 along tree edges rather than for every (ancestor, descendant) pair: "a node is at most its
@@ -62,6 +68,7 @@ class EtsProgram:
     A: csr_matrix
     lb: np.ndarray
     ub: np.ndarray
+    preference: np.ndarray  # tie rule among optimal selections: N for the best-scored candidate .. 1
 
     @property
     def n_clusters(self) -> int:
@@ -92,7 +99,10 @@ class EtsSolution:
 
 
 def node_cost(tree: Tree, node_id: int, kv_cost: str) -> float:
-    return 1.0 if kv_cost == "nodes" else float(tree[node_id].num_tokens)
+    """1 per node (the public code, root included); tokens per node with the root's prompt free."""
+    if kv_cost == "nodes":
+        return 1.0
+    return 0.0 if tree[node_id].parent is None else float(tree[node_id].num_tokens)
 
 
 def build_program(
@@ -177,7 +187,17 @@ def build_program(
         A=A,
         lb=np.array(lower),
         ub=np.array(upper),
+        preference=_preference(scores),
     )
+
+
+def _preference(scores: list[float]) -> np.ndarray:
+    """N for the best-scored candidate down to 1 for the worst (equal scores: earlier first)."""
+    n = len(scores)
+    order = sorted(range(n), key=lambda i: (-scores[i], i))
+    out = np.zeros(n)
+    out[order] = np.arange(n, 0, -1)
+    return out
 
 
 def solve_program(program: EtsProgram) -> EtsSolution:
@@ -193,10 +213,36 @@ def solve_program(program: EtsProgram) -> EtsSolution:
     )
     if res.x is None:  # cannot happen for this program (keeping everything is feasible)
         raise RuntimeError(f"ETS program not solved: {res.message}")
-    keep_mask = res.x[:n] > 0.5
+    x = _break_ties(program, float(-res.fun), res.x)
+    keep_mask = x[:n] > 0.5
     keep = [node_id for node_id, k in zip(program.candidates, keep_mask) if k]
     retained = [a for a, b in zip(program.ancestors, program.below) if keep_mask[b].any()]
     return EtsSolution(keep=keep, retained=retained, objective=float(-res.fun), program=program)
+
+
+def _break_ties(program: EtsProgram, best: float, x: np.ndarray) -> np.ndarray:
+    """Among the selections as good as ``best``, the one that keeps the best-scored candidates.
+
+    Optima tie often: the REBASE ceil gives the tail of the candidates an outcome share of 0, and
+    any zero-share sibling then covers its cluster at the same cost. The public code takes
+    whichever CBC returns; a stated rule makes the choice reproducible and lets the replay
+    against the reference (``public_ets``, same rule) compare node for node. Solved as a second
+    program: the first objective held at its optimum, the preference maximised.
+    """
+    n = len(program.candidates)
+    if n < 2:
+        return x
+    objective_row = csr_matrix(program.c.reshape(1, -1))
+    tie = np.concatenate([program.preference, np.zeros(len(program.c) - n)])
+    res = milp(
+        -tie,
+        integrality=np.ones(len(program.c)),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(program.A, program.lb, program.ub),
+                     LinearConstraint(objective_row, best - 1e-9, np.inf)],
+        options={"mip_rel_gap": 0.0, "presolve": False},
+    )
+    return x if res.x is None else res.x
 
 
 def candidate_clusters(
@@ -231,6 +277,14 @@ def select(
         keep = candidates
     else:
         keep = solve_selection(tree, candidates, remaining_width, config, embed).keep
-    shares = rebase_shares([score_of(tree, i) for i in keep], remaining_width, config.temperature)
-    out.update(zip(keep, shares))
+    out.update(allocate_kept(tree, keep, remaining_width, config))
     return out
+
+
+def allocate_kept(tree: Tree, keep: list[int], remaining_width: int, config: SearchConfig) -> dict[int, int]:
+    """REBASE among the kept nodes (in candidate order). Equal scores (duplicate steps score
+    alike) go to the later candidate first, as in the public code's re-allocation (it sorts
+    ascending, then reverses), so that the replay against it (``public_ets``) matches node for node."""
+    later_first = keep[::-1]
+    shares = rebase_shares([score_of(tree, i) for i in later_first], remaining_width, config.temperature)
+    return dict(zip(later_first, shares))

@@ -45,6 +45,10 @@ DEMONSTRATIONS = (
 )
 DEFAULT_PROBLEMS = 48
 DEFAULT_OPERATIONS = 2
+# The harder task of the held-out seeds (``arithmetic-s<SEED>``): one more operation, so trees
+# are one level deeper and ETS makes one more selection that can prune a funded branch.
+HARD_OPERATIONS = 3
+_DATASET_RE = re.compile(r"^arithmetic(?:-s(\d+))?(?:-o(\d+))?$")
 
 _START_RE = re.compile(r"Start with (-?\d+)\.")
 _OP_RE = re.compile(r"(Add|Subtract|Multiply by) (-?\d+)\.")
@@ -116,8 +120,29 @@ def arithmetic_dataset(count: int = DEFAULT_PROBLEMS, seed: int = 0, operations:
         seen.add(problem.text)
         questions.append(Question(qid=f"arith-{len(questions):03d}", question=problem.text,
                                   answers=[str(problem.value())], dataset="arithmetic", hops=operations))
-    name = "arithmetic" if (seed, operations) == (0, DEFAULT_OPERATIONS) else f"arithmetic-s{seed}-o{operations}"
-    return Dataset(name=name, questions=questions, corpus=[], source="generated")
+    return Dataset(name=dataset_name(seed, operations), questions=questions, corpus=[], source="generated")
+
+
+def dataset_name(seed: int, operations: int) -> str:
+    """The ``--dataset`` name that gives back exactly these problems."""
+    if (seed, operations) == (0, DEFAULT_OPERATIONS):
+        return "arithmetic"
+    return f"arithmetic-s{seed}" + ("" if operations == HARD_OPERATIONS else f"-o{operations}")
+
+
+def dataset_from_name(name: str, count: int = DEFAULT_PROBLEMS) -> Dataset:
+    """``arithmetic`` (seed 0, two operations: the bundled Explorer task), ``arithmetic-s<SEED>``
+    (seed SEED, three operations: the harder task, on seeds the bundled set never used) or
+    ``arithmetic-s<SEED>-o<OPS>``."""
+    match = _DATASET_RE.match(name)
+    if match is None:
+        raise UserError(f"unknown arithmetic dataset {name!r}: the arithmetic task generates its own problems; "
+                        "use --dataset arithmetic, arithmetic-s<SEED> (three operations) or arithmetic-s<SEED>-o<OPS>")
+    seed, ops = match.groups()
+    if seed is None:
+        operations = DEFAULT_OPERATIONS if ops is None else int(ops)
+        return arithmetic_dataset(count, 0, operations)
+    return arithmetic_dataset(count, int(seed), HARD_OPERATIONS if ops is None else int(ops))
 
 
 def parse_answer(text: str) -> str | None:

@@ -9,6 +9,7 @@ is re-tokenised at the joins.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,7 @@ class Step:
     intermediate: str | None = None
     doc_ids: list[str] = field(default_factory=list)  # retrieved in this step
     requests: list[dict] = field(default_factory=list)  # usage of each engine request behind it
+    confidence: float | None = None  # the generator's own: geometric mean probability of the step's tokens
 
     @property
     def cached_tokens(self) -> int:
@@ -56,7 +58,17 @@ class Step:
             meta["intermediate"] = self.intermediate
         if self.doc_ids:
             meta["doc_ids"] = list(self.doc_ids)
+        if self.confidence is not None:
+            meta["confidence"] = self.confidence
         return meta
+
+
+def step_confidence(gen: Generation) -> float | None:
+    """exp(mean log-probability) of the generated tokens, under the model's unscaled distribution;
+    None when the engine returned no log-probabilities."""
+    if not gen.logprobs:
+        return None
+    return math.exp(sum(gen.logprobs) / len(gen.logprobs))
 
 
 def usage_record(gen: Generation, phase: str, depth: int) -> dict:
@@ -138,7 +150,8 @@ class Task(ABC):
         return answer.strip()
 
 
-def step_params(config: SearchConfig, stop: tuple[str, ...], seed: int, temperature: float | None = None):
+def step_params(config: SearchConfig, stop: tuple[str, ...], seed: int, temperature: float | None = None,
+                logprobs: bool = False):
     return SamplingParams(max_new_tokens=config.step_max_tokens,
                           temperature=config.sampling_temperature if temperature is None else temperature,
-                          stop=stop, seed=seed)
+                          stop=stop, seed=seed, return_logprobs=logprobs)

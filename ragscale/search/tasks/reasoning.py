@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from ragscale.rag.metrics import clean_number
-from ragscale.search.tasks.base import Step, Task, ended_turn, sample_frontier, step_ids, step_params, usage_record
+from ragscale.search.tasks.base import (Step, Task, ended_turn, sample_frontier, step_confidence, step_ids, step_params,
+                                        usage_record)
 from ragscale.search.verifiers import Trajectory
 
 REASONING_INSTRUCTION = (
@@ -63,7 +64,7 @@ class ReasoningTask(Task):
         last = [b.depth + 1 >= config.max_depth for b in branches]
         final_ids = engine.encode(self.final_mark)
         seed = config.seed * 1000 + min((b.depth for b in branches), default=0)
-        params = step_params(config, stop=(self.separator,), seed=seed)
+        params = step_params(config, stop=(self.separator,), seed=seed, logprobs=True)  # graded verifier
         prompts = [b.prompt_ids + (final_ids if is_last else []) for b, is_last in zip(branches, last)]
         steps: list[list[Step]] = [[] for _ in branches]
         for i, (branch, gens) in enumerate(zip(branches, sample_frontier(engine, prompts, counts, params))):
@@ -78,13 +79,13 @@ class ReasoningTask(Task):
                     if finished and answer is None:  # the reply ended without a marked answer
                         answer = self.unmarked_answer("\n".join([*branch.steps, body]))
                     text, ids = body, step_ids(engine, gen, "" if finished else self.separator)
-                steps[i].append(Step(text, ids, finished, answer=answer,
+                steps[i].append(Step(text, ids, finished, answer=answer, confidence=step_confidence(gen),
                                      requests=[usage_record(gen, "step", branch.depth)]))
         return steps
 
     def trajectory(self, question, branch, step):
         return Trajectory(question=question.question, prompt_ids=branch.prompt_ids + step.token_ids,
-                          steps=list(branch.steps) + [step.text], answer=step.answer)
+                          steps=list(branch.steps) + [step.text], answer=step.answer, confidence=step.confidence)
 
     def grade(self, question, answer):
         gold = question.answers[0] if question.answers else None

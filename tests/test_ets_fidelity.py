@@ -1,0 +1,84 @@
+"""What ``bench ets-fidelity`` and the sweep report compute: KV two ways, bootstrap intervals, the
+REBASE/ETS ratio read off the KV-vs-accuracy frontiers, and the bench's JSON on the bundled sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ragscale.cli import main as cli_main
+from ragscale.search.kv import kv_two_ways, record_kv
+from ragscale.search.results import (BUNDLED_SEARCH_SWEEP, accuracy_interval, frontier, frontier_kv_ratio,
+                                     kv_on_frontier, load_sweep_records, of_bundled_sweep)
+
+
+def test_search_kv_is_retained_kv_without_the_prompt():
+    kv = kv_two_ways([170, 200, 230], 170)
+    assert kv["mean"] == 200 and kv["search_per_step"] == [0, 30, 60] and kv["search_mean"] == 30
+    assert kv["search_peak"] == 60 and kv["peak"] == 230
+    # an older record (retained KV only) reads its prompt off the tree's root
+    old = {"kv": {"per_step": [170, 200], "mean": 185.0, "peak": 200},
+           "tree": {"nodes": [{"id": 0, "parent": None, "token_ids": [1] * 170}]}}
+    assert record_kv(old)["search_mean"] == 15
+    with pytest.raises(ValueError, match="no tree"):
+        record_kv({"qid": "q", "kv": {"per_step": [1]}})
+
+
+def _table(rows):
+    return pd.DataFrame(rows, columns=["policy", "width", "accuracy", "kv_mean"])
+
+
+def test_frontier_drops_widths_that_cost_more_for_no_gain_and_interpolates():
+    table = _table([("rebase", 2, 0.2, 100), ("rebase", 4, 0.4, 200), ("rebase", 8, 0.4, 300),
+                    ("rebase", 16, 0.6, 400), ("ets", 2, 0.2, 90), ("ets", 4, 0.5, 150), ("ets", 8, 0.5, 220)])
+    assert frontier(table, "rebase") == [(100, 0.2), (200, 0.4), (400, 0.6)]
+    assert kv_on_frontier(frontier(table, "rebase"), 0.5) == pytest.approx(300)  # halfway from 200 to 400
+    assert kv_on_frontier(frontier(table, "rebase"), 0.1) == 100  # reached at the cheapest width already
+    assert kv_on_frontier(frontier(table, "rebase"), 0.7) is None
+    m = frontier_kv_ratio(table)
+    assert m["accuracy"] == 0.5 and m["rebase_kv"] == pytest.approx(300) and m["ets_kv"] == 150
+    assert m["ratio"] == pytest.approx(2.0)
+    assert frontier_kv_ratio(_table([("rebase", 2, 0.0, 1), ("ets", 2, 0.0, 1)]))["ratio"] is None
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_problems():
+    few = accuracy_interval([1, 0] * 4)
+    many = accuracy_interval([1, 0] * 40)
+    assert few[0] < 0.5 < few[1] and many[0] < 0.5 < many[1]
+    assert many[1] - many[0] < few[1] - few[0]
+    assert accuracy_interval([1, 1, 1]) == (1.0, 1.0)
+
+
+def test_bench_ets_fidelity_reads_the_bundled_sweep(capsys):
+    assert cli_main(["bench", "ets-fidelity", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    records = [r for r in of_bundled_sweep(load_sweep_records(BUNDLED_SEARCH_SWEEP), BUNDLED_SEARCH_SWEEP)
+               if r["policy"] in ("ets", "rebase")]
+    assert out["problems"] == len({r["qid"] for r in records}) and out["searches"] == len(records)
+    assert out["public_code_agreement"] == 1.0 and out["replayed_steps"] > 0
+    for key in ("kv_ratio_matched", "kv_ratio_search_only"):
+        assert out[key] is None or out[key] > 0
+    for policy in ("ets", "rebase"):
+        for cell in out["accuracy"][policy].values():
+            assert cell["ci95"][0] <= cell["accuracy"] <= cell["ci95"][1]
+    assert set(out["ets_selection"]) >= {"mean_clusters_per_candidate", "funded_pruned"}
+
+
+def test_bench_ets_fidelity_without_a_sweep_is_one_line(tmp_path, capsys):
+    assert cli_main(["bench", "ets-fidelity", "--sweep", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "make search-results" in err and "Traceback" not in err
+
+
+def test_only_problems_done_in_every_cell_are_compared():
+    from ragscale.search.results import complete_problems
+
+    def rec(qid, policy, width, cost="nodes"):
+        return {"qid": qid, "policy": policy, "width": width, "config": {"kv_cost": cost}}
+
+    rows = [rec("a", "rebase", 2), rec("a", "ets", 2), rec("b", "rebase", 2),  # b: ETS not run yet
+            rec("c", "rebase", 2), rec("c", "ets", 2), rec("c", "ets", 2, "tokens")]
+    assert {r["qid"] for r in complete_problems(rows)} == {"c"}  # the token-cost arm is a cell of its own
+    assert {r["qid"] for r in complete_problems(rows[:5])} == {"a", "c"}
