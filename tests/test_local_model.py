@@ -104,8 +104,10 @@ def test_lean_forward_matches_transformers(tiny_dir, dtype):
         kv = loaded.decoder.new_kv(1, len(ids))
         hidden = loaded.decoder.prefill(kv, 0, ids, 0)
         ours = loaded.decoder.logits(hidden)
-        # decode the last token again from the prefix's KV
-        stepped = loaded.decoder.decode(kv, [0], [ids[-1]], [len(ids) - 1])[0]
+        # decode the last token again from the prefix's KV (the shared part: all but the last token)
+        own = loaded.decoder.new_kv(1, 1)
+        shared = len(ids) - 1
+        stepped = loaded.decoder.decode(own, [0], [ids[-1]], [shared], [shared], [kv[:, :, 0, :, :shared]], [0])[0]
     tolerance = 2e-4 if dtype == "float32" else 0.3  # bf16: rounding of a different op order
     assert (ours - reference).abs().max() < tolerance
     assert (stepped - reference[-1]).abs().max() < tolerance
@@ -148,25 +150,48 @@ def test_int4_linear_is_q4_1_and_rows_do_not_depend_on_the_batch():
 
 
 @pytest.mark.model
-def test_samples_decoded_in_step_get_the_bits_they_get_alone(tiny_dir):
-    """Adjacent rows at one position share one attention call: each row's logits and KV are
-    still exactly those of decoding it alone (bf16)."""
-    from ragscale.engines import model_files
+@pytest.mark.parametrize("kernel", ["dense", "int4", "int8"])
+def test_samples_decoded_in_step_get_the_bits_they_get_alone(tiny_dir, kernel, monkeypatch):
+    """Sibling rows read one shared prefix (expanded, not copied) and decode in step: each row's
+    logits and own KV are still exactly those of decoding it alone (bf16; dense, 4-bit and int8
+    decode)."""
+    from transformers import AutoConfig
 
-    decoder = model_files.load(str(tiny_dir), "bfloat16").decoder
+    from ragscale.engines import forward, model_files
+
+    weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), torch.bfloat16)
+    decoder = forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), torch.bfloat16, weights,
+                                   None if kernel == "dense" else _random_q4_blocks(weights),
+                                   forward.INT4 if kernel == "dense" else kernel)
     ids = [(11 * i) % 300 + 3 for i in range(PAGE + 9)]
     with torch.inference_mode():
-        together = decoder.new_kv(3, len(ids) + 4)
-        for row in range(3):
-            decoder.prefill(together, row, ids, 0)
-        alone = together.clone()
+        prompt = decoder.new_kv(1, len(ids))
+        decoder.prefill(prompt, 0, ids, 0)
+        prefix = prompt[:, :, 0]
+        together = decoder.new_kv(3, 4)
+        alone = decoder.new_kv(3, 4)
         tokens = [5, 9, 13]
-        stepped = decoder.decode(together, [0, 1, 2], tokens, [len(ids)] * 3)
+        shared = [len(ids)] * 3
+        stepped = decoder.decode(together, [0, 1, 2], tokens, [len(ids)] * 3, shared, [prefix], [0, 0, 0])
         for row in range(3):
-            one = decoder.decode(alone, [row], [tokens[row]], [len(ids)])
+            one = decoder.decode(alone, [row], [tokens[row]], [len(ids)], [len(ids)], [prefix], [0])
             assert torch.equal(one[0], stepped[row])
-    written = len(ids) + 1  # the buffers are uninitialised past what was written
-    assert torch.equal(together[..., :written, :], alone[..., :written, :])
+    assert torch.equal(together[..., :1, :], alone[..., :1, :])  # uninitialised past what was written
+
+
+def _random_q4_blocks(weights, seed: int = 1):
+    """Random Q4_1 blocks shaped like each weight: the quantised decode paths on the tiny model."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def q4_blocks(names):
+        out = {}
+        for name in names:
+            n, k = weights(name).shape
+            out[name] = (torch.randint(0, 16, (n, k), generator=generator),
+                         torch.rand(n, k // 32, generator=generator) / 20, torch.randn(n, k // 32, generator=generator) / 20)
+        return out
+
+    return q4_blocks
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -238,8 +263,8 @@ def test_rope_in_place_has_the_bits_of_transformers_rotation(dtype):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("dtype, four_bit", [("float32", False), ("bfloat16", True)])
-def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, four_bit, monkeypatch):
+@pytest.mark.parametrize("dtype, kernel", [("float32", "dense"), ("bfloat16", "int4"), ("bfloat16", "int8")])
+def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, kernel, monkeypatch):
     """Decode runs ``decode_layers`` compiled by TorchScript; run eagerly, the same function gives
     the same logits and KV bit for bit: one row, rows in step, rows at different positions."""
     from transformers import AutoConfig
@@ -248,38 +273,32 @@ def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, four_b
 
     compute = getattr(torch, dtype)
     weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), compute)
-    generator = torch.Generator().manual_seed(1)
-
-    def q4_blocks(names):  # random Q4_1 blocks shaped like each weight: the 4-bit decode path
-        out = {}
-        for name in names:
-            n, k = weights(name).shape
-            out[name] = (torch.randint(0, 16, (n, k), generator=generator),
-                         torch.rand(n, k // 32, generator=generator) / 20, torch.randn(n, k // 32, generator=generator) / 20)
-        return out
-
+    quantised = kernel != "dense"
     with torch.inference_mode():
         decoder = forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), compute, weights,
-                                       q4_blocks if four_bit else None)
-    assert decoder.quantized_decode == four_bit
+                                       _random_q4_blocks(weights) if quantised else None,
+                                       kernel if quantised else forward.INT4)
+    assert decoder.quantized_decode == quantised and decoder.decode_kernel == kernel
     assert isinstance(forward.scripted_decode_layers(), torch.jit.ScriptFunction)  # not the eager fallback
     ids = [(13 * i) % 500 + 3 for i in range(PAGE + 5)]
-    steps = [([0], [7], [len(ids)]), ([0, 1, 2], [4, 5, 6], [len(ids)] * 3), ([0, 2], [8, 9], [len(ids) + 1, len(ids)])]
+    start = [len(ids)] * 3
+    steps = [([0], [7], [len(ids)], start[:1], [0]), ([0, 1, 2], [4, 5, 6], [len(ids)] * 3, start, [0, 0, 0]),
+             ([0, 2], [8, 9], [len(ids) + 1, len(ids)], start[:2], [0, 0])]
 
     def run() -> tuple[list[torch.Tensor], torch.Tensor]:
         with torch.inference_mode():
-            kv = decoder.new_kv(3, len(ids) + 4)
-            for row in range(3):
-                decoder.prefill(kv, row, ids, 0)
-            return [decoder.decode(kv, *step) for step in steps], kv[..., :len(ids) + 2, :]
+            prompt = decoder.new_kv(1, len(ids))
+            decoder.prefill(prompt, 0, ids, 0)
+            kv = decoder.new_kv(3, 4)
+            return [decoder.decode(kv, *step[:4], [prompt[:, :, 0]], step[4]) for step in steps], kv[..., :2, :]
 
     scripted_logits, scripted_kv = run()
     monkeypatch.setattr(forward, "scripted_decode_layers", lambda: forward.decode_layers)
     eager_logits, eager_kv = run()
     assert all(torch.equal(a, b) for a, b in zip(scripted_logits, eager_logits))
-    # (the buffers are uninitialised past what was written: row 0 up to len + 1, rows 1 and 2 to len)
+    # (the own buffers are uninitialised past what was written: row 0 up to 2 tokens, rows 1 and 2 one)
     assert torch.equal(scripted_kv[:, :, 0], eager_kv[:, :, 0])
-    assert torch.equal(scripted_kv[:, :, 1:, :, :len(ids) + 1], eager_kv[:, :, 1:, :, :len(ids) + 1])
+    assert torch.equal(scripted_kv[:, :, 1:, :, :1], eager_kv[:, :, 1:, :, :1])
 
 
 @pytest.mark.model

@@ -202,7 +202,7 @@ def throughput(dtype: str | None = None) -> dict:
     - 8 branches: the 8 prompts of the tree workload (1,000 shared tokens each, prefilled in
       full since the cache is off) and 32 new tokens each, decoded as one batch."""
     engine = _warm_engine(dtype)
-    return {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
+    return {"decode": engine.decoder.decode_kernel, "cpu": cpu_model(),
             "single_stream": embedded_rates(engine, [stream_prompt(engine)], STREAM_NEW_TOKENS),
             "branches_8": embedded_rates(engine, workload_prompts(engine), NEW_TOKENS)}
 
@@ -230,6 +230,64 @@ def embedded_rates(engine, prompts: list[list[int]], new_tokens: int) -> dict:
 def _rates(prompt_tokens: int, prefill_seconds: float, decoded: int, decode_seconds: float) -> dict:
     return {"prompt_tokens": prompt_tokens, "prefill_tok_s": round(prompt_tokens / prefill_seconds, 1),
             "decoded_tokens": decoded, "decode_tok_s": round(decoded / max(decode_seconds, 1e-9), 1)}
+
+
+def decode_kernels_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
+    """Quantised decode with each candidate kernel (``model_files.DECODE_KERNELS``: torch's 4-bit
+    groups, int8 rows on the integer GEMM), loaded side by side in one process, the kernels
+    alternating round by round: the single stream and the 8 branches of ``throughput``, and
+    the greedy text of one question (the kernels round differently)."""
+    import statistics
+
+    from ragscale.engines import model_files
+
+    engines = {}
+    saved = os.environ.get("RAGSCALE_DECODE_KERNEL")
+    try:
+        for kernel in model_files.DECODE_KERNELS:
+            os.environ["RAGSCALE_DECODE_KERNEL"] = kernel
+            engines[kernel] = _warm_engine()
+    finally:
+        if saved is None:
+            os.environ.pop("RAGSCALE_DECODE_KERNEL", None)
+        else:
+            os.environ["RAGSCALE_DECODE_KERNEL"] = saved
+    some = next(iter(engines.values()))
+    stream, branches = [stream_prompt(some)], workload_prompts(some)
+    runs: dict[str, dict[str, list]] = {k: {"single_stream": [], "branches_8": []} for k in engines}
+    for done in range(rounds):
+        for kernel, engine in engines.items():
+            runs[kernel]["single_stream"].append(embedded_rates(engine, stream, STREAM_NEW_TOKENS)["decode_tok_s"])
+            runs[kernel]["branches_8"].append(embedded_rates(engine, branches, NEW_TOKENS)["decode_tok_s"])
+        if progress:
+            progress(done + 1, rounds, f"round {done + 1}/{rounds}")
+    question = some.chat_prompt("What is the capital of France? Answer in one sentence.")
+    greedy = SamplingParams(max_new_tokens=24)
+    return {
+        "chosen_here": model_files.decode_kernel(), "cpu": cpu_model(), "rounds": rounds,
+        "decode_tok_s": {k: {name: {"median": statistics.median(v), "rounds": v} for name, v in r.items()}
+                         for k, r in runs.items()},
+        "greedy_text": {k: e.generate([question], greedy)[0].text for k, e in engines.items()},
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the instruction sets the kernel choice looks at."""
+    from ragscale.engines.model_files import _cpu_flags
+
+    name = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = _cpu_flags()
+    present = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+               if f in flags]
+    return f"{name} ({os.cpu_count()} cores; {', '.join(present) or 'no AVX2'})"
 
 
 def llamacpp_missing() -> bool:
@@ -306,7 +364,8 @@ def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dic
         "threads": threads,
         "rounds": rounds,
         "llamacpp": {"single_stream": median_run(singles["llamacpp"]), "branches_8_sequential": _rates(*totals)},
-        "embedded": {"decode": "4-bit" if engine.decoder.quantized_decode else "dense",
+        "cpu": cpu_model(),
+        "embedded": {"decode": engine.decoder.decode_kernel,
                      "single_stream": median_run(singles["embedded"]), "branches_8": embedded_branches},
         "single_stream_decode_ratio": round(medians["embedded"] / medians["llamacpp"], 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -422,6 +481,69 @@ def server_memory_benchmark(progress: Progress | None = None) -> dict:
     return runs
 
 
+def server_kv_benchmark(progress: Progress | None = None) -> dict:
+    """Issue #24's KV requests against ``ragscale serve embedded`` (its own process): a
+    2,000-token prompt with n = 16 and one new token (peak RSS over the ready server's RSS), then
+    one 6,000-token prompt with 255 one-token prompts (the HTTP status: served or a clear 4xx,
+    never 500)."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "ragscale", "serve", "embedded", "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = _await_server(server)
+
+        def post(body: dict) -> tuple[int, float]:
+            request = urllib.request.Request(url + "/generate", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=1800) as response:
+                    response.read()
+                    return response.status, time.perf_counter() - started
+            except urllib.error.HTTPError as error:
+                return error.code, time.perf_counter() - started
+
+        ready = process_memory_mb(server.pid)["rss_mb"]
+        with open(f"/proc/{server.pid}/clear_refs", "w") as refs:
+            refs.write("5")  # peak RSS := current RSS (the load's own peak is not the request's)
+        status_n16, seconds_n16 = post({"input_ids": [1000 + (7 * i) % 20000 for i in range(2000)],
+                                        "sampling_params": {"max_new_tokens": 1, "n": 16, "temperature": 0}})
+        peak = process_memory_mb(server.pid)["peak_rss_mb"]
+        if progress:
+            progress(1, 2, f"2,000 tokens, n = 16: HTTP {status_n16}, peak RSS +{peak - ready:.0f} MB")
+        status_mixed, seconds_mixed = post({"input_ids": [[1000 + (7 * i) % 20000 for i in range(6000)]]
+                                            + [[1000 + i] for i in range(255)],
+                                            "sampling_params": {"max_new_tokens": 1, "temperature": 0}})
+        if progress:
+            progress(2, 2, "6,000 + 255 x 1 tokens")
+        return {"rss_mb_ready": ready, "n16_status": status_n16, "n16_seconds": round(seconds_n16, 1),
+                "n16_peak_rss_rise_mb": round(peak - ready, 1), "target_rise_mb": 250,
+                "mixed_6000_plus_255_status": status_mixed, "mixed_seconds": round(seconds_mixed, 1),
+                "peak_rss_mb": process_memory_mb(server.pid)["peak_rss_mb"],
+                "load_average_1min": round(os.getloadavg()[0], 2)}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _await_server(server) -> str:
+    """The URL of a ``ragscale serve`` subprocess once it printed ``ready:``."""
+    url = None
+    for line in server.stdout:  # "serving ... on http://HOST:PORT", then "ready: MODEL"
+        if " on http://" in line:
+            url = line.strip().rsplit(" ", 1)[-1]
+        if line.startswith("ready:"):
+            break
+    if url is None or server.poll() is not None:
+        raise RuntimeError("the server did not start")
+    return url
+
+
 def _server_memory_run(budget: int | None) -> dict:
     import json
     import subprocess
@@ -438,14 +560,7 @@ def _server_memory_run(budget: int | None) -> dict:
         return process_memory_mb(server.pid)["rss_mb"]
 
     try:
-        url = None
-        for line in server.stdout:  # "serving ... on http://HOST:PORT", then "ready: MODEL"
-            if " on http://" in line:
-                url = line.strip().rsplit(" ", 1)[-1]
-            if line.startswith("ready:"):
-                break
-        if url is None or server.poll() is not None:
-            raise RuntimeError("the server did not start")
+        url = _await_server(server)
 
         def call(path: str, body: dict | None = None) -> dict | bytes:
             request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),

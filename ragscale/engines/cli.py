@@ -29,6 +29,10 @@ def register(commands) -> None:
     embedded.add_argument("--max-total-tokens", type=int, metavar="N",
                           help="tokens of KV the prefix cache keeps before evicting least-recently-used prefixes "
                                "(SGLang's flag; default 16384: ~0.37 GB for SmolLM2 in bf16)")
+    embedded.add_argument("--kv-budget-tokens", type=int, metavar="N",
+                          help="tokens of KV for running requests and the prefix cache together (default 65536: "
+                               "~1.5 GB for SmolLM2 in bf16); merged requests beyond it run in turn, and a prompt "
+                               "that alone needs more is refused (400)")
     embedded.set_defaults(func=_serve_embedded)
 
     sglang = kinds.add_parser("sglang", help="run sglang.launch_server with the flags ragscale needs")
@@ -71,7 +75,10 @@ def register_bench(benches) -> None:
         ("engine", "embedded engine: start-up, prefill and decode tokens/s (1 stream, 8 branches)", _bench_engine),
         ("llamacpp", "the engine workloads on llama.cpp (llama-cpp-python, optional) side by side with the "
                      "embedded engine", _bench_llamacpp),
+        ("decode-kernels", "quantised decode with each candidate kernel (4-bit, int8), side by side", _bench_kernels),
         ("serve", "embedded server, 8 concurrent requests: merged vs one at a time", _bench_serve),
+        ("serve-kv", "serve embedded under issue #24's KV requests: 2,000 tokens x n = 16; 6,000 + 255 x 1 tokens",
+         _bench_serve_kv),
         ("router", "the same sweep through sglang-router over 2 workers: cache_aware vs round_robin", _bench_router),
         ("serve-load", "embedded server under 32 concurrent clients: resets, latency, memory", _bench_serve_load),
         ("serve-memory", "resident memory of serve embedded: ready, after 24 long requests, after /flush_cache "
@@ -100,6 +107,10 @@ def _serve_embedded(args) -> int:
     options = {"prefix_cache": not args.disable_radix_cache, "model": args.model}
     if args.max_total_tokens is not None:
         options["cache_tokens"] = args.max_total_tokens
+    if args.kv_budget_tokens is not None:
+        if args.kv_budget_tokens < 1:
+            raise UserError(f"--kv-budget-tokens must be >= 1, got {args.kv_budget_tokens}")
+        options["kv_tokens"] = args.kv_budget_tokens
     try:
         # The model loads in the background; /health answers 503 until it is ready, as SGLang's does.
         server = make_server(lambda: EmbeddedEngine(**options), args.host, args.port,
@@ -230,13 +241,25 @@ def _bench_engine(args) -> int:
     return _run_bench(engine_benchmark, 5, "engine", args.json)
 
 
+def _bench_kernels(args) -> int:
+    from ragscale.engines.bench import decode_kernels_benchmark
+
+    return _run_bench(decode_kernels_benchmark, 3, "decode-kernels", args.json)
+
+
 def _bench_llamacpp(args) -> int:
     from ragscale.engines.bench import llamacpp_benchmark, llamacpp_missing
 
     if llamacpp_missing():
-        print("skipped: llama-cpp-python is not installed (optional: pip install llama-cpp-python, ~6 min to compile)")
+        print("skipped: llama-cpp-python is not installed (optional: make compare-engines, ~16 min to compile)")
         return 0
     return _run_bench(llamacpp_benchmark, 5, "llamacpp", args.json)
+
+
+def _bench_serve_kv(args) -> int:
+    from ragscale.engines.bench import server_kv_benchmark
+
+    return _run_bench(server_kv_benchmark, 2, "serve-kv", args.json)
 
 
 def _bench_serve_memory(args) -> int:

@@ -22,13 +22,26 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 # How a linear layer computes (strings: TorchScript reads no global constants)
-INT4, ONEDNN, DENSE = "int4", "onednn", "dense"
+INT4, INT8, ONEDNN, DENSE = "int4", "int8", "onednn", "dense"
 
 
 def linear(x: torch.Tensor, kind: str, weight: torch.Tensor, aux: torch.Tensor | None,
            bias: torch.Tensor | None) -> torch.Tensor:
-    """y = x W^T + b with W as ``kind`` stores it: 4-bit groups (``aux``: scales and zeros), reordered
-    for oneDNN, or dense."""
+    """y = x W^T + b with W as ``kind`` stores it: 4-bit groups (``aux``: scales and zeros), int8 rows
+    (``aux``: each row's scale / 127, float32), reordered for oneDNN, or dense.
+
+    int8: each input row is quantised to int8 with its own scale (its largest magnitude), the
+    product is an integer GEMM (``torch._int_mm``: oneDNN's VNNI kernel; exact int32 sums), then
+    rescaled. Every output row depends on its own input row only: no batch dependence, by
+    construction."""
+    if kind == "int8":
+        assert aux is not None
+        # (few ops: each is a call, and at ~120 linears a token they add up; the same values as
+        # abs-amax in float32, a float32 product, then the rescale)
+        largest = torch.linalg.vector_norm(x, float("inf"), -1, True, dtype=torch.float32).clamp_(min=1e-30)
+        quantised = torch.mul(x, 127.0 / largest).round_().to(torch.int8)
+        y = torch.mul(torch._int_mm(quantised, weight.t()), largest).mul_(aux).to(x.dtype)
+        return y if bias is None else y + bias
     if kind == "int4":
         assert aux is not None
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, weight, 32, aux)  # 32: Q4_GROUP
@@ -88,45 +101,63 @@ class DecodeShape(NamedTuple):
     scaling: float
 
 
-def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], positions: list[int],
-                  row_index: torch.Tensor | None, pos: torch.Tensor | None,
-                  groups: list[tuple[int, int, int, int]] | None, cos: torch.Tensor, signed_sin: torch.Tensor,
-                  w: DecodeWeights, shape: DecodeShape) -> torch.Tensor:
-    """Every layer for one new token per row (row ``rows[j]``'s token at ``positions[j]``, embedded
-    in ``h``): writes its KV into ``kv`` and returns the final-normed hidden states. Several rows
-    also come as tensors (``row_index``, ``pos``) and as runs of rows in step (``groups``); one row
-    needs neither (None).
+def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], own_positions: list[int],
+                  row_index: torch.Tensor | None, own_pos: torch.Tensor | None, prefixes: list[torch.Tensor],
+                  prefix_runs: list[tuple[int, int, int]], own_runs: list[tuple[int, int, int, int]],
+                  cos: torch.Tensor, signed_sin: torch.Tensor, w: DecodeWeights, shape: DecodeShape) -> torch.Tensor:
+    """Every layer for one new token per row (row ``rows[j]``'s token, embedded in ``h``): writes
+    its KV at ``own_positions[j]`` of the row's own buffer ``kv`` and returns the final-normed
+    hidden states. Several rows also come as tensors (``row_index``, ``own_pos``); one needs
+    neither (None).
 
-    Attention is PyTorch's fused kernel with grouped KV heads, each row over its own keys only:
-    no padding, no dependence on the batch (adjacent rows at one position share a call, same
-    bits: ``forward._same_length_runs``)."""
+    A row's keys are in two parts (cascade attention): a **shared prefix**, one KV tensor
+    ``prefixes[g]`` [layers, 2, kv_heads, length, dim] read by every row of its group (the
+    samples of one prompt, or prompts that share their first pages), and the row's **own** keys
+    (the rest of its prompt and what it generated) in ``kv``. Each part is one call of the
+    fused attention kernel, which also returns the log-sum-exp; the two are merged exactly as
+    softmax over all keys would weigh them. ``prefix_runs``: (first row index, rows, prefix) per
+    group; ``own_runs``: (first index, rows, first buffer row, own position) per run of rows
+    decoded in step.
+
+    Bits: every call puts one row in each batch entry, its query heads (one KV head's group) in
+    the query-length dimension, and the prefix is ``expand``ed over the batch (one copy in
+    memory, read once from DRAM per group and step). The kernel computes each batch entry alone,
+    so a row gets the bits it gets decoded by itself, whatever else is in its group."""
     n = len(rows)
     heads, kv_heads, dim = shape.heads, shape.kv_heads, shape.dim
+    group = heads // kv_heads
     q_end = heads * dim
-    # views taken once per step (a single row: its keys 0 .. p, and where position p's KV goes)
-    keys, values, kv_at_p = kv[:, 0], kv[:, 1], kv[:, :, 0, :, 0]
-    attn = torch.empty(0)
-    if n == 1:
-        row, p = rows[0], positions[0]
-        keys, values = keys[:, row:row + 1, :, :p + 1], values[:, row:row + 1, :, :p + 1]
-        kv_at_p = kv[:, :, row, :, p]
-    else:
-        attn = torch.empty(n, q_end, dtype=h.dtype)
+    out_prefix = torch.empty(n, kv_heads, group, dim, dtype=h.dtype)
+    out_own = torch.empty(n, kv_heads, group, dim, dtype=h.dtype)
+    lse_prefix = torch.empty(n, kv_heads, group, dtype=torch.float32)
+    lse_own = torch.empty(n, kv_heads, group, dtype=torch.float32)
     for i in range(len(w.norms) // 2):
         k = 4 * i
         qkv = linear(rms_norm(h, w.norms[2 * i], w.inverse_width, w.eps), w.kinds[k], w.weights[k], w.aux[k], w.biases[k])
         rope_in_place(qkv, cos, signed_sin, heads + kv_heads, dim)
         if n == 1:
-            kv_at_p[i] = qkv[:, q_end:].view(2, kv_heads, dim)
-            attn = F.scaled_dot_product_attention(qkv[:, :q_end].view(1, heads, 1, dim), keys[i], values[i],
-                                                  scale=shape.scaling, enable_gqa=True).view(1, q_end)
+            kv[i, :, rows[0], :, own_positions[0]] = qkv[:, q_end:].view(2, kv_heads, dim)
         else:
-            assert row_index is not None and pos is not None and groups is not None
-            kv[i][:, row_index, :, pos] = qkv[:, q_end:].view(n, 2, kv_heads, dim)
-            for j, size, r, pj in groups:
-                attn[j:j + size] = F.scaled_dot_product_attention(
-                    qkv[j:j + size, :q_end].view(size, heads, 1, dim), keys[i, r:r + size, :, :pj + 1],
-                    values[i, r:r + size, :, :pj + 1], scale=shape.scaling, enable_gqa=True).view(size, q_end)
+            assert row_index is not None and own_pos is not None
+            kv[i][:, row_index, :, own_pos] = qkv[:, q_end:].view(n, 2, kv_heads, dim)
+        q = qkv[:, :q_end].view(n, kv_heads, group, dim)
+        for j, size, g in prefix_runs:
+            keys, values = prefixes[g][i, 0], prefixes[g][i, 1]
+            o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[j:j + size], keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1), scale=shape.scaling)
+            out_prefix[j:j + size] = o
+            lse_prefix[j:j + size] = lse
+        for j, size, r, p in own_runs:
+            o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[j:j + size], kv[i, 0, r:r + size, :, :p + 1], kv[i, 1, r:r + size, :, :p + 1], scale=shape.scaling)
+            out_own[j:j + size] = o
+            lse_own[j:j + size] = lse
+        # softmax over both parts: each part's output weighed by its share exp(lse - top)
+        top = torch.maximum(lse_prefix, lse_own)
+        weight_prefix = (lse_prefix - top).exp_().unsqueeze_(-1)
+        weight_own = (lse_own - top).exp_().unsqueeze_(-1)
+        merged = out_prefix.to(torch.float32).mul_(weight_prefix).add_(out_own.to(torch.float32).mul_(weight_own))
+        attn = merged.div_(weight_prefix.add_(weight_own)).to(h.dtype).view(n, q_end)
         h.add_(linear(attn, w.kinds[k + 1], w.weights[k + 1], w.aux[k + 1], w.biases[k + 1]))
         x = rms_norm(h, w.norms[2 * i + 1], w.inverse_width, w.eps)
         h.add_(gated_mlp(x, (w.kinds[k + 2], w.weights[k + 2], w.aux[k + 2], w.biases[k + 2]),

