@@ -443,3 +443,24 @@ def test_status_never_echoes_a_foreign_server(tmp_path):
     closed = retrieval_status("http://127.0.0.1:9")
     assert closed["ok"] is False and "cannot reach" in closed["error"]
     assert retrieval_status("ftp://x")["error"].startswith("not a Chroma server URL")
+
+
+def test_two_processes_building_one_index_at_once_both_finish(tmp_path):
+    """The app and a CLI sweep may build the same index at once: the second waits for the first
+    (before, each resumed from and then deleted the other's shards: FileNotFoundError)."""
+    cache = tmp_path / "cache"
+    rows = [{"id": f"p{i}", "title": f"T{i}", "text": f"passage {i}"} for i in range(3000)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vectors = np.random.default_rng(0).standard_normal((len(rows), 384)).astype(np.float32)
+    np.save(tmp_path / "vectors.npy", vectors)
+    env = dict(os.environ, RAGSCALE_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "ragscale", "index", "--corpus", str(corpus), "--out", "shared",
+               "--embeddings", str(tmp_path / "vectors.npy"), "--chunk", "50", "--json"]
+    builders = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(3)]
+    outcomes = [b.communicate(timeout=600) for b in builders]
+    for builder, (out, err) in zip(builders, outcomes):
+        assert builder.returncode == 0, err[-2000:]
+        assert _last_json(out)["passages"] == len(rows)
+    assert len(open_index("shared", path=cache / "chroma").collection.get(include=[])["ids"]) == len(rows)

@@ -17,6 +17,8 @@ A collection that is unfinished or fails verification is dropped and loaded agai
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import sqlite3
 import sys
@@ -52,6 +54,23 @@ HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
 _clients: dict[str, object] = {}
 _clients_lock = threading.Lock()
 _build_lock = threading.Lock()  # two Streamlit sessions must not build the same collection at once
+
+
+@contextlib.contextmanager
+def _builder_lock(key: str):
+    """Hold an exclusive lock shared by every process building ``key``.
+
+    The shards of a build live in one folder of the user cache; a second process (the app and a
+    CLI sweep, say) building the same index at once would resume from, then delete, the other's
+    shards. The second one waits here and then finds the index finished."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"index-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def corpus_key(corpus: Iterable[Document]) -> str:
@@ -258,7 +277,7 @@ def ensure_collection(name: str, documents: Callable[[], Iterable[Document]], to
     if chunk_size < 1:
         raise UserError("the chunk size must be at least 1 passage")
     started = time.perf_counter()
-    with _build_lock:
+    with _build_lock, _builder_lock(f"{name}-c{chunk_size}"):
         if url:
             client = chroma_client(url)
             usable = _usable_server(client, name, facts, total, notice)
