@@ -18,9 +18,10 @@ def add_engine_args(parser: argparse.ArgumentParser, *, choose_engine: bool = Tr
     engine's ``--threads``/``--dtype``/``--model``."""
     if choose_engine:
         parser.add_argument("--engine", choices=ENGINE_KINDS, default="embedded",
-                            help="embedded: the in-process CPU engine; sglang: an SGLang server or sglang-router; "
-                                 "openai: any OpenAI-compatible server (vLLM, llama.cpp's server, SGLang's /v1, a "
-                                 "hosted API; the key from RAGSCALE_OPENAI_API_KEY or OPENAI_API_KEY)")
+                            help="embedded (the default): the in-process CPU engine; sglang: an SGLang server or "
+                                 "sglang-router; openai: any OpenAI-compatible server (vLLM, llama.cpp's server, "
+                                 "SGLang's /v1, a hosted API), its key read from RAGSCALE_OPENAI_API_KEY or "
+                                 "OPENAI_API_KEY")
         parser.add_argument("--url", help="the server's URL: SGLang's http://HOST:30000, or the OpenAI base URL "
                                           "http://HOST:PORT/v1 (with --engine sglang or openai)")
         parser.add_argument("--timeout", type=float, metavar="SECONDS",
