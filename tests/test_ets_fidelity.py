@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ragscale.cli import main as cli_main
+from ragscale.errors import UserError
 from ragscale.search.kv import kv_two_ways, record_kv
 from ragscale.search.results import (BUNDLED_SEARCH_SWEEP, accuracy_interval, frontier, frontier_kv_ratio,
                                      kv_on_frontier, load_sweep_records, of_bundled_sweep)
@@ -82,3 +83,29 @@ def test_only_problems_done_in_every_cell_are_compared():
             rec("c", "rebase", 2), rec("c", "ets", 2), rec("c", "ets", 2, "tokens")]
     assert {r["qid"] for r in complete_problems(rows)} == {"c"}  # the token-cost arm is a cell of its own
     assert {r["qid"] for r in complete_problems(rows[:5])} == {"a", "c"}
+
+
+def _dev_record(policy, qid, correct, search_kv, lambda_d=1.5, cut=0.05):
+    return {"policy": policy, "qid": qid, "correct": correct, "dataset": "arithmetic-s3-o2",
+            "config": {"lambda_d": lambda_d, "cluster_threshold": cut},
+            "kv": {"mean": 170 + search_kv, "search_mean": search_kv, "prompt": 170},
+            "selections": [{"candidates": 4, "clusters": 2, "funded_pruned": int(search_kv < 90)}]}
+
+
+def test_ets_tuning_keeps_the_papers_setting_unless_another_clearly_saves_more_without_losing_problems():
+    from ragscale.search.bench import tuning_table
+
+    def store(others):
+        records = [_dev_record("rebase", f"q{i}", i < 4, 100.0) for i in range(8)]
+        records += [_dev_record("ets", f"q{i}", i < 4, 80.0) for i in range(8)]  # the paper's setting
+        for (lambda_d, cut), (right, kv) in others.items():
+            records += [_dev_record("ets", f"q{i}", i < right, kv, lambda_d, cut) for i in range(8)]
+        return records
+
+    near = tuning_table(store({(0.5, 0.05): (4, 78.0)}))  # 2.5% less: within the spread
+    assert near["chosen"] == {"lambda_d": 1.5, "cut": 0.05} and near["problems"] == 8
+    assert near["settings"]["lambda_d=1.5 cut=0.05"]["search_kv_ratio"] == pytest.approx(1.25)
+    clear = tuning_table(store({(0.5, 0.05): (4, 70.0), (0.0, 0.05): (2, 50.0)}))  # 0.0 loses two problems
+    assert clear["chosen"] == {"lambda_d": 0.5, "cut": 0.05}
+    with pytest.raises(UserError, match="one REBASE run"):
+        tuning_table([r for r in store({}) if r["policy"] == "ets"])

@@ -23,6 +23,8 @@ BUNDLED_SEARCH_SWEEP = DATA_DIR / "search_results.sqlite"
 BUNDLED_SWEEP_DATASET = "arithmetic-s1"
 # ETS and REBASE at width 16 on problems of a seed the bundled sweep never used (bench ets-fidelity).
 BUNDLED_HELD_OUT = DATA_DIR / "search_heldout.sqlite"
+# ETS's lambda_d and cluster cut were chosen on these dev-split searches (``bench ets-tuning``).
+ETS_DEV_STORE = DATA_DIR / "ets_dev.sqlite"
 # Single runs shown when no bundled sweep is there (made as data/trees/README.md says).
 EXAMPLE_TREES = DATA_DIR / "trees"
 # Hooper et al. 2025: REBASE's retained KV over ETS's at matched accuracy.
