@@ -109,3 +109,22 @@ def test_ets_tuning_keeps_the_papers_setting_unless_another_clearly_saves_more_w
     assert clear["chosen"] == {"lambda_d": 0.5, "cut": 0.05}
     with pytest.raises(UserError, match="one REBASE run"):
         tuning_table([r for r in store({}) if r["policy"] == "ets"])
+
+
+def test_held_out_comparison_keeps_each_datasets_problems_apart():
+    """Two held-out task variants in one store share problem ids (arith-000 ...): each is compared on
+    its own problems, never pooled."""
+    from ragscale.search.bench import held_out_comparison
+
+    def rec(dataset, policy, qid, correct, search_kv):
+        r = _dev_record(policy, qid, correct, search_kv)
+        return {**r, "dataset": dataset, "width": 16, "config": {**r["config"], "kv_cost": "nodes"}}
+
+    records = [rec(d, p, f"arith-00{i}", d.endswith("o2"), kv) for d in ("arithmetic-s2", "arithmetic-s2-o2")
+               for p, kv in (("rebase", 90.0), ("ets", 60.0 if d.endswith("o2") else 90.0)) for i in range(3)]
+    out = held_out_comparison(records)
+    assert set(out) == {f"{d}: {name} w=16" for d in ("arithmetic-s2", "arithmetic-s2-o2")
+                        for name in ("rebase", "ets (nodes cost)")}
+    assert out["arithmetic-s2-o2: ets (nodes cost) w=16"] == {**out["arithmetic-s2-o2: ets (nodes cost) w=16"],
+                                                             "problems": 3, "accuracy": 1.0, "kv_search_mean": 60.0}
+    assert out["arithmetic-s2: ets (nodes cost) w=16"]["accuracy"] == 0.0

@@ -322,25 +322,28 @@ def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
 
 
 def held_out_comparison(records) -> dict:
-    """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval),
-    both KV measures, and the paired difference in accuracy."""
+    """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval)
+    and both KV measures; per dataset when the store holds several (each on its own matched problems)."""
     from ragscale.search.kv import record_kv
     from ragscale.search.results import accuracy_interval, complete_problems
 
-    by = {}
-    for r in complete_problems(records):
-        name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
-        by.setdefault((name, r["width"]), {})[r["qid"]] = r
+    datasets = sorted({r.get("dataset") or "" for r in records})
     out = {}
-    for (name, width), runs in sorted(by.items()):
-        correct = [float(bool(r["correct"])) for r in runs.values()]
-        kvs = [record_kv(r) for r in runs.values()]
-        lo, hi = accuracy_interval(correct)
-        out[f"{name} w={width}"] = {
-            "problems": len(runs), "dataset": next(iter(runs.values())).get("dataset"),
-            "accuracy": round(float(np.mean(correct)), 4), "ci95": [round(lo, 4), round(hi, 4)],
-            "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
-            "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1)}
+    for dataset in datasets:
+        by = {}
+        for r in complete_problems([r for r in records if (r.get("dataset") or "") == dataset]):
+            name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
+            by.setdefault((name, r["width"]), {})[r["qid"]] = r
+        for (name, width), runs in sorted(by.items()):
+            correct = [float(bool(r["correct"])) for r in runs.values()]
+            kvs = [record_kv(r) for r in runs.values()]
+            lo, hi = accuracy_interval(correct)
+            label = f"{name} w={width}" if len(datasets) == 1 else f"{dataset}: {name} w={width}"
+            out[label] = {
+                "problems": len(runs), "dataset": dataset,
+                "accuracy": round(float(np.mean(correct)), 4), "ci95": [round(lo, 4), round(hi, 4)],
+                "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
+                "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1)}
     return out
 
 
