@@ -22,7 +22,7 @@ SEARCH_HELDOUT_ARGS ?= $(SEARCH_COMMON) --dataset arithmetic-s2 --widths 16 --li
 # and measured on the held-out seed 2 (REBASE, ETS with the node cost and with the default token cost).
 ETS_TUNING_COMMON ?= --task arithmetic --verifier rules-graded --seeds 0 --max-depth 4 --step-tokens 16 \
 	--sampling-temperature 0.6 --dtype bfloat16 --threads 1 --widths 16
-ETS_TUNING_GRID ?= 1.5:0.05 0.5:0.05 1.5:0.1 0.0:0.05 3.0:0.05 1.5:0.02
+ETS_TUNING_GRID ?= 1.5:0.05 0.5:0.05 1.5:0.1 0.0:0.05
 DEMO_SWEEP_ARGS ?= --strategies zero-shot,many-shot,rag,drag,iterdrag --k 1,3 --m 0,1 --n 1,2 --limit 16 --batch-size 16 --dtype float32
 # ... and one-call RAG/DRAG one step further in k (IterDRAG at k = 5 would double the run time).
 DEMO_SWEEP_MORE_DOCS ?= --strategies rag,drag --k 5 --m 0,1 --limit 16 --batch-size 16 --dtype float32
