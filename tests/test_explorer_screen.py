@@ -438,9 +438,14 @@ def test_the_library_copies_a_sweep_tree_only_when_every_setting_matches(tmp_pat
     from ragscale.search.results import BUNDLED_SEARCH_SWEEP, load_sweep_records
     from ragscale.search.tasks import arithmetic_dataset
 
-    same, hotter = (dict(r) for r in load_sweep_records(BUNDLED_SEARCH_SWEEP)[:2])
+    arithmetic = [r for r in load_sweep_records(BUNDLED_SEARCH_SWEEP) if r["dataset"] == "arithmetic"]
+    same, hotter = (dict(r) for r in [r for r in arithmetic if r["policy"] == "rebase"][:2])
     hotter["config"] = {**hotter["config"], "sampling_temperature": 1.0}  # another tree than the library's
-    found = sweep_trees([same, hotter], "arithmetic")
+    # REBASE reads none of ETS's weights: a REBASE tree searched under other ETS defaults is the same tree
+    same["config"] = {**same["config"], "lambda_d": 7.0, "cluster_threshold": 0.3}
+    ets = next(dict(r) for r in arithmetic if r["policy"] == "ets" and r["qid"] == same["qid"])
+    ets["config"] = {**ets["config"], "lambda_d": 7.0}  # ... but an ETS tree under other weights is another tree
+    found = sweep_trees([same, hotter, ets], "arithmetic")
     key = L.tree_key("arithmetic", same["qid"], same["policy"], same["width"], 2, 2, 1)
     assert list(found) == [key] and (key.k, key.m, key.n) == (0, 0, 0)
     summary = precompute(None, arithmetic_dataset(8), [key], out=tmp_path, from_sweep=found)  # no engine needed

@@ -23,6 +23,8 @@ POLICY_LABELS = {"ets": "ETS", "rebase": "REBASE", "beam": "Beam search", "dvts"
 KV_COSTS = ("tokens", "nodes")
 # The arithmetic task's step checkers: pass/fail, and pass/fail times the generator's step confidence.
 RULE_VERIFIERS = ("rules", "rules-graded")
+# Settings only ETS reads: another policy's tree is the same whatever they say.
+ETS_ONLY_SETTINGS = ("lambda_b", "lambda_d", "cluster_threshold", "kv_cost")
 
 
 # Bounds that keep a typo from asking the engine for terabytes of KV (--width 100000000 did):
