@@ -295,6 +295,9 @@ def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
     def rounded(value):
         return None if value is None else round(value, 3)
 
+    # ETS's weights from an ETS record (REBASE's carry whatever they were when it ran; it reads none)
+    ets_config = next((r["config"] for r in records if r.get("policy") == "ets"), records[0]["config"])
+
     out = {
         "problems": len({r["qid"] for r in records}),
         "searches": len(records),
@@ -310,8 +313,8 @@ def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
         "accuracy": accuracy,
         "ets_within_rebase_ci95": within,
         "ets_selection": {**selection_diagnostics(records), "margins": pruning_margins(records)},
-        "settings": {k: records[0]["config"].get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
-                                                                "kv_cost", "temperature", "max_depth")},
+        "settings": {k: ets_config.get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
+                                                       "kv_cost", "temperature", "max_depth")},
         "dataset": records[0].get("dataset"), "verifier": records[0].get("verifier"),
     }
     if held_out:
