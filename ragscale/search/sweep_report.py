@@ -121,8 +121,10 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
         lines += ["", "At equal width, REBASE/ETS: "
                   + "; ".join(f"{KV_MEASURES[kv].split(' (')[0]} " + ", ".join(f"w={w}: {v:.2f}" for w, v in r.items())
                               for kv, r in f["kv_ratio_equal_width"].items()) + ".",
-                  "", f"ETS's selection steps: {sel['selection_steps']}; mean clusters per candidate (K/N) "
-                  f"{sel['mean_clusters_per_candidate']}; candidates REBASE would fund that ETS pruned: "
+                  "", f"ETS's selection steps: {sel['selection_steps']}; "
+                  + (f"mean clusters per candidate (K/N) {sel['mean_clusters_per_candidate']}"
+                     if sel["mean_clusters_per_candidate"] is not None else "no clusters (lambda_d 0: no diversity term)")
+                  + f"; candidates REBASE would fund that ETS pruned: "
                   f"{sel['funded_pruned']} (of {sel['candidates']} candidates at those steps; the margins behind it: "
                   "`bench ets-fidelity`).",
                   "", f"Replayed through the public code's selection (`ragscale.search.public_ets`): the same nodes "
