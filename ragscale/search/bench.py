@@ -256,7 +256,12 @@ def counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0), (2.0, 0.0), 
     steps = [(r["config"], s) for r in records if r["config"].get("policy") == "ets"
              and r["config"].get("kv_cost") == "nodes" for s in public_ets.recorded_steps(r)]
     out = {}
+    clustered = any(step.clusters is not None for _, step in steps)
     for lambda_b, lambda_d in lambdas:
+        if lambda_d > 0 and not clustered:  # searched with lambda_d 0: no clusters to weigh
+            out[f"lambda_b={lambda_b} lambda_d={lambda_d}"] = {"funded": None, "dropped_by_program": None,
+                                                               "note": "no clusters recorded (lambda_d 0 searches)"}
+            continue
         pruned = funded = 0
         for c, step in steps:
             o = public_ets.outcome_shares(step.scores, step.width, c["temperature"])
