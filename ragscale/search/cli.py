@@ -279,7 +279,7 @@ def _task_args(parser: argparse.ArgumentParser) -> None:
                         help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
                         "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
-                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated; arithmetic-s<SEED>: the harder three-operation problems of seed SEED) "
+                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated; arithmetic-s<SEED>: the three-operation problems of seed SEED, arithmetic-s<SEED>-o<OPS>: OPS operations) "
                         "for --task arithmetic")
     parser.add_argument("--recipe", help="a recipe name or YAML file (without it, the policy's own recipe)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")
