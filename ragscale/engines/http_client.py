@@ -245,6 +245,16 @@ def parse_json(raw: bytes):
         return NOT_JSON
 
 
+def token_count(value: Any, name: str, default: int) -> int:
+    """A token count the server sent under ``name``: a whole number >= 0, or ``default`` when absent."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
+            or value != int(value):
+        raise EngineError(f"the server's {name} is not a token count: {str(value)[:20]!r}")
+    return int(value)
+
+
 def one_line(text: str) -> str:
     """``text`` on one printable line of at most MAX_MESSAGE_CHARS (for server text in messages)."""
     text = " ".join(text.split())

@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ragscale.engines.base import EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed
-from ragscale.engines.http_client import HTTPEngine, one_line, parse_json, parse_prometheus
+from ragscale.engines.http_client import HTTPEngine, one_line, parse_json, parse_prometheus, token_count
 from ragscale.errors import EngineError
 
 API_KEY_VARIABLES = ("RAGSCALE_OPENAI_API_KEY", "OPENAI_API_KEY")
@@ -401,15 +401,15 @@ class OpenAIEngine(HTTPEngine):
         usage = answer.get("usage")
         if not isinstance(usage, dict):
             raise EngineError(f"{self.url} sent no usage with its completion")
-        prompt = _count(usage.get("prompt_tokens"), "usage.prompt_tokens", default_prompt)
+        prompt = token_count(usage.get("prompt_tokens"), "usage.prompt_tokens", default_prompt)
         details = usage.get("prompt_tokens_details")
         value = details.get("cached_tokens") if isinstance(details, dict) else None
         self.reports_cached_tokens = value is not None or bool(self.reports_cached_tokens)
-        cached = _count(value, "usage.prompt_tokens_details.cached_tokens", 0)
+        cached = token_count(value, "usage.prompt_tokens_details.cached_tokens", 0)
         if cached > prompt:
             raise EngineError(f"the server reports {cached} cached of {prompt} prompt tokens")
         completion = usage.get("completion_tokens")
-        return prompt, cached, None if completion is None else _count(completion, "usage.completion_tokens", 0)
+        return prompt, cached, None if completion is None else token_count(completion, "usage.completion_tokens", 0)
 
     def _count(self, usage: Usage) -> None:
         if usage.prompt_tokens or usage.completion_tokens:  # one per request (a request's other samples carry 0)
@@ -495,15 +495,6 @@ def _choices(answer: dict, n: int) -> list[dict]:
         raise EngineError(f"the server returned {len(choices) if isinstance(choices, list) else 'no'} choices "
                           f"for n = {n}")
     return sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
-
-
-def _count(value: Any, name: str, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-            or value != int(value):
-        raise EngineError(f"the server's {name} is not a token count: {str(value)[:20]!r}")
-    return int(value)
 
 
 def _positive_int(source: dict, key: str) -> int | None:

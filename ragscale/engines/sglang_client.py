@@ -48,7 +48,9 @@ import requests
 
 from ragscale.deploy import check_server_given_url
 from ragscale.engines.base import EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed
-from ragscale.engines.http_client import NOT_JSON, HTTPEngine, one_line, parse_json, parse_prometheus
+from ragscale.engines.http_client import (
+    NOT_JSON, HTTPEngine, one_line, parse_json, parse_prometheus, token_count,
+)
 from ragscale.errors import EngineError, UserError
 
 log = logging.getLogger(__name__)
@@ -424,13 +426,7 @@ def _text(item: dict) -> str:
 
 
 def _count(meta: dict, key: str, default: int) -> int:
-    value = meta.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-            or value != int(value):
-        raise EngineError(f"the server's meta_info.{key} is not a token count: {str(value)[:20]!r}")
-    return int(value)
+    return token_count(meta.get(key, default), f"meta_info.{key}", default)
 
 
 def _int_list(values: Any, name: str) -> list[int]:
