@@ -4,10 +4,6 @@ reports itself as SGLang) and against a scripted stand-in for servers with fewer
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from ragscale.engines import EngineSpec, make_engine
@@ -16,6 +12,7 @@ from ragscale.engines.openai_client import OpenAIEngine, base_url
 from ragscale.engines.server import make_server
 from ragscale.errors import EngineError
 from tests.fakes import ByteTokenizer, ScriptedEngine
+from tests.http_fakes import JSONHandler, serving, start, stop
 
 
 def reply(prompt, params, i, rng):
@@ -24,11 +21,8 @@ def reply(prompt, params, i, rng):
 
 @pytest.fixture(scope="module")
 def embedded():
-    srv = make_server(ScriptedEngine(reply, context_window=512), "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(make_server(ScriptedEngine(reply, context_window=512), "127.0.0.1", 0)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -109,46 +103,33 @@ class Hosted:
         self.status, self.error = status, error
         hosted = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def do_GET(self):  # noqa: N802
                 hosted.requests.append((self.path, dict(self.headers), None))
                 if hosted.status != 200:
-                    return self._answer(hosted.status, hosted.error or {})
+                    return self.reply(hosted.status, hosted.error or {})
                 if self.path == "/v1/models":
-                    return self._answer(200, hosted.models)
-                self._answer(404, {"error": {"message": "not here"}})
+                    return self.reply(200, hosted.models)
+                self.reply(404, {"error": {"message": "not here"}})
 
             def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.json_body()
                 hosted.requests.append((self.path, dict(self.headers), body))
                 if hosted.status != 200:
-                    return self._answer(hosted.status, hosted.error or {})
+                    return self.reply(hosted.status, hosted.error or {})
                 if self.path != "/v1/completions":
-                    return self._answer(404, {"error": {"message": "not here"}})
+                    return self.reply(404, {"error": {"message": "not here"}})
                 n = body.get("n", 1)
-                self._answer(200, {"choices": [{"index": i, "text": " Paris.", "finish_reason": "stop"}
+                self.reply(200, {"choices": [{"index": i, "text": " Paris.", "finish_reason": "stop"}
                                                for i in range(n)],
                                    "usage": {"prompt_tokens": 9, "completion_tokens": 3 * n,
                                              "total_tokens": 9 + 3 * n}})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.server, root = start(Handler)
+        self.url = root + "/v1"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)
 
 
 @pytest.fixture
@@ -234,25 +215,16 @@ def test_shared_mode_sends_the_key_only_to_the_operators_endpoints(hosted, monke
 
 
 def test_a_redirect_is_not_followed(monkeypatch):
-    class Redirect(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Redirect(JSONHandler):  # quiet; answers no JSON
         def do_GET(self):  # noqa: N802
             self.send_response(307)
             self.send_header("Location", "http://169.254.169.254/v1/models")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("RAGSCALE_OPENAI_API_KEY", KEY)
-    try:
-        with pytest.raises(EngineError, match="redirect"):
-            OpenAIEngine(f"http://127.0.0.1:{server.server_address[1]}/v1", context_window=64).info  # noqa: B018
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Redirect) as url, pytest.raises(EngineError, match="redirect"):
+        OpenAIEngine(url + "/v1", context_window=64).info  # noqa: B018
 
 
 def test_cost_from_the_providers_usage_prices_cached_input_apart(hosted):
