@@ -245,3 +245,30 @@ def test_cost_from_the_providers_usage_prices_cached_input_apart(hosted):
     assert engine.cost_usd(flat)["total_usd"] == 0
     with pytest.raises(ValueError):
         usage_cost_usd(10, 11, 0, flat)
+
+
+def test_a_runs_cost_needs_a_sheet_that_names_the_model_exactly(monkeypatch, tmp_path):
+    from ragscale.allocation.prices import load_sheet, run_cost, sheet_for_model
+
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path))
+    # The sheet's file name or its model field, case, spacing and a provider prefix aside.
+    for name in ("gemini-1.5-flash", "models/gemini-1.5-flash", "Gemini 1.5 Flash", "google/GEMINI-1.5-FLASH"):
+        assert sheet_for_model(name)[0] == "gemini-1.5-flash"
+    for name in ("gemini-1.5-flash-8b", "gemini-1.5-pro", "scripted-bytes"):  # variants are priced apart
+        assert sheet_for_model(name) is None
+    server = Hosted(models={"object": "list", "data": [{"id": "models/gemini-1.5-flash", "owned_by": "google"}]})
+    try:
+        engine = OpenAIEngine(server.url, tokenizer=ByteTokenizer(), context_window=128)
+        assert run_cost(engine) is None  # nothing asked yet: no model known, no figure
+        engine.generate(["a"], SamplingParams(max_new_tokens=3))
+        mark = engine.billed_requests
+        engine.generate(["b", "c"], SamplingParams(max_new_tokens=3))
+        sheet = load_sheet("gemini-1.5-flash")
+        rate = sheet.tiers[0]
+        assert run_cost(engine)["total_usd"] == pytest.approx(3 * (9 * rate.input + 3 * rate.output) / 1e6)
+        since = run_cost(engine, since=mark)
+        assert since["total_usd"] == pytest.approx(2 * (9 * rate.input + 3 * rate.output) / 1e6)
+        assert since["line"].endswith(f"at gemini-1.5-flash prices, {sheet.date}")
+    finally:
+        server.close()
+    assert run_cost(ScriptedEngine(reply)) is None  # an engine that bills nothing

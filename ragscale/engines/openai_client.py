@@ -40,7 +40,8 @@ URL alone, and every message from the server passes through ``_redacted``. In sh
 ``RAGSCALE_ALLOWED_URLS``, never to a loopback URL a viewer typed.
 
 Hosted APIs bill by that usage: ``cost_usd(sheet)`` / ``usage_cost_usd`` price each request at
-its prompt length's tier of an ``allocation.prices.PriceSheet``, cached input apart.
+its prompt length's tier of an ``allocation.prices.PriceSheet``, cached input apart
+(``allocation.prices.run_cost`` finds the sheet of the served model for run summaries).
 """
 
 from __future__ import annotations
@@ -258,11 +259,17 @@ class OpenAIEngine(HTTPEngine):
             raise EngineError(f"{self.url} streamed no token ids (a streaming vLLM is needed here)")
         return first, time.perf_counter() - started, tokens
 
-    def cost_usd(self, sheet) -> dict:
-        """What the requests since ``reset_stats`` cost by ``sheet`` (a ``PriceSheet``), request by
-        request at the tier of each one's prompt (see ``usage_cost_usd``)."""
+    @property
+    def billed_requests(self) -> int:
+        """How many requests ``cost_usd`` bills now: a mark, so that ``cost_usd(sheet, since=mark)``
+        is the bill of what runs after it."""
+        return len(self._billed)
+
+    def cost_usd(self, sheet, since: int = 0) -> dict:
+        """What the requests since ``reset_stats`` (from the ``since``-th on) cost by ``sheet`` (a
+        ``PriceSheet``), request by request at the tier of each one's prompt (see ``usage_cost_usd``)."""
         totals = {"uncached_input_usd": 0.0, "cached_input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0}
-        for usage in self._billed:
+        for usage in self._billed[since:]:
             for key, value in usage_cost_usd(*usage, sheet).items():
                 totals[key] += value
         return totals
