@@ -216,11 +216,16 @@ def test_search_against_a_billing_server_prints_what_the_provider_bills(scripted
         text = capsys.readouterr().out
         assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2", "--json"]) == 0
         record = json.loads(capsys.readouterr().out)["cost"]
+        assert main(["search-sweep", "--policies", "beam", "--widths", "2", "--seeds", "0", "--limit", "1",
+                     "--max-depth", "2", "--out", str(tmp_path / "s.sqlite")]) == 0
+        swept = capsys.readouterr().out
     sheet = load_sheet("gemini-1.5-flash")
     billed = clients[0].cost_usd(sheet)["total_usd"]
     assert billed > 0 and f"cost     : {fmt_usd(billed)} at gemini-1.5-flash prices, {sheet.date}\n" in text
     assert record["total_usd"] == pytest.approx(clients[1].cost_usd(sheet)["total_usd"])
     assert record["sheet"] == "gemini-1.5-flash" and record["date"] == sheet.date
+    swept_cost = fmt_usd(clients[2].cost_usd(sheet)["total_usd"])
+    assert f"cost: {swept_cost} at gemini-1.5-flash prices, {sheet.date}\n" in swept, swept
     with serving(served("some-local-model")) as url:
         assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2"]) == 0
         assert "engine   :" in (text := capsys.readouterr().out) and "cost" not in text
