@@ -304,26 +304,25 @@ DECODE_KERNELS = ("int4", "int8")
 
 
 def decode_kernel() -> str:
-    """The kernel for quantised decode on this CPU (``RAGSCALE_DECODE_KERNEL`` overrides):
+    """The kernel for quantised decode (``RAGSCALE_DECODE_KERNEL=int4|int8`` overrides):
 
-    - ``int4`` where the CPU has AMX: torch's 4-bit kernel reads the GGUF's 4-bit groups (~60 MB
-      a token) and was 1.14-1.21x llama.cpp on a Sapphire Rapids (README);
-    - ``int8`` elsewhere when the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without AMX torch's
-      4-bit kernel decoded at 0.45x llama.cpp on an AMD EPYC (Zen 4) and scales badly with rows;
-      the integer GEMM on int8 rows was 3-4x faster per token's layers in a kernel benchmark and
-      1.3-1.5x int4 for 8 branches end to end, but 0.65-0.8x on one stream, both measured under
-      heavy load (README; ``ragscale bench decode-kernels``). Batched decode is what tree
-      search runs;
-    - ``int4`` otherwise (no VNNI: the integer GEMM has no fast path)."""
+    - ``int4``, the default on every CPU measured: torch's 4-bit kernel reads the GGUF's Q4_1
+      groups (~66 MB of layer weights a token). It was 1.14-1.21x llama.cpp on a Sapphire Rapids
+      (AMX), and on an AMD EPYC Zen 4 without AMX it is ahead of ``int8`` on one stream (60.0 vs
+      45.5 tok/s) and on 8 branches (124.5 vs 100.9), side by side in one run of ``ragscale bench
+      decode-kernels`` (README). Decode is bound by the bytes it reads, and int4 reads fewer;
+    - ``int8`` on request: the same values re-quantised to int8 rows and an integer GEMM
+      (``torch._int_mm``; ~106 MB a token). An earlier choice of it for CPUs without AMX rested on
+      runs where other jobs took most of the machine (README).
+
+    The choice depends on nothing but the variable, so two processes on one machine decode the
+    same bits."""
     chosen = os.environ.get("RAGSCALE_DECODE_KERNEL")
     if chosen:
         if chosen not in DECODE_KERNELS:
             raise EngineError(f"RAGSCALE_DECODE_KERNEL must be one of {', '.join(DECODE_KERNELS)}; got {chosen!r}")
         return chosen
-    flags = _cpu_flags()
-    if "amx_int8" in flags or "amx_bf16" in flags:
-        return "int4"
-    return "int8" if {"avx512_vnni", "avx_vnni"} & flags else "int4"
+    return "int4"
 
 
 def default_dtype() -> str:
