@@ -48,3 +48,15 @@ def serving(server_or_handler) -> Iterator[str]:
         yield url
     finally:
         stop(server)
+
+
+@contextmanager
+def serving_model(engine, model: str) -> Iterator[str]:
+    """The embedded server's API over ``engine`` (a scripted one), which it names ``model`` (e.g. a
+    model a price sheet names); yields the base URL."""
+    from ragscale.engines.base import EngineInfo
+    from ragscale.engines.server import make_server
+
+    engine.info = EngineInfo(kind="scripted", model=model, context_window=engine.info.context_window)
+    with serving(make_server(engine, "127.0.0.1", 0)) as url:
+        yield url

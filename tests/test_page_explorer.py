@@ -566,19 +566,17 @@ def test_a_live_run_on_a_priced_model_records_what_it_cost(trees):
     """The record of a live run on an OpenAI-compatible engine whose model a price sheet names
     carries the run's own cost (its caption shows it); a scripted engine's records carry none."""
     from ragscale.allocation.prices import load_sheet
-    from ragscale.engines.base import EngineInfo, SamplingParams
+    from ragscale.engines.base import SamplingParams
     from ragscale.engines.openai_client import OpenAIEngine
-    from ragscale.engines.server import make_server
     from tests.fakes import ByteTokenizer
-    from tests.http_fakes import serving
+    from tests.http_fakes import serving_model
 
     folder, question = trees
     stored = [L.load_record(path) for path in folder.rglob("*.json")]
     assert len(stored) == 2 and all("cost" not in record for record in stored)
     dataset = load_dataset("demo")
     served = ScriptedEngine(reply, logprob=lambda p, c: -0.3 if c == "Yes" else -1.2)
-    served.info = EngineInfo(kind="scripted", model="gemini-1.5-flash", context_window=8192)
-    with serving(make_server(served, "127.0.0.1", 0)) as url:
+    with serving_model(served, "gemini-1.5-flash") as url:
         engine = OpenAIEngine(url, tokenizer=ByteTokenizer())
         engine.generate(["before the run"], SamplingParams(max_new_tokens=2))  # billed, but not the run's
         record = live.run_tree(engine, dataset, question, tree_key(DEFAULT, question.qid),

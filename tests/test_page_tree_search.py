@@ -311,22 +311,19 @@ def test_a_run_on_a_priced_model_shows_what_the_provider_bills(app, monkeypatch)
     import pages.common
     import ragscale.retrieval
     from ragscale.allocation.prices import load_sheet
-    from ragscale.engines.base import EngineInfo
     from ragscale.engines.openai_client import OpenAIEngine
-    from ragscale.engines.server import make_server
     from ragscale.explorer import live
     from ragscale.formatting import fmt_usd
     from tests.fakes import ByteTokenizer
-    from tests.http_fakes import serving
+    from tests.http_fakes import serving_model
 
     def reply(prompt, params, i, rng):  # scoring over /v1 decodes one token after the judged text
         return qa_reply(prompt, params, i, rng) if prompt.endswith(":") else "."
 
     served = ScriptedEngine(reply, logprob=judge_logprob)
-    served.info = EngineInfo(kind="scripted", model="gemini-1.5-flash", context_window=8192)
     monkeypatch.setattr(live, "shared_retriever", lambda dataset: lambda q, k: dataset.corpus[:k])
     monkeypatch.setattr(ragscale.retrieval, "embed_texts", fake_embed)
-    with serving(make_server(served, "127.0.0.1", 0)) as url:
+    with serving_model(served, "gemini-1.5-flash") as url:
         engine = OpenAIEngine(url, tokenizer=ByteTokenizer())
         monkeypatch.setattr(pages.common, "get_engine", lambda: engine)
         app.button(key="ts_run").click().run(timeout=300)

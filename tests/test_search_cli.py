@@ -193,25 +193,21 @@ def test_search_against_a_billing_server_prints_what_the_provider_bills(scripted
     """An OpenAI-compatible engine whose model a price sheet names: the summary says what the
     run's requests cost at that sheet (the provider's own usage counts); another model: no cost."""
     from ragscale.allocation.prices import load_sheet
-    from ragscale.engines.base import EngineInfo
     from ragscale.engines.openai_client import OpenAIEngine
-    from ragscale.engines.server import make_server
     from ragscale.formatting import fmt_usd
     from tests.fakes import ByteTokenizer
-    from tests.http_fakes import serving
+    from tests.http_fakes import serving_model
 
     def reply(prompt, params, i, rng):  # scoring over /v1 decodes one token after the judged text
         return qa_reply(prompt, params, i, rng) if prompt.endswith(":") else "."
 
     def served(model: str):
-        engine = ScriptedEngine(reply, logprob=judge_logprob)
-        engine.info = EngineInfo(kind="scripted", model=model, context_window=8192)
-        return make_server(engine, "127.0.0.1", 0)
+        return serving_model(ScriptedEngine(reply, logprob=judge_logprob), model)
 
     clients = []
     monkeypatch.setattr(search_cli, "engine_from_args",
                         lambda args, **kw: clients.append(OpenAIEngine(url, tokenizer=ByteTokenizer())) or clients[-1])
-    with serving(served("gemini-1.5-flash")) as url:
+    with served("gemini-1.5-flash") as url:
         assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2"]) == 0
         text = capsys.readouterr().out
         assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2", "--json"]) == 0
@@ -226,6 +222,6 @@ def test_search_against_a_billing_server_prints_what_the_provider_bills(scripted
     assert record["sheet"] == "gemini-1.5-flash" and record["date"] == sheet.date
     swept_cost = fmt_usd(clients[2].cost_usd(sheet)["total_usd"])
     assert f"cost: {swept_cost} at gemini-1.5-flash prices, {sheet.date}\n" in swept, swept
-    with serving(served("some-local-model")) as url:
+    with served("some-local-model") as url:
         assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2"]) == 0
         assert "engine   :" in (text := capsys.readouterr().out) and "cost" not in text

@@ -385,19 +385,16 @@ def test_k_0_sweeps_from_the_command_line(tmp_path, capsys, monkeypatch, flags):
 
 def test_a_sweep_on_a_priced_model_prints_what_the_provider_bills(tmp_path, capsys, monkeypatch):
     from ragscale.allocation.prices import load_sheet
-    from ragscale.engines.base import EngineInfo
     from ragscale.engines.openai_client import OpenAIEngine
-    from ragscale.engines.server import make_server
     from ragscale.formatting import fmt_usd
     from tests.fakes import ByteTokenizer
-    from tests.http_fakes import serving
+    from tests.http_fakes import serving_model
 
     served = ScriptedEngine(lambda *args: "Paris")
-    served.info = EngineInfo(kind="scripted", model="gemini-1.5-flash", context_window=8192)
     clients = []
     monkeypatch.setattr("ragscale.engines.make_engine",
                         lambda spec: clients.append(OpenAIEngine(url, tokenizer=ByteTokenizer())) or clients[-1])
-    with serving(make_server(served, "127.0.0.1", 0)) as url:
+    with serving_model(served, "gemini-1.5-flash") as url:
         assert main(["sweep", "--dataset", "demo", "--limit", "2", "--n", "1", "--strategies", "zero-shot",
                      "--out", str(tmp_path / "a.sqlite")]) == 0
     sheet = load_sheet("gemini-1.5-flash")
