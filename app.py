@@ -6,10 +6,6 @@ Run it with `make run`. Every page is thin: widgets and plots; the logic is in `
 import logging
 from pathlib import Path
 
-from ragscale.config import prefer_passive_openmp
-
-prefer_passive_openmp()  # before anything loads torch: the app usually shares its CPU (see the docstring)
-
 import streamlit as st
 from streamlit.errors import FragmentHandledException
 

@@ -95,4 +95,5 @@ def _status() -> None:
     st.caption(
         f"Prefix-cache hit rate {stats.hit_rate:.0%} ({stats.cached_tokens:,} of {stats.prompt_tokens:,} "
         f"prompt tokens) · {stats.tokens_per_second:.1f} tokens/s over {stats.requests:,} requests"
+        + (f" · {engine.threads_note()}" if hasattr(engine, "threads_note") else "")
     )

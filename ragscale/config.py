@@ -46,11 +46,10 @@ def prefer_passive_openmp() -> None:
     """Let torch's OpenMP threads sleep instead of spin while they wait (a user's own
     ``OMP_WAIT_POLICY`` wins). Read once when torch loads, so call it before anything imports torch.
 
-    Spinning threads burn the time slice the other thread needs whenever the CPU is shared: an
-    app on a presenter's laptop or a team server, a precompute beside other jobs. Measured on the
-    2-core reference machine (2026-11-28, load ~4.5, `bench explorer-live`, arithmetic view):
-    1.8-2.1 s passive against 11-15 s spinning; indexing at load ~3: 68.9 against 50.3
-    passages/s. On an idle machine spinning is faster (decode 48 against 30 tokens/s), which is
-    why the engine benchmarks keep OpenMP's default.
+    For index building, whose threads are fixed: spinning threads burn the time slice the other
+    thread needs whenever the CPU is shared (indexing at load ~3: 68.9 against 50.3 passages/s).
+    The embedded engine does not need it: it keeps OpenMP's brief spinning, which is faster on
+    free cores (the Demo QA live view 9.6 s against 15 s sleeping), and drops to the threads that
+    have a core when other processes are busy (``engines.spare_cores``).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -82,8 +82,9 @@ def ideal_cached_tokens(generations) -> int:
 
 def prefix_cache_benchmark(progress: Progress | None = None) -> dict:
     from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.model_files import bench_threads
 
-    on, off = EmbeddedEngine(prefix_cache=True), EmbeddedEngine(prefix_cache=False)  # shared weights
+    on, off = EmbeddedEngine(prefix_cache=True, threads=bench_threads()), EmbeddedEngine(prefix_cache=False, threads=bench_threads())  # shared weights
     on.generate([on.encode("Warm up.")], SamplingParams(max_new_tokens=2))  # first-call overheads
     on.flush_cache()
     on.reset_stats()
@@ -210,8 +211,9 @@ def throughput(dtype: str | None = None) -> dict:
 def _warm_engine(dtype: str | None = None):
     """An embedded engine, cache off, past its first-call overheads."""
     from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.model_files import bench_threads
 
-    engine = EmbeddedEngine(prefix_cache=False, dtype=dtype)
+    engine = EmbeddedEngine(prefix_cache=False, dtype=dtype, threads=bench_threads())
     engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
     return engine
 
@@ -314,8 +316,8 @@ def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dic
     from ragscale.engines.model_files import resolve_model
 
     steps = rounds + 2
-    threads = torch.get_num_threads()
     engine = _warm_engine()
+    threads = torch.get_num_threads()  # the engine's (bench_threads): llama.cpp gets the same
     llm = _llama(llama_cpp)(model_path=str(resolve_model(None).path), n_ctx=4096, n_batch=512, n_threads=threads,
                             n_threads_batch=threads, verbose=False)
 
@@ -418,10 +420,11 @@ def serving_benchmark(progress: Progress | None = None) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.model_files import bench_threads
     from ragscale.engines.server import make_server
     from ragscale.engines.sglang_client import SGLangEngine
 
-    engine = EmbeddedEngine(prefix_cache=True)
+    engine = EmbeddedEngine(prefix_cache=True, threads=bench_threads())
     # Different users, different documents: no prefix is shared beyond the chat template.
     sentences = _PASSAGE.split(". ")
     prompts = [engine.encode(engine.chat_prompt(f"{'. '.join(sentences[i % 4:] + sentences[:i % 4]) * 3}\n\n{task}"))

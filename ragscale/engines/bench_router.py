@@ -91,9 +91,10 @@ def serve_load_benchmark(progress: Progress | None = None) -> dict:
 
     from ragscale.engines.bench import process_memory_mb
     from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.model_files import bench_threads
     from ragscale.engines.server import make_server
 
-    engine = EmbeddedEngine()
+    engine = EmbeddedEngine(threads=bench_threads())
     server = make_server(engine, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()

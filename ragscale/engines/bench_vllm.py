@@ -57,6 +57,7 @@ def _compare(url: str, progress: Progress | None, rounds: int) -> dict:
     import torch
 
     from ragscale.engines.embedded import EmbeddedEngine
+    from ragscale.engines.model_files import bench_threads
     from ragscale.engines.openai_client import OpenAIEngine
 
     def say(step: int, message: str) -> None:
@@ -64,7 +65,7 @@ def _compare(url: str, progress: Progress | None, rounds: int) -> dict:
             progress(step, 4, message)
 
     remote = OpenAIEngine(url)
-    local = EmbeddedEngine(prefix_cache=True)
+    local = EmbeddedEngine(prefix_cache=True, threads=bench_threads())
     for engine in (local, remote):  # first-call overheads
         engine.generate([engine.encode("Warm up.")], SamplingParams(max_new_tokens=2))
     say(1, "warm")

@@ -48,6 +48,7 @@ from ragscale.engines.base import (
 )
 from ragscale.engines.forward import PAGE
 from ragscale.engines.radix_cache import RadixCache
+from ragscale.engines.spare_cores import SpareCores
 from ragscale.errors import EngineError
 
 # 16k tokens of SmolLM2 KV (30 layers x 3 heads x 64 dims x K,V in bf16, 23 KB a token) is 0.37 GB.
@@ -102,10 +103,14 @@ class EmbeddedEngine(Engine):
         and ``cache_tokens``); a call that needs more runs in batches that fit, and a prompt that
         alone cannot fit is refused (``EngineError``).
         ``dtype``: compute dtype, "float32" or "bfloat16" (default: bf16 only where the CPU has
-        it natively; see ``model_files.default_dtype``). ``threads``: torch threads (process-wide)."""
+        it natively; see ``model_files.default_dtype``). ``threads``: torch threads (process-wide);
+        default: ``RAGSCALE_THREADS``, else the cores other processes leave free at each call."""
         self.prefix_cache = prefix_cache
         self.kv_budget = kv_tokens if kv_tokens is not None else max(DEFAULT_KV_TOKENS, cache_tokens)
-        model_files.set_threads(threads)
+        # Threads given (argument or RAGSCALE_THREADS): fixed. Otherwise every core other processes
+        # leave free, re-read before each call (``spare_cores``).
+        fixed = model_files.set_threads(threads)
+        self._spare_cores = None if fixed else SpareCores(torch.get_num_threads())
         _fix_malloc_threshold()
         loaded = model_files.load(model, dtype)
         self.decoder = loaded.decoder
@@ -138,6 +143,18 @@ class EmbeddedEngine(Engine):
     def close(self) -> None:
         self.flush_cache()
 
+    def threads_note(self) -> str:
+        """How many threads the latest call ran, and why (the app's sidebar)."""
+        if self._spare_cores is None:
+            return f"{torch.get_num_threads()} threads (fixed)"
+        return self._spare_cores.describe()
+
+    def _use_spare_cores(self) -> None:
+        if self._spare_cores is not None:
+            threads = self._spare_cores.threads()
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation]:
         return self.generate_seeded([self._ids(p) for p in prompts], params)
 
@@ -154,6 +171,7 @@ class EmbeddedEngine(Engine):
         for ids in prompt_ids:
             self._check_fits(ids, params.max_new_tokens)
         with self._lock, torch.inference_mode():
+            self._use_spare_cores()
             started = time.perf_counter()
             rows: list[_Row] = []
             cached: list[list[int]] = []
@@ -284,6 +302,7 @@ class EmbeddedEngine(Engine):
         self._check_fits(ids + max(conts, key=len), 0)
         out = []
         with self._lock, torch.inference_mode():
+            self._use_spare_cores()
             started = time.perf_counter()
             if all(len(c) == 1 for c in conts):
                 # One-token continuations (a judge's "Yes" / "No"): one pass over the prompt

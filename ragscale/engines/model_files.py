@@ -454,13 +454,21 @@ def _eos_token_ids(folder: Path, config) -> tuple[int, ...]:
     return tuple(i for i in eos if isinstance(i, int))
 
 
-def set_threads(threads: int | None) -> None:
+def set_threads(threads: int | None) -> bool:
     """torch threads for this process: ``threads``, else ``RAGSCALE_THREADS``, else every core.
-    On a CPU shared with other busy processes, 1 avoids OpenMP threads spinning against each other."""
+    True when the count was given (the argument or the variable): the embedded engine then keeps
+    it; otherwise it adapts it to the cores other processes leave free (``spare_cores``)."""
     import torch
 
-    threads = threads or int(os.environ.get("RAGSCALE_THREADS") or 0) or (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
+    given = threads or int(os.environ.get("RAGSCALE_THREADS") or 0)
+    torch.set_num_threads(given or (os.cpu_count() or 1))
+    return bool(given)
+
+
+def bench_threads() -> int:
+    """Threads for a benchmark's engines: fixed (``RAGSCALE_THREADS``, else every core), so that
+    engines compared side by side run the same count whatever else the machine is doing."""
+    return int(os.environ.get("RAGSCALE_THREADS") or 0) or (os.cpu_count() or 1)
 
 
 def load_tokenizer(model: str | None = None):

@@ -11,7 +11,6 @@ from ragscale.errors import UserError
 from ragscale.explorer.library import ARITHMETIC_WIDTHS, GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, task_of
 from ragscale.explorer.state import DEFAULT, POLICIES
 from ragscale.commandline import csv_list, progress_bar
-from ragscale.config import prefer_passive_openmp
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 
 
@@ -29,9 +28,9 @@ def _shapes(text: str) -> list[tuple[int, int, int]]:
 
 
 def cmd_precompute(args) -> int:
-    # On a shared, busy CPU, spinning OpenMP threads cost a precompute 3.5x (917 s vs 264 s for
+    # On a shared, busy CPU the engine drops to the threads that have a core (spare_cores):
+    # spinning OpenMP threads against a busy process cost a precompute 3.5x (917 s vs 264 s for
     # one tree at load ~12).
-    prefer_passive_openmp()
     from ragscale.explorer.precompute import grid, library_size, pick_questions, precompute, sweep_trees
     from ragscale.search.builder import load_questions
     from ragscale.explorer.library import TreeLibrary
@@ -149,11 +148,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_bench_live(args) -> int:
-    """A live run of the Explorer's opening view, with the engine and index warmed first.
-
-    OpenMP waits passively, as in the app's process (``prefer_passive_openmp``: a shared CPU is
-    the app's normal case); ``OMP_WAIT_POLICY=ACTIVE`` measures spinning threads instead."""
-    prefer_passive_openmp()
+    """A live run of the Explorer's opening view, with the engine and index warmed first, as the
+    app runs it: the engine's threads follow the cores other processes leave free (``spare_cores``;
+    ``--threads`` fixes them), OpenMP's own wait policy (``OMP_WAIT_POLICY`` overrides it)."""
     from ragscale.explorer import live
     from ragscale.explorer import screen as S
     from ragscale.explorer.library import task_of, tree_key
@@ -212,9 +209,16 @@ def cmd_bench_live(args) -> int:
            "tokens_generated": best["tokens_generated"], "correct": best["correct"], "runs": len(runs),
            "all_seconds": [round(r["seconds"], 2) for r in runs], "warmup_s": round(warmup, 2),
            "key": key.to_dict(), "model": engine.info.model, "engine": engine.info.kind,
-           "target_s": 10, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_1min": round(os.getloadavg()[0], 2)}
+           "target_s": 10, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+           "threads_last_call": _engine_threads(), "load_1min": round(os.getloadavg()[0], 2)}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0
+
+
+def _engine_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def register_bench(benches) -> None:
