@@ -121,8 +121,9 @@ def tree_panel(screen: ex.Screen, large: bool) -> None:
     record = tree.record
     if tree.live:
         row = st.columns([4, 1], vertical_alignment="center")
-        row[0].caption(f"Your live run on {md_literal(record['engine'].get('model', '?'))} ({record['created']}): it stays in "
-                       "this session; a shared link shows the stored tree.")
+        cost = f"; cost {md_literal(record['cost']['line'])}" if record.get("cost") else ""
+        row[0].caption(f"Your live run on {md_literal(record['engine'].get('model', '?'))} ({record['created']}{cost}): it "
+                       "stays in this session; a shared link shows the stored tree.")
         row[1].button("Stored tree", on_click=lambda: ss[LIVE].drop(engine_label, tree.want),
                       help="forget this live run and show the stored tree")
     if tree.focus is not None:  # above the tree, where the eye already is

@@ -15,6 +15,7 @@ import streamlit as st
 
 from pages.common import engine_spec, get_engine
 from pages.widgets import POLICY_LABELS, chart_config, page_style, run_panel
+from ragscale.allocation.prices import billing_mark, run_cost
 from ragscale.config import SHARED_DATASETS_DIR
 from ragscale.deploy import printable, viewer_path
 from ragscale.engines import describe_spec
@@ -74,7 +75,7 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
     engine.flush_cache()
     search = builder.build_search(engine, dataset, task, k=settings["k"], verifier=settings["verifier"],
                                   retrieve=live.shared_retriever(dataset) if task == "qa" else None)
-    drawing, started = status.empty(), time.perf_counter()
+    drawing, started, mark = status.empty(), time.perf_counter(), billing_mark(engine)
 
     def on_step(report):
         status.update(label=f"{POLICY_LABELS[policy]} · depth {report.depth + 1} of {config.max_depth} · "
@@ -87,7 +88,8 @@ def run_one(policy: str, settings: dict, question, task: str, dataset, status) -
     result = search.run(question, config, progress=lambda d, t, msg: status.update(label=f"{policy}: {msg}"),
                         on_step=on_step)
     drawing.empty()  # the finished tree is drawn below, with its figures
-    return {**result.to_dict(with_requests=False), "engine": describe_spec(engine_spec())}
+    return {**result.to_dict(with_requests=False), "engine": describe_spec(engine_spec()),
+            "cost": run_cost(engine, since=mark)}
 
 
 page_style(False)

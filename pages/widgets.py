@@ -149,6 +149,7 @@ def run_panel(res: dict) -> None:
     else:
         st.caption("Click a node to highlight the prefix KV it reuses.")
     st.caption(f"{res['tokens_generated']:,} tokens generated · {res['prompt_tokens']:,} prompt tokens "
-               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {md_literal(res.get('engine', ''))}")
+               f"({res['cached_tokens']:,} cached) · {res['wall_seconds']:.1f} s · {md_literal(res.get('engine', ''))}"
+               + (f" · cost {md_literal(res['cost']['line'])}" if res.get("cost") else ""))
     with st.expander("Nodes"):
         st.dataframe(tree.to_frame().drop(columns=["text"]), hide_index=True, width="stretch")

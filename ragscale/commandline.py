@@ -1,4 +1,4 @@
-"""What every command shares: help that shows real defaults, comma lists, a progress bar.
+"""What every command shares: help that shows real defaults, comma lists, a progress bar, a run's cost.
 
 Each concern's ``cli.py`` builds its commands from these, so a list flag is parsed and a bar is
 drawn the same way everywhere.
@@ -93,3 +93,13 @@ def progress_bar(desc: str, unit: str = "it", leave: bool = True):
         bar.set_postfix_str(message[:70], refresh=True)
 
     return bar, progress
+
+
+def with_run_cost(summary: dict, engine, as_json: bool) -> dict:
+    """``summary`` plus ``cost``: what the provider bills for the engine's requests at its model's
+    price sheet (``allocation.prices.run_cost``): the record for --json, its one line for people.
+    Nothing is added where that is unknown (a local engine, a model no sheet names)."""
+    from ragscale.allocation.prices import run_cost
+
+    cost = run_cost(engine)
+    return summary if cost is None else {**summary, "cost": cost if as_json else cost["line"]}

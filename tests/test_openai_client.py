@@ -4,10 +4,6 @@ reports itself as SGLang) and against a scripted stand-in for servers with fewer
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from ragscale.engines import EngineSpec, make_engine
@@ -16,6 +12,7 @@ from ragscale.engines.openai_client import OpenAIEngine, base_url
 from ragscale.engines.server import make_server
 from ragscale.errors import EngineError
 from tests.fakes import ByteTokenizer, ScriptedEngine
+from tests.http_fakes import JSONHandler, serving, start, stop
 
 
 def reply(prompt, params, i, rng):
@@ -24,11 +21,8 @@ def reply(prompt, params, i, rng):
 
 @pytest.fixture(scope="module")
 def embedded():
-    srv = make_server(ScriptedEngine(reply, context_window=512), "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(make_server(ScriptedEngine(reply, context_window=512), "127.0.0.1", 0)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -109,46 +103,33 @@ class Hosted:
         self.status, self.error = status, error
         hosted = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def do_GET(self):  # noqa: N802
                 hosted.requests.append((self.path, dict(self.headers), None))
                 if hosted.status != 200:
-                    return self._answer(hosted.status, hosted.error or {})
+                    return self.reply(hosted.status, hosted.error or {})
                 if self.path == "/v1/models":
-                    return self._answer(200, hosted.models)
-                self._answer(404, {"error": {"message": "not here"}})
+                    return self.reply(200, hosted.models)
+                self.reply(404, {"error": {"message": "not here"}})
 
             def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.json_body()
                 hosted.requests.append((self.path, dict(self.headers), body))
                 if hosted.status != 200:
-                    return self._answer(hosted.status, hosted.error or {})
+                    return self.reply(hosted.status, hosted.error or {})
                 if self.path != "/v1/completions":
-                    return self._answer(404, {"error": {"message": "not here"}})
+                    return self.reply(404, {"error": {"message": "not here"}})
                 n = body.get("n", 1)
-                self._answer(200, {"choices": [{"index": i, "text": " Paris.", "finish_reason": "stop"}
+                self.reply(200, {"choices": [{"index": i, "text": " Paris.", "finish_reason": "stop"}
                                                for i in range(n)],
                                    "usage": {"prompt_tokens": 9, "completion_tokens": 3 * n,
                                              "total_tokens": 9 + 3 * n}})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.server, root = start(Handler)
+        self.url = root + "/v1"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)
 
 
 @pytest.fixture
@@ -234,25 +215,16 @@ def test_shared_mode_sends_the_key_only_to_the_operators_endpoints(hosted, monke
 
 
 def test_a_redirect_is_not_followed(monkeypatch):
-    class Redirect(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Redirect(JSONHandler):  # quiet; answers no JSON
         def do_GET(self):  # noqa: N802
             self.send_response(307)
             self.send_header("Location", "http://169.254.169.254/v1/models")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("RAGSCALE_OPENAI_API_KEY", KEY)
-    try:
-        with pytest.raises(EngineError, match="redirect"):
-            OpenAIEngine(f"http://127.0.0.1:{server.server_address[1]}/v1", context_window=64).info  # noqa: B018
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Redirect) as url, pytest.raises(EngineError, match="redirect"):
+        OpenAIEngine(url + "/v1", context_window=64).info  # noqa: B018
 
 
 def test_cost_from_the_providers_usage_prices_cached_input_apart(hosted):
@@ -273,3 +245,30 @@ def test_cost_from_the_providers_usage_prices_cached_input_apart(hosted):
     assert engine.cost_usd(flat)["total_usd"] == 0
     with pytest.raises(ValueError):
         usage_cost_usd(10, 11, 0, flat)
+
+
+def test_a_runs_cost_needs_a_sheet_that_names_the_model_exactly(monkeypatch, tmp_path):
+    from ragscale.allocation.prices import load_sheet, run_cost, sheet_for_model
+
+    monkeypatch.setenv("RAGSCALE_CACHE_DIR", str(tmp_path))
+    # The sheet's file name or its model field, case, spacing and a provider prefix aside.
+    for name in ("gemini-1.5-flash", "models/gemini-1.5-flash", "Gemini 1.5 Flash", "google/GEMINI-1.5-FLASH"):
+        assert sheet_for_model(name)[0] == "gemini-1.5-flash"
+    for name in ("gemini-1.5-flash-8b", "gemini-1.5-pro", "scripted-bytes"):  # variants are priced apart
+        assert sheet_for_model(name) is None
+    server = Hosted(models={"object": "list", "data": [{"id": "models/gemini-1.5-flash", "owned_by": "google"}]})
+    try:
+        engine = OpenAIEngine(server.url, tokenizer=ByteTokenizer(), context_window=128)
+        assert run_cost(engine) is None  # nothing asked yet: no model known, no figure
+        engine.generate(["a"], SamplingParams(max_new_tokens=3))
+        mark = engine.billed_requests
+        engine.generate(["b", "c"], SamplingParams(max_new_tokens=3))
+        sheet = load_sheet("gemini-1.5-flash")
+        rate = sheet.tiers[0]
+        assert run_cost(engine)["total_usd"] == pytest.approx(3 * (9 * rate.input + 3 * rate.output) / 1e6)
+        since = run_cost(engine, since=mark)
+        assert since["total_usd"] == pytest.approx(2 * (9 * rate.input + 3 * rate.output) / 1e6)
+        assert since["line"].endswith(f"at gemini-1.5-flash prices, {sheet.date}")
+    finally:
+        server.close()
+    assert run_cost(ScriptedEngine(reply)) is None  # an engine that bills nothing

@@ -560,3 +560,29 @@ def test_first_start_opens_on_a_question_the_shipped_model_answers_right(shipped
     assert any("REBASE/ETS KV" in c.value and "retained KV (with the prompt)" in c.value
                and "search KV (without the prompt)" in c.value for c in at.caption)  # KV two ways
     assert not at.warning
+
+
+def test_a_live_run_on_a_priced_model_records_what_it_cost(trees):
+    """The record of a live run on an OpenAI-compatible engine whose model a price sheet names
+    carries the run's own cost (its caption shows it); a scripted engine's records carry none."""
+    from ragscale.allocation.prices import load_sheet
+    from ragscale.engines.base import SamplingParams
+    from ragscale.engines.openai_client import OpenAIEngine
+    from tests.fakes import ByteTokenizer
+    from tests.http_fakes import serving_model
+
+    folder, question = trees
+    stored = [L.load_record(path) for path in folder.rglob("*.json")]
+    assert len(stored) == 2 and all("cost" not in record for record in stored)
+    dataset = load_dataset("demo")
+    served = ScriptedEngine(reply, logprob=lambda p, c: -0.3 if c == "Yes" else -1.2)
+    with serving_model(served, "gemini-1.5-flash") as url:
+        engine = OpenAIEngine(url, tokenizer=ByteTokenizer())
+        engine.generate(["before the run"], SamplingParams(max_new_tokens=2))  # billed, but not the run's
+        record = live.run_tree(engine, dataset, question, tree_key(DEFAULT, question.qid),
+                               retrieve=lambda q, k: dataset.corpus[:k],
+                               embed=lambda texts: __import__("numpy").ones((len(texts), 2)))
+    sheet = load_sheet("gemini-1.5-flash")
+    run, everything = engine.cost_usd(sheet, since=1)["total_usd"], engine.cost_usd(sheet)["total_usd"]
+    assert 0 < run < everything and record["cost"]["total_usd"] == pytest.approx(run)
+    assert record["cost"]["line"].endswith(f"at gemini-1.5-flash prices, {sheet.date}")

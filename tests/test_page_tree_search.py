@@ -324,3 +324,38 @@ def test_a_sweep_finds_rebase_runs_stored_under_other_ets_settings(tmp_path):
     again = run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets", lambda_d=0.7),
                              ["rebase", "ets"], [2], [0], LMJudge(engine), older, embed=fake_embed, dataset="tiny")
     assert (again.runs_already_done, again.runs_written) == (1, 1)  # REBASE found, ETS searched
+
+
+def test_a_run_on_a_priced_model_shows_what_the_provider_bills(app, monkeypatch):
+    """An OpenAI-compatible engine whose model a price sheet names: each run's caption says what its
+    requests cost at that sheet; a run on an engine that bills nothing says no cost at all."""
+    import pages.common
+    import ragscale.retrieval
+    from ragscale.allocation.prices import load_sheet
+    from ragscale.engines.openai_client import OpenAIEngine
+    from ragscale.explorer import live
+    from ragscale.formatting import fmt_usd
+    from tests.fakes import ByteTokenizer
+    from tests.http_fakes import serving_model
+
+    def reply(prompt, params, i, rng):  # scoring over /v1 decodes one token after the judged text
+        return qa_reply(prompt, params, i, rng) if prompt.endswith(":") else "."
+
+    served = ScriptedEngine(reply, logprob=judge_logprob)
+    monkeypatch.setattr(live, "shared_retriever", lambda dataset: lambda q, k: dataset.corpus[:k])
+    monkeypatch.setattr(ragscale.retrieval, "embed_texts", fake_embed)
+    with serving_model(served, "gemini-1.5-flash") as url:
+        engine = OpenAIEngine(url, tokenizer=ByteTokenizer())
+        monkeypatch.setattr(pages.common, "get_engine", lambda: engine)
+        app.button(key="ts_run").click().run(timeout=300)
+    assert not app.exception, app.exception
+    sheet = load_sheet("gemini-1.5-flash")
+    total = engine.cost_usd(sheet)["total_usd"]
+    costs = [r["cost"]["total_usd"] for r in app.session_state["ts_runs"]]
+    assert len(costs) == 2 and all(c > 0 for c in costs) and sum(costs) == pytest.approx(total)  # each run its own
+    shown = " ".join(c.value for c in app.caption)
+    for cost in costs:
+        assert f"cost {fmt_usd(cost)} at gemini-1.5-flash prices, {sheet.date}".replace("$", "\\$") in shown, shown
+    app.session_state["ts_runs"] = [scripted_run("ets")]
+    app.run()
+    assert "cost" not in " ".join(c.value for c in app.caption if "tokens generated" in c.value)

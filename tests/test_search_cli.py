@@ -187,3 +187,41 @@ def test_a_failed_search_sweep_leaves_no_empty_store_but_keeps_a_used_one(script
     assert not list(tmp_path.glob("fresh.sqlite*"))  # nor its -wal / -shm
     assert main([*argv, "--out", str(kept)]) == 2
     assert len(ResultsStore(kept).records("search")) == 1  # a store with runs in it is never removed
+
+
+def test_search_against_a_billing_server_prints_what_the_provider_bills(scripted, monkeypatch, capsys, tmp_path):
+    """An OpenAI-compatible engine whose model a price sheet names: the summary says what the
+    run's requests cost at that sheet (the provider's own usage counts); another model: no cost."""
+    from ragscale.allocation.prices import load_sheet
+    from ragscale.engines.openai_client import OpenAIEngine
+    from ragscale.formatting import fmt_usd
+    from tests.fakes import ByteTokenizer
+    from tests.http_fakes import serving_model
+
+    def reply(prompt, params, i, rng):  # scoring over /v1 decodes one token after the judged text
+        return qa_reply(prompt, params, i, rng) if prompt.endswith(":") else "."
+
+    def served(model: str):
+        return serving_model(ScriptedEngine(reply, logprob=judge_logprob), model)
+
+    clients = []
+    monkeypatch.setattr(search_cli, "engine_from_args",
+                        lambda args, **kw: clients.append(OpenAIEngine(url, tokenizer=ByteTokenizer())) or clients[-1])
+    with served("gemini-1.5-flash") as url:
+        assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2"]) == 0
+        text = capsys.readouterr().out
+        assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2", "--json"]) == 0
+        record = json.loads(capsys.readouterr().out)["cost"]
+        assert main(["search-sweep", "--policies", "beam", "--widths", "2", "--seeds", "0", "--limit", "1",
+                     "--max-depth", "2", "--out", str(tmp_path / "s.sqlite")]) == 0
+        swept = capsys.readouterr().out
+    sheet = load_sheet("gemini-1.5-flash")
+    billed = clients[0].cost_usd(sheet)["total_usd"]
+    assert billed > 0 and f"cost     : {fmt_usd(billed)} at gemini-1.5-flash prices, {sheet.date}\n" in text
+    assert record["total_usd"] == pytest.approx(clients[1].cost_usd(sheet)["total_usd"])
+    assert record["sheet"] == "gemini-1.5-flash" and record["date"] == sheet.date
+    swept_cost = fmt_usd(clients[2].cost_usd(sheet)["total_usd"])
+    assert f"cost: {swept_cost} at gemini-1.5-flash prices, {sheet.date}\n" in swept, swept
+    with served("some-local-model") as url:
+        assert main(["search", "--policy", "beam", "--width", "2", "--max-depth", "2"]) == 0
+        assert "engine   :" in (text := capsys.readouterr().out) and "cost" not in text

@@ -381,3 +381,24 @@ def test_k_0_sweeps_from_the_command_line(tmp_path, capsys, monkeypatch, flags):
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows_written"] == summary["rows_total"] > 0
     assert {r["k"] for r in ResultsStore(out, read_only=True).records(KIND)} == {0}
+
+
+def test_a_sweep_on_a_priced_model_prints_what_the_provider_bills(tmp_path, capsys, monkeypatch):
+    from ragscale.allocation.prices import load_sheet
+    from ragscale.engines.openai_client import OpenAIEngine
+    from ragscale.formatting import fmt_usd
+    from tests.fakes import ByteTokenizer
+    from tests.http_fakes import serving_model
+
+    served = ScriptedEngine(lambda *args: "Paris")
+    clients = []
+    monkeypatch.setattr("ragscale.engines.make_engine",
+                        lambda spec: clients.append(OpenAIEngine(url, tokenizer=ByteTokenizer())) or clients[-1])
+    with serving_model(served, "gemini-1.5-flash") as url:
+        assert main(["sweep", "--dataset", "demo", "--limit", "2", "--n", "1", "--strategies", "zero-shot",
+                     "--out", str(tmp_path / "a.sqlite")]) == 0
+    sheet = load_sheet("gemini-1.5-flash")
+    billed = clients[0].cost_usd(sheet)["total_usd"]
+    assert billed > 0
+    assert re.search(rf"^ *cost: {re.escape(fmt_usd(billed))} at gemini-1.5-flash prices, {sheet.date}$",
+                     capsys.readouterr().out, re.MULTILINE)

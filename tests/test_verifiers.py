@@ -3,10 +3,7 @@ against a fake SGLang server on loopback."""
 
 from __future__ import annotations
 
-import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from ragscale.errors import EngineError, UserError
 from ragscale.search.verifiers import LMJudge, RetrievalGrounding, SGLangPRM, Trajectory, make_verifier
 from tests.fakes import ByteTokenizer, ScriptedEngine
+from tests.http_fakes import JSONHandler, serving
 from tests.test_search_runner import fake_embed
 
 
@@ -78,31 +76,20 @@ TOK = ByteTokenizer()
 GOOD, BAD = TOK.encode("+")[0], TOK.encode("-")[0]
 
 
-class FakeSGLang(BaseHTTPRequestHandler):
+class FakeSGLang(JSONHandler):
     requests: list[tuple[str, dict]] = []
     fail = False
 
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _reply(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self):
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        payload = self.json_body()
         FakeSGLang.requests.append((self.path, payload))
         if FakeSGLang.fail:
-            return self._reply(500, {"error": "boom"})
+            return self.reply(500, {"error": "boom"})
         if self.path == "/classify":
             # A scalar reward-model logit: positive when the last step says "right".
             rows = [{"embedding": [3.0 if text.rstrip().endswith("right") else -3.0],
                      "meta_info": {"prompt_tokens": len(text)}} for text in payload["text"]]
-            return self._reply(200, rows)
+            return self.reply(200, rows)
         if self.path == "/generate":
             ids, start = payload["input_ids"], payload["logprob_start_len"]
             assert payload["sampling_params"]["max_new_tokens"] == 0
@@ -111,19 +98,15 @@ class FakeSGLang(BaseHTTPRequestHandler):
             good = TOK.decode(ids).rsplit(" ки", 1)[0].endswith("right")
             entries = [None] + [[[-0.1 if good else -2.0, GOOD, "+"], [-2.3 if good else -0.2, BAD, "-"]]
                                 for _ in ids[start + 1:]]
-            return self._reply(200, {"text": "", "meta_info": {"input_token_ids_logprobs": entries}})
-        return self._reply(404, {"error": "no route"})
+            return self.reply(200, {"text": "", "meta_info": {"input_token_ids_logprobs": entries}})
+        return self.reply(404, {"error": "no route"})
 
 
 @pytest.fixture
 def fake_server():
     FakeSGLang.requests, FakeSGLang.fail = [], False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSGLang)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(FakeSGLang) as url:
+        yield url
 
 
 def traj(steps):

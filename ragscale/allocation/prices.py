@@ -5,6 +5,9 @@ provider, model, date, source and tiers; every tier gives USD per 1M uncached in
 and output tokens for prompts up to ``max_prompt_tokens`` (the last tier: no bound). Providers bill
 each call on its own prompt, so a question's calls can fall in different tiers (``CostModel`` in
 ``cost`` bills call by call).
+
+``run_cost(engine)`` is the bill of a real run: the provider's own usage counts of an engine that
+bills by usage (``OpenAIEngine.cost_usd``), priced at the sheet that names the served model.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import yaml
 
 from ragscale.config import PROJECT_ROOT, cache_dir
 from ragscale.errors import UserError
-from ragscale.formatting import fmt_tokens
+from ragscale.formatting import fmt_tokens, fmt_usd
 
 SHIPPED_SHEETS = PROJECT_ROOT / "data" / "prices"
 DEFAULT_SHEET = "gemini-1.5-flash"
@@ -133,4 +136,53 @@ def load_sheet(name_or_path: str = DEFAULT_SHEET) -> PriceSheet:
     return _read(str(path), path.stat().st_mtime)
 
 
-__all__ = ["DEFAULT_SHEET", "PriceSheet", "Tier", "available_sheets", "load_sheet", "sheet_dirs"]
+def _model_key(name: str) -> str:
+    """A model name without case, spacing or a provider prefix ("models/", "google/")."""
+    return "-".join(name.strip().lower().rsplit("/", 1)[-1].split())
+
+
+def sheet_for_model(model: str) -> tuple[str, PriceSheet] | None:
+    """(name, sheet) of the price sheet for a served model, or None when no sheet names it.
+
+    A sheet names a model by its file name or its ``model`` field, case, spacing and a provider
+    prefix aside. Only exact names match: a variant (``-8b``, a dated snapshot) can be priced
+    differently, and a wrong price is worse than none."""
+    wanted = _model_key(model)
+    sheets = available_sheets()
+    by_file_name = {_model_key(name): name for name in sheets}
+    if wanted in by_file_name:
+        return by_file_name[wanted], load_sheet(by_file_name[wanted])
+    for name in sheets:
+        try:
+            sheet = load_sheet(name)
+        except UserError:  # a broken sheet in the user cache names no model
+            continue
+        if _model_key(sheet.model) == wanted:
+            return name, sheet
+    return None
+
+
+def billing_mark(engine) -> int:
+    """Where a run starts in ``engine``'s bill: pass it to ``run_cost(engine, since=)`` after the run."""
+    return getattr(engine, "billed_requests", 0)
+
+
+def run_cost(engine, since: int = 0) -> dict | None:
+    """What the provider bills for ``engine``'s requests (from the ``since``-th billed one on; see
+    ``billing_mark``), at the price sheet of its model: ``cost_usd``'s parts plus ``sheet``,
+    ``date`` and ``line`` (one line for a run summary). None, not $0, when the engine does not
+    bill by usage (the embedded and SGLang engines) or no sheet names its model."""
+    info = getattr(engine, "known_info", None)
+    if not hasattr(engine, "cost_usd") or info is None:
+        return None
+    found = sheet_for_model(info.model)
+    if found is None:
+        return None
+    name, sheet = found
+    cost = engine.cost_usd(sheet, since=since)
+    return {**cost, "sheet": name, "date": sheet.date,
+            "line": f"{fmt_usd(cost['total_usd'])} at {name} prices, {sheet.date}"}
+
+
+__all__ = ["DEFAULT_SHEET", "PriceSheet", "Tier", "available_sheets", "billing_mark", "load_sheet", "run_cost",
+           "sheet_dirs", "sheet_for_model"]

@@ -40,28 +40,24 @@ URL alone, and every message from the server passes through ``_redacted``. In sh
 ``RAGSCALE_ALLOWED_URLS``, never to a loopback URL a viewer typed.
 
 Hosted APIs bill by that usage: ``cost_usd(sheet)`` / ``usage_cost_usd`` price each request at
-its prompt length's tier of an ``allocation.prices.PriceSheet``, cached input apart.
+its prompt length's tier of an ``allocation.prices.PriceSheet``, cached input apart
+(``allocation.prices.run_cost`` finds the sheet of the served model for run summaries).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from ragscale.engines.base import (
-    CacheStats, Engine, EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed,
-)
-from ragscale.engines.sglang_client import _NOT_JSON, _one_line, _parse_json, parse_prometheus
-from ragscale.errors import EngineError, UserError
+from ragscale.engines.base import EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed
+from ragscale.engines.http_client import HTTPEngine, one_line, parse_json, parse_prometheus, token_count
+from ragscale.errors import EngineError
 
 API_KEY_VARIABLES = ("RAGSCALE_OPENAI_API_KEY", "OPENAI_API_KEY")
 DEFAULT_TIMEOUT = 600.0
@@ -122,7 +118,10 @@ class _Secret:
         raise TypeError("an API key is not pickled")
 
 
-class OpenAIEngine(Engine):
+class OpenAIEngine(HTTPEngine):
+    max_answer_bytes = MAX_ANSWER_BYTES
+    redirect_advice = "give the server's own URL (redirects are not followed, so an API key goes nowhere else)"
+
     def __init__(self, url: str, tokenizer=None, model: str | None = None, context_window: int | None = None,
                  timeout: float | None = DEFAULT_TIMEOUT, connect_timeout: float = 5.0, retries: int = 2,
                  backoff: float = 0.5, api_key: str | None = None, use_env_key: bool = True):
@@ -130,33 +129,20 @@ class OpenAIEngine(Engine):
         model card's ``root`` folder if it exists here, else SmolLM2's for a SmolLM2 model.
         ``model``: the model to request (default: the first ``/v1/models`` lists).
         ``api_key``: for tests; normally the environment's (``use_env_key``)."""
-        self.url = base_url(url)
+        super().__init__(base_url(url), tokenizer, timeout, DEFAULT_TIMEOUT, connect_timeout, retries, backoff,
+                         pool_connections=2, pool_maxsize=MAX_CONCURRENT * 2)
         self.root = self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
-        read = DEFAULT_TIMEOUT if timeout is None else float(timeout)
-        if not (read > 0 and math.isfinite(read)):
-            raise EngineError(f"the timeout must be a positive number of seconds, got {timeout!r}")
         if context_window is not None and (isinstance(context_window, bool) or int(context_window) < 2):
             raise EngineError(f"the context window must be a number of tokens >= 2, got {context_window!r}")
-        self.timeout = (connect_timeout, read)
-        self.retries, self.backoff = retries, backoff
         self.requested_model = model
         self.given_window = int(context_window) if context_window else None
-        self._tokenizer_path = tokenizer if isinstance(tokenizer, (str, Path)) else None
-        self._tokenizer = None if self._tokenizer_path or tokenizer is None else tokenizer
         key = api_key if api_key is not None else (api_key_from_env() if use_env_key else None)
+        # The session reads no proxy or .netrc settings and follows no redirect: the key goes nowhere else.
         self.__key = _Secret(key) if key and key_allowed_for(self.url) else None
-        self._info: EngineInfo | None = None
         self._card: dict = {}
         self.server_kind = "unknown"  # owned_by of the model card: vllm, sglang, llamacpp, openai, ...
-        self._stats = CacheStats()
         self._billed: list[tuple[int, int, int]] = []  # (prompt, cached, completion) per request, for cost_usd
-        self._metrics_baseline: dict[str, float] | None = None
         self.reports_cached_tokens: bool | None = None  # None until an answer said
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or .netrc credentials, and the key goes nowhere else
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=MAX_CONCURRENT * 2)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIEngine({self.url!r})"
@@ -172,10 +158,6 @@ class OpenAIEngine(Engine):
         self.info  # noqa: B018 - fetches and checks the model card
 
     @property
-    def known_info(self) -> EngineInfo | None:
-        return self._info
-
-    @property
     def info(self) -> EngineInfo:
         if self._info is None:
             card = self._model_card()
@@ -185,7 +167,7 @@ class OpenAIEngine(Engine):
                                   "/v1/models); give it with --context-window N")
             self._card = card
             self.server_kind = str(card.get("owned_by") or "unknown").lower()
-            self._info = EngineInfo(kind="openai", model=_one_line(str(card.get("id")))[:120],
+            self._info = EngineInfo(kind="openai", model=one_line(str(card.get("id")))[:120],
                                     context_window=window, url=self.url)
         return self._info
 
@@ -207,7 +189,7 @@ class OpenAIEngine(Engine):
         for card in cards:
             if card["id"] == self.requested_model:
                 return card
-        names = ", ".join(_one_line(c["id"])[:40] for c in cards[:5])
+        names = ", ".join(one_line(c["id"])[:40] for c in cards[:5])
         raise EngineError(f"{self.url} does not serve {self.requested_model[:80]!r} (it lists {names})")
 
     def flush_cache(self) -> None:
@@ -219,13 +201,13 @@ class OpenAIEngine(Engine):
             raise EngineError(f"{self.url} has no prefix-cache flush that ragscale knows "
                               f"(server: {self.server_kind}); vLLM's needs VLLM_SERVER_DEV_MODE=1")
         try:
-            response = self._request("POST", path, retries=0, root=True)
+            response = self._request("POST", path, retries=0, base=self.root)
         except EngineError as exc:
             if "HTTP 404" in str(exc):
                 raise EngineError(f"{self.root} has no {path}: start vLLM with VLLM_SERVER_DEV_MODE=1 "
                                   "(ragscale serve vllm does)") from None
             raise
-        body = _parse_json(self._read(response, path))
+        body = parse_json(self._read(response, path))
         if isinstance(body, dict) and body.get("success") is False:
             raise EngineError("the server did not reset its prefix cache: requests still hold cache blocks; "
                               "retry when idle")
@@ -233,7 +215,7 @@ class OpenAIEngine(Engine):
     def metrics(self) -> dict[str, float] | None:
         """The server's Prometheus counters (summed over label sets), or None when it has none."""
         try:
-            response = self._request("GET", "/metrics", retries=0, root=True)
+            response = self._request("GET", "/metrics", retries=0, base=self.root)
             text = self._read(response, "/metrics").decode("utf-8", "replace")
         except EngineError:
             return None
@@ -243,31 +225,12 @@ class OpenAIEngine(Engine):
     def metrics_hit_rate(self) -> float | None:
         """Prefix-cache hits / queries (tokens) the server counted since ``reset_stats``, or None
         where the server does not count them (only vLLM does, of the servers ragscale knows)."""
-        now = self.metrics()
-        if now is None:
-            return None
-        base = self._metrics_baseline or {}
-        queries = now["vllm:prefix_cache_queries_total"] - base.get("vllm:prefix_cache_queries_total", 0.0)
-        hits = now.get("vllm:prefix_cache_hits_total", 0.0) - base.get("vllm:prefix_cache_hits_total", 0.0)
-        return hits / queries if queries > 0 else 0.0
+        return self._counter_ratio("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
 
     # -- Engine interface ------------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = self._load_tokenizer()
-        return self._tokenizer
-
-    def stats(self) -> CacheStats:
-        return self._stats
-
     def reset_stats(self) -> None:
-        self._stats = CacheStats()
+        super().reset_stats()
         self._billed = []
-        self._metrics_baseline = self.metrics()
-
-    def close(self) -> None:
-        self.session.close()
 
     def stream_timings(self, prompt_ids: list[int], max_new_tokens: int) -> tuple[float, float, int]:
         """(seconds to the first token, seconds to the last, tokens) of one streamed greedy completion
@@ -282,7 +245,7 @@ class OpenAIEngine(Engine):
             for line in response.iter_lines():
                 if not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
-                chunk = _parse_json(line[len(b"data: "):])
+                chunk = parse_json(line[len(b"data: "):])
                 for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
                     count = len(choice.get("token_ids") or []) if isinstance(choice, dict) else 0
                     if count and first is None:
@@ -296,11 +259,17 @@ class OpenAIEngine(Engine):
             raise EngineError(f"{self.url} streamed no token ids (a streaming vLLM is needed here)")
         return first, time.perf_counter() - started, tokens
 
-    def cost_usd(self, sheet) -> dict:
-        """What the requests since ``reset_stats`` cost by ``sheet`` (a ``PriceSheet``), request by
-        request at the tier of each one's prompt (see ``usage_cost_usd``)."""
+    @property
+    def billed_requests(self) -> int:
+        """How many requests ``cost_usd`` bills now: a mark, so that ``cost_usd(sheet, since=mark)``
+        is the bill of what runs after it."""
+        return len(self._billed)
+
+    def cost_usd(self, sheet, since: int = 0) -> dict:
+        """What the requests since ``reset_stats`` (from the ``since``-th on) cost by ``sheet`` (a
+        ``PriceSheet``), request by request at the tier of each one's prompt (see ``usage_cost_usd``)."""
         totals = {"uncached_input_usd": 0.0, "cached_input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0}
-        for usage in self._billed:
+        for usage in self._billed[since:]:
             for key, value in usage_cost_usd(*usage, sheet).items():
                 totals[key] += value
         return totals
@@ -439,102 +408,48 @@ class OpenAIEngine(Engine):
         usage = answer.get("usage")
         if not isinstance(usage, dict):
             raise EngineError(f"{self.url} sent no usage with its completion")
-        prompt = _count(usage.get("prompt_tokens"), "usage.prompt_tokens", default_prompt)
+        prompt = token_count(usage.get("prompt_tokens"), "usage.prompt_tokens", default_prompt)
         details = usage.get("prompt_tokens_details")
         value = details.get("cached_tokens") if isinstance(details, dict) else None
         self.reports_cached_tokens = value is not None or bool(self.reports_cached_tokens)
-        cached = _count(value, "usage.prompt_tokens_details.cached_tokens", 0)
+        cached = token_count(value, "usage.prompt_tokens_details.cached_tokens", 0)
         if cached > prompt:
             raise EngineError(f"the server reports {cached} cached of {prompt} prompt tokens")
         completion = usage.get("completion_tokens")
-        return prompt, cached, None if completion is None else _count(completion, "usage.completion_tokens", 0)
+        return prompt, cached, None if completion is None else token_count(completion, "usage.completion_tokens", 0)
 
     def _count(self, usage: Usage) -> None:
         if usage.prompt_tokens or usage.completion_tokens:  # one per request (a request's other samples carry 0)
             self._billed.append((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens))
-        self._stats.requests += 1
-        self._stats.prompt_tokens += usage.prompt_tokens
-        self._stats.cached_tokens += usage.cached_tokens
-        self._stats.generated_tokens += usage.completion_tokens
-
-    def _ids(self, prompt: Prompt) -> list[int]:
-        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-        if not ids:
-            raise EngineError("empty prompt")
-        return ids
+        super()._count(usage)
 
     # -- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.__key.reveal()}"} if self.__key else {}
 
-    def _request(self, method: str, path: str, retries: int | None = None, root: bool = False,
-                 **kwargs) -> requests.Response:
-        """One call with retries on connection errors and 5xx; errors are one line, key-free."""
-        retries = self.retries if retries is None else retries
-        url = (self.root if root else self.url) + path
-        last = ""
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self.session.request(method, url, timeout=self.timeout, stream=True,
-                                                allow_redirects=False, headers=self._headers(), **kwargs)
-            except requests.Timeout as exc:
-                if isinstance(exc, requests.ConnectTimeout):
-                    last = f"could not connect to {self.url} (connect timeout)"
-                    continue
-                raise EngineError(f"{self.url} did not answer {path} within {self.timeout[1]:.0f} s "
-                                  "(raise it with --timeout)") from None
-            except requests.ConnectionError:
-                last = f"cannot reach {self.url} (is the server running? is the URL right?)"
-                continue
-            except requests.RequestException as exc:
-                raise EngineError(f"cannot call {path} on {self.url}: {type(exc).__name__}") from None
-            status = response.status_code
-            if 300 <= status < 400:
-                response.close()
-                raise EngineError(f"{self.url} answered {path} with a redirect (HTTP {status}); give the server's "
-                                  "own URL (redirects are not followed, so an API key goes nowhere else)")
-            if status in (401, 403):
-                response.close()  # its message may quote the key: never shown
-                raise EngineError(f"{self.url} refused the request (HTTP {status}): "
-                                  + ("check the API key in RAGSCALE_OPENAI_API_KEY or OPENAI_API_KEY" if self.__key
-                                     else "it needs an API key (RAGSCALE_OPENAI_API_KEY or OPENAI_API_KEY)"))
-            if status >= 500:
-                last = f"{self.url} failed on {path}: HTTP {status}{self._message(response, path)}"
-                continue
-            if status >= 400:
-                raise EngineError(f"{self.url} rejected {path}: HTTP {status}{self._message(response, path)}")
-            return response
-        raise EngineError(last)
+    def _rejection(self, response: requests.Response, path: str) -> str:
+        status = response.status_code
+        if status in (401, 403):
+            response.close()  # its message may quote the key: never shown
+            return (f"{self.url} refused the request (HTTP {status}): "
+                    + ("check the API key in RAGSCALE_OPENAI_API_KEY or OPENAI_API_KEY" if self.__key
+                       else "it needs an API key (RAGSCALE_OPENAI_API_KEY or OPENAI_API_KEY)"))
+        return f"{self.url} rejected {path}: HTTP {status}{self._message(response, path)}"
 
-    def _read(self, response: requests.Response, path: str) -> bytes:
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(1 << 16):
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise EngineError(f"the answer to {path} from {self.url} is over "
-                                      f"{MAX_ANSWER_BYTES // 2**20} MB; not read")
-                chunks.append(chunk)
-        except requests.RequestException:
-            raise EngineError(f"the answer to {path} from {self.url} was cut short") from None
-        finally:
-            response.close()
-        return b"".join(chunks)
+    def _oversize(self, path: str) -> str:
+        return f"the answer to {path} from {self.url} is over {MAX_ANSWER_BYTES // 2**20} MB; not read"
 
-    def _get_json(self, path: str, method: str = "GET", retries: int | None = None, **kwargs) -> Any:
-        raw = self._read(self._request(method, path, retries=retries, **kwargs), path)
-        body = _parse_json(raw)
-        if body is _NOT_JSON:
-            raise EngineError(f"{self.url} answered {path} with something that is not JSON ({len(raw)} bytes); "
-                              "is this an OpenAI-compatible server?")
-        return body
+    def _cut_short(self, path: str, exc: requests.RequestException) -> str:
+        return f"the answer to {path} from {self.url} was cut short"
+
+    def _not_json(self, path: str, raw: bytes, response: requests.Response) -> str:
+        return (f"{self.url} answered {path} with something that is not JSON ({len(raw)} bytes); "
+                "is this an OpenAI-compatible server?")
 
     def _message(self, response: requests.Response, path: str) -> str:
         """': <message>' from an OpenAI-style (or FastAPI) error body, key-free; never a foreign body."""
         try:
-            body = _parse_json(self._read(response, path)[:65536])
+            body = parse_json(self._read(response, path)[:65536])
         except EngineError:
             return ""
         if not isinstance(body, dict):
@@ -543,7 +458,7 @@ class OpenAIEngine(Engine):
         for message in (error.get("message") if isinstance(error, dict) else error, body.get("message"),
                         body.get("detail")):
             if isinstance(message, str) and message.strip():
-                return ": " + self._redacted(_one_line(message))
+                return ": " + self._redacted(one_line(message))
         return ""
 
     def _redacted(self, text: str) -> str:
@@ -551,37 +466,13 @@ class OpenAIEngine(Engine):
             text = text.replace(self.__key.reveal(), "[key]")
         return _KEYISH.sub("[key]", text)
 
-    def _load_tokenizer(self):
-        from transformers import AutoTokenizer
-
-        if self._tokenizer_path:
-            try:
-                return AutoTokenizer.from_pretrained(self._tokenizer_path)
-            except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
-                raise EngineError(f"cannot load the tokenizer {str(self._tokenizer_path)[:200]!r}: "
-                                  f"{type(exc).__name__}") from None
+    def _tokenizer_sources(self) -> tuple[list[str], list[str], str]:
         self.info  # noqa: B018 - the model card names the model and (vLLM) its folder
         root = self._card.get("root")
-        folder = None
-        if isinstance(root, str) and root:
-            from ragscale.deploy import viewer_folder
-
-            try:  # the server chose this path: the checks of a folder a viewer types
-                folder = viewer_folder(root)
-            except UserError:
-                folder = None
-        if folder is not None:
-            try:
-                return AutoTokenizer.from_pretrained(str(folder))
-            except Exception:  # noqa: BLE001 - fall through to the next source
-                pass
-        names = " ".join(str(self._card.get(k) or "") for k in ("id", "root"))
-        if "smollm2" in names.lower():
-            from ragscale.engines.model_files import load_tokenizer
-
-            return load_tokenizer()
-        raise EngineError(f"the server runs {self.info.model!r}; give its tokenizer (a local folder, --tokenizer) so "
-                          "prompts can be counted and sent as exact token ids")
+        names = [str(self._card.get(k) or "") for k in ("id", "root")]
+        return [root] if isinstance(root, str) else [], names, (
+            f"the server runs {self.info.model!r}; give its tokenizer (a local folder, --tokenizer) so "
+            "prompts can be counted and sent as exact token ids")
 
 
 def usage_cost_usd(prompt_tokens: int, cached_tokens: int, completion_tokens: int, sheet) -> dict:
@@ -611,15 +502,6 @@ def _choices(answer: dict, n: int) -> list[dict]:
         raise EngineError(f"the server returned {len(choices) if isinstance(choices, list) else 'no'} choices "
                           f"for n = {n}")
     return sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
-
-
-def _count(value: Any, name: str, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-            or value != int(value):
-        raise EngineError(f"the server's {name} is not a token count: {str(value)[:20]!r}")
-    return int(value)
 
 
 def _positive_int(source: dict, key: str) -> int | None:

@@ -42,16 +42,15 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Sequence
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from ragscale.engines.base import (
-    CacheStats, Engine, EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed,
+from ragscale.deploy import check_server_given_url
+from ragscale.engines.base import EngineInfo, Generation, Prompt, SamplingParams, Usage, sample_seed
+from ragscale.engines.http_client import (
+    NOT_JSON, HTTPEngine, one_line, parse_json, parse_prometheus, token_count,
 )
-from ragscale.deploy import check_server_given_url, viewer_folder
 from ragscale.errors import EngineError, UserError
 
 log = logging.getLogger(__name__)
@@ -60,13 +59,15 @@ DEFAULT_CONTEXT_WINDOW = 8192  # only when the server does not say
 DEFAULT_TIMEOUT = 600.0  # seconds to wait for one answer (a long generation)
 HEALTH_TIMEOUT = 20.0  # SGLang's /health runs a one-token generation and may take this long
 MAX_ANSWER_BYTES = 256 * 1024 * 1024  # a larger answer is not SGLang's (or not one we can hold)
-MAX_MESSAGE_CHARS = 200
 # Plain-text answers SGLang and sglang-router give (everything else plain is not echoed).
 _PLAIN_MESSAGES = ("Cache not flushed", "Flush cache failed", "Failed to deserialize the JSON body",
                    "Failed to parse the request body", "No available workers", "No healthy workers")
 
 
-class SGLangEngine(Engine):
+class SGLangEngine(HTTPEngine):
+    max_answer_bytes = MAX_ANSWER_BYTES
+    redirect_advice = "give the SGLang server's own URL"
+
     def __init__(self, url: str, tokenizer=None, timeout: float | None = DEFAULT_TIMEOUT,
                  connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
                  follow_router_workers: bool = True):
@@ -78,26 +79,11 @@ class SGLangEngine(Engine):
         url = (url or "").strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise EngineError(f"an SGLang URL looks like http://host:30000, got {url[:80]!r}")
-        read = DEFAULT_TIMEOUT if timeout is None else float(timeout)
-        if not (read > 0 and math.isfinite(read)):
-            raise EngineError(f"the timeout must be a positive number of seconds, got {timeout!r}")
-        self.url = url
-        self.timeout = (connect_timeout, read)
-        self.retries = retries
-        self.backoff = backoff
+        super().__init__(url, tokenizer, timeout, DEFAULT_TIMEOUT, connect_timeout, retries, backoff,
+                         pool_connections=4, pool_maxsize=32)
         self.follow_router_workers = follow_router_workers
-        # A path/name to load, or a ready tokenizer object (tests pass one).
-        self._tokenizer_path = tokenizer if isinstance(tokenizer, (str, Path)) else None
-        self._tokenizer = None if self._tokenizer_path or tokenizer is None else tokenizer
-        self._info: EngineInfo | None = None
         self.max_input_tokens: int | None = None  # SGLang's max_req_input_len, when known
-        self._stats = CacheStats()
-        self._metrics_baseline: dict[str, float] | None = None
         self._paths: dict[str, str] = {}  # endpoint family -> the name this server answers
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or .netrc credentials sent to a typed URL
-        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
-        self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
 
     # -- server endpoints ------------------------------------------------------------------
     def health(self) -> None:
@@ -123,17 +109,12 @@ class SGLangEngine(Engine):
         return self._get_json_fallback("server_info", ("/server_info", "/get_server_info"))
 
     @property
-    def known_info(self) -> EngineInfo | None:
-        """``info`` if it was already fetched (status displays must not block on the network)."""
-        return self._info
-
-    @property
     def info(self) -> EngineInfo:
         if self._info is None:
             model = self.model_info()
             name = model.get("served_model_name") or model.get("model_path") or "unknown"
             window, self.max_input_tokens = self._context_window()
-            self._info = EngineInfo(kind="sglang", model=_one_line(str(name))[:120], context_window=window,
+            self._info = EngineInfo(kind="sglang", model=one_line(str(name))[:120], context_window=window,
                                     url=self.url)
         return self._info
 
@@ -204,7 +185,7 @@ class SGLangEngine(Engine):
         read = self.timeout[1] if timeout is None else max(self.timeout[1], float(timeout) + 10)
         response = self._request("POST", path, retries=0, timeout=(self.timeout[0], read))
         status = response.status_code
-        body = _parse_json(self._read(response, "/flush_cache"))
+        body = parse_json(self._read(response, "/flush_cache"))
         if status == 206 or (isinstance(body, dict) and body.get("status") not in (None, "success")):
             # sglang-router: some workers refused (they were busy).
             body = body if isinstance(body, dict) else {}
@@ -232,31 +213,9 @@ class SGLangEngine(Engine):
 
     def metrics_hit_rate(self) -> float | None:
         """Cached / prompt tokens over all requests the server saw since ``reset_stats``."""
-        now = self.metrics()
-        if now is None or "sglang:prompt_tokens_total" not in now:
-            return None
-        base = self._metrics_baseline or {}
-        prompt = now["sglang:prompt_tokens_total"] - base.get("sglang:prompt_tokens_total", 0.0)
-        cached = now.get("sglang:cached_tokens_total", 0.0) - base.get("sglang:cached_tokens_total", 0.0)
-        return cached / prompt if prompt > 0 else 0.0
+        return self._counter_ratio("sglang:cached_tokens_total", "sglang:prompt_tokens_total")
 
     # -- Engine interface ------------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = self._load_tokenizer()
-        return self._tokenizer
-
-    def stats(self) -> CacheStats:
-        return self._stats
-
-    def reset_stats(self) -> None:
-        self._stats = CacheStats()
-        self._metrics_baseline = self.metrics()
-
-    def close(self) -> None:
-        self.session.close()
-
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation]:
         ids = [self._ids(p) for p in prompts]
         for prompt in ids:
@@ -358,77 +317,30 @@ class SGLangEngine(Engine):
             raise EngineError("the server's answer to /generate is not a list of results")
         return items
 
+    # -- SGLang's words (see ragscale.engines.http_client) -----------------------------------
+    @property
+    def server_words(self) -> str:
+        return f"the SGLang server at {self.url}"
+
+    def _rejection(self, response: requests.Response, path: str) -> str:
+        return f"the SGLang server rejected {path}: HTTP {response.status_code}{self._message(response, path)}"
+
+    def _oversize(self, path: str) -> str:
+        return (f"the answer to {path} from {self.url} is larger than {MAX_ANSWER_BYTES // 2**20} MB; "
+                "not an SGLang answer")
+
+    def _cut_short(self, path: str, exc: requests.RequestException) -> str:
+        if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
+            return (f"the SGLang server at {self.url} stopped sending its answer to {path} "
+                    f"(no data for {self.timeout[1]:.0f} s)")
+        return f"the answer to {path} from {self.url} was cut short (the connection broke mid-answer)"
+
+    def _not_json(self, path: str, raw: bytes, response: requests.Response) -> str:
+        kind = (response.headers.get("Content-Type") or "no content type").split(";")[0][:40]
+        return (f"{self.url} answered {path} with something that is not SGLang's JSON ({kind}, {len(raw)} bytes); "
+                "is this an SGLang server?")
+
     # -- internals -------------------------------------------------------------------------
-    def _request(self, method: str, path: str, retries: int | None = None, timeout=None, **kwargs) -> requests.Response:
-        """One HTTP call with retries (connection errors and 5xx) and errors a person can act on.
-        The body is not read yet (``stream=True``): ``_read`` reads it with a size cap."""
-        retries = self.retries if retries is None else retries
-        timeout = timeout or self.timeout
-        name = path.split("?", 1)[0]
-        last = ""
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self.session.request(method, self.url + path, timeout=timeout, stream=True,
-                                                allow_redirects=False, **kwargs)
-            except requests.Timeout as exc:
-                # A generation that timed out is not retried: it may still be running on the server.
-                if isinstance(exc, requests.ConnectTimeout):
-                    last = f"could not connect to the SGLang server at {self.url} (connect timeout)"
-                    continue
-                raise EngineError(f"the SGLang server at {self.url} did not answer {name} within "
-                                  f"{timeout[1]:.0f} s (raise it with --timeout)") from None
-            except requests.ConnectionError:
-                last = f"cannot reach the SGLang server at {self.url} (is it running? is the URL right?)"
-                continue
-            except requests.RequestException as exc:
-                raise EngineError(f"cannot call {name} on {self.url}: {type(exc).__name__}") from None
-            status = response.status_code
-            if 300 <= status < 400:
-                response.close()
-                raise EngineError(f"{self.url} answered {name} with a redirect (HTTP {status}); "
-                                  "give the SGLang server's own URL")
-            if status >= 500:
-                last = f"the SGLang server at {self.url} failed on {name}: HTTP {status}{self._message(response, name)}"
-                response.close()
-                continue
-            if status >= 400:
-                message = self._message(response, name)
-                raise EngineError(f"the SGLang server rejected {name}: HTTP {status}{message}")
-            return response
-        raise EngineError(last)
-
-    def _read(self, response: requests.Response, path: str) -> bytes:
-        """The whole body, or EngineError when it is cut short or larger than any SGLang answer."""
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(1 << 16):
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise EngineError(f"the answer to {path} from {self.url} is larger than "
-                                      f"{MAX_ANSWER_BYTES // 2**20} MB; not an SGLang answer")
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
-                raise EngineError(f"the SGLang server at {self.url} stopped sending its answer to {path} "
-                                  f"(no data for {self.timeout[1]:.0f} s)") from None
-            raise EngineError(f"the answer to {path} from {self.url} was cut short "
-                              "(the connection broke mid-answer)") from None
-        finally:
-            response.close()
-        return b"".join(chunks)
-
-    def _get_json(self, path: str, method: str = "GET", retries: int | None = None, **kwargs) -> Any:
-        response = self._request(method, path, retries=retries, **kwargs)
-        raw = self._read(response, path.split("?", 1)[0])
-        body = _parse_json(raw)
-        if body is _NOT_JSON:
-            kind = (response.headers.get("Content-Type") or "no content type").split(";")[0][:40]
-            raise EngineError(f"{self.url} answered {path.split('?', 1)[0]} with something that is not "
-                              f"SGLang's JSON ({kind}, {len(raw)} bytes); is this an SGLang server?")
-        return body
-
     def _get_json_fallback(self, family: str, paths: tuple[str, ...]) -> dict:
         """GET the first of ``paths`` the server knows (new name first, deprecated name second)."""
         known = self._paths.get(family)
@@ -454,12 +366,6 @@ class SGLangEngine(Engine):
             return ""
         return f": {message}" if (message := sglang_error_message(raw)) else ""
 
-    def _ids(self, prompt: Prompt) -> list[int]:
-        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-        if not ids:
-            raise EngineError("empty prompt")
-        return ids
-
     def _check_fits(self, ids: list[int], max_new_tokens: int) -> None:
         """SGLang's rules, so a prompt it would refuse or abort is refused here, before sending."""
         window = self.info.context_window
@@ -473,63 +379,15 @@ class SGLangEngine(Engine):
             raise EngineError(f"prompt of {len(ids)} tokens reaches the server's input limit of "
                               f"{self.max_input_tokens} tokens (max_req_input_len)")
 
-    def _count(self, usage: Usage) -> None:
-        self._stats.requests += 1
-        self._stats.prompt_tokens += usage.prompt_tokens
-        self._stats.cached_tokens += usage.cached_tokens
-        self._stats.generated_tokens += usage.completion_tokens
-
-    def _load_tokenizer(self):
-        from transformers import AutoTokenizer
-
-        if self._tokenizer_path:
-            try:
-                return AutoTokenizer.from_pretrained(self._tokenizer_path)
-            except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
-                raise EngineError(f"cannot load the tokenizer {str(self._tokenizer_path)[:200]!r}: "
-                                  f"{type(exc).__name__}") from None
+    def _tokenizer_sources(self) -> tuple[list[str], list[str], str]:
         model = self.model_info()
         names = [str(model.get(k) or "") for k in ("tokenizer_path", "model_path", "served_model_name")]
-        for local in names[:2]:
-            if not local:
-                continue
-            try:  # the server chose this path: the checks of a folder a viewer types
-                folder = viewer_folder(local)
-            except UserError:
-                continue
-            try:
-                return AutoTokenizer.from_pretrained(str(folder))
-            except Exception:  # noqa: BLE001 - fall through to the next source
-                pass
-        if any("smollm2" in name.lower() for name in names):
-            from ragscale.engines.model_files import load_tokenizer
-
-            return load_tokenizer()
-        raise EngineError(
+        return names[:2], names, (
             f"the server runs {names[2] or names[1] or 'an unnamed model'!r}; give the client its tokenizer "
-            "(a local folder) so prompts can be sent as exact token ids"
-        )
+            "(a local folder) so prompts can be sent as exact token ids")
 
 
 # ---- answer parsing -------------------------------------------------------------------------
-
-_NOT_JSON = object()
-
-
-def _parse_json(raw: bytes):
-    import json
-
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):  # also bad UTF-8; a truncated JSON body lands here
-        return _NOT_JSON
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    text = "".join(ch for ch in text if ch.isprintable())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
-
 
 def sglang_error_message(raw: bytes) -> str | None:
     """The message of an SGLang (or sglang-router) error body, short and on one line, or None.
@@ -537,19 +395,19 @@ def sglang_error_message(raw: bytes) -> str | None:
     SGLang's shapes: ``{"error": "..."}`` (schema), ``{"error": {"message": "..."}}`` (ValueError),
     top-level ``{"message": "..."}`` (HTTPException), FastAPI's ``{"detail": "..."}``, and a few
     known plain-text answers. Anything else is not echoed."""
-    body = _parse_json(raw)
+    body = parse_json(raw)
     if isinstance(body, dict):
         error = body.get("error")
         candidates = [error.get("message") if isinstance(error, dict) else error, body.get("message"),
                       body.get("detail")]
         for message in candidates:
             if isinstance(message, str) and message.strip():
-                return _one_line(message)
+                return one_line(message)
         return None
-    if body is _NOT_JSON:
+    if body is NOT_JSON:
         text = raw[:1024].decode("utf-8", "replace").strip()
         if text.startswith(_PLAIN_MESSAGES):
-            return _one_line(text)
+            return one_line(text)
     return None
 
 
@@ -568,13 +426,7 @@ def _text(item: dict) -> str:
 
 
 def _count(meta: dict, key: str, default: int) -> int:
-    value = meta.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-            or value != int(value):
-        raise EngineError(f"the server's meta_info.{key} is not a token count: {str(value)[:20]!r}")
-    return int(value)
+    return token_count(meta.get(key, default), f"meta_info.{key}", default)
 
 
 def _int_list(values: Any, name: str) -> list[int]:
@@ -604,7 +456,7 @@ def _check_not_aborted(meta: dict) -> None:
     finish = meta.get("finish_reason")
     if isinstance(finish, dict) and finish.get("type") == "abort":
         message = finish.get("message")
-        detail = f": {_one_line(message)}" if isinstance(message, str) and message.strip() else ""
+        detail = f": {one_line(message)}" if isinstance(message, str) and message.strip() else ""
         raise EngineError(f"the server aborted the request{detail}")
 
 
@@ -627,25 +479,3 @@ def _sampling_params(params: SamplingParams, sample: int) -> dict:
         # SGLang's per-request seed (honoured with --enable-deterministic-inference).
         out["sampling_seed"] = sample_seed(params.seed, sample)
     return out
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Metric name -> value summed over label sets (enough for sglang's token counters)."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        # name{labels} value [timestamp]; label values may contain spaces, so split after "}".
-        if "}" in line:
-            name, rest = line.split("{", 1)[0], line.rsplit("}", 1)[1]
-        else:
-            name, _, rest = line.partition(" ")
-        fields = rest.split()
-        try:
-            value = float(fields[0])
-        except (ValueError, IndexError):
-            continue
-        if math.isfinite(value):
-            values[name.strip()] = values.get(name.strip(), 0.0) + value
-    return values

@@ -133,6 +133,7 @@ def run_tree(engine: Engine, dataset, question, key: TreeKey, progress=None, on_
 
     ``retrieve`` / ``embed`` default to the shared index and MiniLM; tests pass cheap ones.
     """
+    from ragscale.allocation.prices import billing_mark, run_cost
     from ragscale.errors import UserError
     from ragscale.search.builder import build_search
 
@@ -144,8 +145,12 @@ def run_tree(engine: Engine, dataset, question, key: TreeKey, progress=None, on_
         retrieve = retrieve or shared_retriever(dataset)
     search = build_search(engine, dataset, task, k=key.k, demos=key.m, verifier=VERIFIERS[task],
                           retrieve=retrieve, embed=embed)
+    mark = billing_mark(engine)
     result = search.run(question, config, progress=progress, on_step=on_step)
     record = result.to_dict(with_requests=False)
+    cost = run_cost(engine, since=mark)
+    if cost is not None:  # what a provider bills for this run (an OpenAI-compatible engine, a priced model)
+        record["cost"] = cost
     record["key"] = key.to_dict()
     record["dataset"] = dataset.name
     record["engine"] = {"kind": engine.info.kind, "model": engine.info.model, "url": engine.info.url}

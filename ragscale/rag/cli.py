@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragscale.commandline import csv_list, progress_bar
+from ragscale.commandline import csv_list, progress_bar, with_run_cost
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.errors import UserError
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
@@ -61,7 +61,7 @@ def cmd_sweep(args) -> int:
         "rows_already_done": result.rows_already_done, "rows_skipped_over_context": result.rows_skipped_over_context,
         "seconds": round(result.seconds, 1), "demonstration_chains": result.chain_note,
     }
-    _print_summary(summary, args.json)
+    _print_summary(with_run_cost(summary, engine, args.json), args.json)
     return 0
 
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragscale.commandline import csv_list, progress_bar
+from ragscale.commandline import csv_list, progress_bar, with_run_cost
 from ragscale.engines.options import add_engine_args, engine_from_args
 from ragscale.retrieval.options import add_retrieval_args, retriever_settings_from_args
 from ragscale.errors import UserError
@@ -96,7 +96,7 @@ def cmd_search(args) -> int:
     if args.save:
         # The full result, tree with token ids: Tree.from_dict(saved["tree"]) rebuilds it exactly.
         Path(args.save).write_text(json.dumps(result.to_dict(), ensure_ascii=False), encoding="utf-8")
-    out = {**result.summary(), "tree": {"nodes": compact_nodes(result.tree)}}
+    out = with_run_cost({**result.summary(), "tree": {"nodes": compact_nodes(result.tree)}}, engine, args.json)
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
@@ -108,6 +108,8 @@ def cmd_search(args) -> int:
           f"{result.kv_mean:,.1f} tokens; search (without its {result.kv['prompt']:,}) mean {result.kv['search_mean']:,.1f}")
     print(f"engine   : {result.prompt_tokens:,} prompt tokens ({result.cached_tokens:,} cached), "
           f"{result.tokens_generated:,} generated, {result.model_calls} model calls, {result.wall_seconds:.1f} s")
+    if "cost" in out:
+        print(f"cost     : {out['cost']}")
     for node in result.tree:
         first = (node.text if node.parent is not None else f"[prompt] {node.meta.get('question', '')}").splitlines()
         score = "" if node.score is None else f" score={node.score:.2f}"
@@ -153,6 +155,7 @@ def cmd_search_sweep(args) -> int:
         out["report"] = write_sweep_report(args, store, dataset.name, engine, search.task, search.verifier, base,
                                            questions, policies, widths, seeds,
                                            summary.seconds if summary.runs_already_done == 0 else None, load_before)
+    out = with_run_cost(out, engine, args.json)
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:>18}: {v}" for k, v in out.items()))
     return 0
 
