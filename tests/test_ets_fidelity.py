@@ -128,3 +128,15 @@ def test_held_out_comparison_keeps_each_datasets_problems_apart():
     assert out["arithmetic-s2-o2: ets (nodes cost) w=16"] == {**out["arithmetic-s2-o2: ets (nodes cost) w=16"],
                                                              "problems": 3, "accuracy": 1.0, "kv_search_mean": 60.0}
     assert out["arithmetic-s2: ets (nodes cost) w=16"]["accuracy"] == 0.0
+
+
+def test_counterfactual_does_not_name_a_diversity_weight_it_could_not_weigh():
+    """The bundled sweep ran with lambda_d 0 (no clusters recorded): a lambda_d > 0 row says so
+    instead of repeating lambda_d 0's count under another name."""
+    from ragscale.search.bench import counterfactual_prunes
+
+    records = [r for r in of_bundled_sweep(load_sweep_records(BUNDLED_SEARCH_SWEEP), BUNDLED_SEARCH_SWEEP)
+               if r["policy"] == "ets" and r["width"] == 16][:3]
+    out = counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0)))
+    assert out["lambda_b=1.0 lambda_d=1.5"]["dropped_by_program"] is None
+    assert out["lambda_b=1.0 lambda_d=0.0"]["funded"] > 0
