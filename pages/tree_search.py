@@ -20,6 +20,7 @@ from ragscale.config import SHARED_DATASETS_DIR
 from ragscale.deploy import printable, viewer_path
 from ragscale.engines import describe_spec
 from ragscale.errors import UserError
+from ragscale.search.config import SearchConfig
 from ragscale.explorer import live
 from ragscale.explorer.library import TreeKey, load_record, same_view
 from ragscale.explorer.screen import default_library
@@ -169,7 +170,8 @@ with right:
     settings = {"width": s1.slider("Width (trajectories)", 2, 16, 4, key="ts_width"),
                 "depth": s2.slider("Max depth (steps)", 1, 5, 2, key="ts_depth"),
                 "lambda_b": s1.slider("λ_b — KV cost weight", 0.0, 3.0, 1.0, 0.05, key="ts_lambda_b"),
-                "lambda_d": s2.slider("λ_d — diversity weight", 0.0, 3.0, 1.5, 0.05, key="ts_lambda_d"),
+                "lambda_d": s2.slider("λ_d — diversity weight", 0.0, 3.0, SearchConfig().lambda_d, 0.05, key="ts_lambda_d",
+                                      help="0 by default: chosen on a dev split (`make ets-tuning`); the paper's 1.5"),
                 "temperature": s1.slider("Sampling temperature", 0.0, 1.5, 1.0, 0.05, key="ts_temperature"),
                 "k": s2.slider("Documents per step (k)", 1, 4, 2, key="ts_k", disabled=task != "qa")}
     with st.expander("More settings"):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ragscale.cli import main as cli_main
+from ragscale.errors import UserError
 from ragscale.search.kv import kv_two_ways, record_kv
 from ragscale.search.results import (BUNDLED_SEARCH_SWEEP, accuracy_interval, frontier, frontier_kv_ratio,
                                      kv_on_frontier, load_sweep_records, of_bundled_sweep)
@@ -82,3 +83,60 @@ def test_only_problems_done_in_every_cell_are_compared():
             rec("c", "rebase", 2), rec("c", "ets", 2), rec("c", "ets", 2, "tokens")]
     assert {r["qid"] for r in complete_problems(rows)} == {"c"}  # the token-cost arm is a cell of its own
     assert {r["qid"] for r in complete_problems(rows[:5])} == {"a", "c"}
+
+
+def _dev_record(policy, qid, correct, search_kv, lambda_d=1.5, cut=0.05):
+    return {"policy": policy, "qid": qid, "correct": correct, "dataset": "arithmetic-s3-o2",
+            "config": {"lambda_d": lambda_d, "cluster_threshold": cut},
+            "kv": {"mean": 170 + search_kv, "search_mean": search_kv, "prompt": 170},
+            "selections": [{"candidates": 4, "clusters": 2, "funded_pruned": int(search_kv < 90)}]}
+
+
+def test_ets_tuning_keeps_the_papers_setting_unless_another_clearly_saves_more_without_losing_problems():
+    from ragscale.search.bench import tuning_table
+
+    def store(others):
+        records = [_dev_record("rebase", f"q{i}", i < 4, 100.0) for i in range(8)]
+        records += [_dev_record("ets", f"q{i}", i < 4, 80.0) for i in range(8)]  # the paper's setting
+        for (lambda_d, cut), (right, kv) in others.items():
+            records += [_dev_record("ets", f"q{i}", i < right, kv, lambda_d, cut) for i in range(8)]
+        return records
+
+    near = tuning_table(store({(0.5, 0.05): (4, 78.0)}))  # 2.5% less: within the spread
+    assert near["chosen"] == {"lambda_d": 1.5, "cut": 0.05} and near["problems"] == 8
+    assert near["settings"]["lambda_d=1.5 cut=0.05"]["search_kv_ratio"] == pytest.approx(1.25)
+    clear = tuning_table(store({(0.5, 0.05): (4, 70.0), (0.0, 0.05): (2, 50.0)}))  # 0.0 loses two problems
+    assert clear["chosen"] == {"lambda_d": 0.5, "cut": 0.05}
+    with pytest.raises(UserError, match="one REBASE run"):
+        tuning_table([r for r in store({}) if r["policy"] == "ets"])
+
+
+def test_held_out_comparison_keeps_each_datasets_problems_apart():
+    """Two held-out task variants in one store share problem ids (arith-000 ...): each is compared on
+    its own problems, never pooled."""
+    from ragscale.search.bench import held_out_comparison
+
+    def rec(dataset, policy, qid, correct, search_kv):
+        r = _dev_record(policy, qid, correct, search_kv)
+        return {**r, "dataset": dataset, "width": 16, "config": {**r["config"], "kv_cost": "nodes"}}
+
+    records = [rec(d, p, f"arith-00{i}", d.endswith("o2"), kv) for d in ("arithmetic-s2", "arithmetic-s2-o2")
+               for p, kv in (("rebase", 90.0), ("ets", 60.0 if d.endswith("o2") else 90.0)) for i in range(3)]
+    out = held_out_comparison(records)
+    assert set(out) == {f"{d}: {name} w=16" for d in ("arithmetic-s2", "arithmetic-s2-o2")
+                        for name in ("rebase", "ets (nodes cost)")}
+    assert out["arithmetic-s2-o2: ets (nodes cost) w=16"] == {**out["arithmetic-s2-o2: ets (nodes cost) w=16"],
+                                                             "problems": 3, "accuracy": 1.0, "kv_search_mean": 60.0}
+    assert out["arithmetic-s2: ets (nodes cost) w=16"]["accuracy"] == 0.0
+
+
+def test_counterfactual_does_not_name_a_diversity_weight_it_could_not_weigh():
+    """The bundled sweep ran with lambda_d 0 (no clusters recorded): a lambda_d > 0 row says so
+    instead of repeating lambda_d 0's count under another name."""
+    from ragscale.search.bench import counterfactual_prunes
+
+    records = [r for r in of_bundled_sweep(load_sweep_records(BUNDLED_SEARCH_SWEEP), BUNDLED_SEARCH_SWEEP)
+               if r["policy"] == "ets" and r["width"] == 16][:3]
+    out = counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0)))
+    assert out["lambda_b=1.0 lambda_d=1.5"]["dropped_by_program"] is None
+    assert out["lambda_b=1.0 lambda_d=0.0"]["funded"] > 0

@@ -416,7 +416,7 @@ def test_opening_view_is_a_question_the_shipped_model_answers_right():
     point = screen.sweep_point()
     assert point is not None and point["accuracy"] == pytest.approx(right / total)
     labels = [m.label for m in screen.headline()]
-    assert labels[:2] == ["Accuracy", "KV kept (↓ better)"] and "Context tokens" not in labels
+    assert labels[:2] == ["Accuracy", V.KV_LABEL] and "Context tokens" not in labels
     assert screen.suggestion == "" and not screen.warnings and not screen.infos  # no budget talk here
 
 
@@ -438,9 +438,14 @@ def test_the_library_copies_a_sweep_tree_only_when_every_setting_matches(tmp_pat
     from ragscale.search.results import BUNDLED_SEARCH_SWEEP, load_sweep_records
     from ragscale.search.tasks import arithmetic_dataset
 
-    same, hotter = (dict(r) for r in load_sweep_records(BUNDLED_SEARCH_SWEEP)[:2])
+    arithmetic = [r for r in load_sweep_records(BUNDLED_SEARCH_SWEEP) if r["dataset"] == "arithmetic"]
+    same, hotter = (dict(r) for r in [r for r in arithmetic if r["policy"] == "rebase"][:2])
     hotter["config"] = {**hotter["config"], "sampling_temperature": 1.0}  # another tree than the library's
-    found = sweep_trees([same, hotter], "arithmetic")
+    # REBASE reads none of ETS's weights: a REBASE tree searched under other ETS defaults is the same tree
+    same["config"] = {**same["config"], "lambda_d": 7.0, "cluster_threshold": 0.3}
+    ets = next(dict(r) for r in arithmetic if r["policy"] == "ets" and r["qid"] == same["qid"])
+    ets["config"] = {**ets["config"], "lambda_d": 7.0}  # ... but an ETS tree under other weights is another tree
+    found = sweep_trees([same, hotter, ets], "arithmetic")
     key = L.tree_key("arithmetic", same["qid"], same["policy"], same["width"], 2, 2, 1)
     assert list(found) == [key] and (key.k, key.m, key.n) == (0, 0, 0)
     summary = precompute(None, arithmetic_dataset(8), [key], out=tmp_path, from_sweep=found)  # no engine needed
@@ -473,3 +478,53 @@ def test_a_tree_whose_documents_changed_since_is_flagged(records):
     edited = {**record, "documents": {**record["documents"], doc_id: {"title": "Lake Orla", "text": "an older text"}}}
     assert V.stale_reason(edited, QUESTIONS[1], DATASET) == "1 of the documents it retrieved differ or are gone"
     assert V.stale_reason({**record, "question": "an older question"}, QUESTIONS[1], DATASET) == "its question text differs"
+
+
+# ---- #22: the opening view's KV figure comes from trees of today's ETS -----------------------
+
+def _replay_our_ets(record) -> tuple[int, int]:
+    """(steps, steps where today's ETS program hands out the same children as the stored tree did),
+    every selection step of an ETS tree re-solved with the record's own settings and clusters."""
+    from ragscale.search import public_ets
+    from ragscale.search.config import SearchConfig
+    from ragscale.search.policies.ets import allocate_kept, build_program, solve_program
+
+    config = SearchConfig(**{k: v for k, v in record["config"].items() if k != "options"})
+    tree = Tree.from_dict(record["tree"])
+    steps = same = 0
+    for step in public_ets.recorded_steps(record):
+        clusters = None if step.clusters is None else np.array(step.clusters)
+        keep = solve_program(build_program(tree, step.candidates, step.width, config, clusters)).keep
+        given = allocate_kept(tree, keep, step.width, config)
+        steps += 1
+        same += {c: given.get(c, 0) for c in step.candidates} == step.children
+    return steps, same
+
+
+def test_the_shipped_ets_arithmetic_trees_are_todays_ets():
+    """The opening view's ETS trees were searched with today's program (token cost with the prompt
+    out of Z, the tie rule): re-solving every selection step with the tree's own settings gives
+    the children the tree has. Trees of the older formulation (the prompt inside Z) fail here:
+    that program funded every candidate REBASE funds, today's prunes some of them."""
+    library = L.TreeLibrary(L.SHIPPED_TREES)
+    ets = [L.load_record(p) for k, p in library.index().items() if k.dataset == "arithmetic" and k.policy == "ets"]
+    assert len(ets) == 8 * len(L.ARITHMETIC_WIDTHS)
+    steps = same = 0
+    for record in ets:
+        s, ok = _replay_our_ets(record)
+        steps, same = steps + s, same + ok
+    assert steps > 50 and same == steps, (same, steps)
+
+
+def test_the_opening_views_kv_badge_is_what_its_stored_trees_measure():
+    """The headline KV is the tree's search KV (without the prompt) and the badge its ratio to
+    REBASE's tree of the same question and width, both read from the stored records."""
+    from ragscale.search.kv import record_kv
+
+    library = L.TreeLibrary(L.SHIPPED_TREES)
+    screen = V.explorer(OPENING_VIEW, library)
+    ets, rebase = record_kv(screen.tree.record), record_kv(screen.tree.rebase)
+    kv = next(m for m in screen.headline() if m.label == V.KV_LABEL)
+    assert kv.value == f"{ets['search_mean']:,.0f}"
+    assert kv.delta == f"{ets['search_mean'] / rebase['search_mean'] - 1:+.0%} vs REBASE"
+    assert f"{ets['mean']:,.0f}" in kv.help and "retained KV" in kv.help

@@ -90,8 +90,8 @@ def test_default_view_renders_tree_curve_and_figures(explorer, trees):
     assert len(at.get("plotly_chart")) >= 2  # curve and tree (the KV curve sits in an expander)
     shown = metrics(at)
     assert shown["Context tokens"].value.endswith("k")
-    assert shown["KV kept (↓ better)"].value != "—"
-    assert "vs REBASE" in shown["KV kept (↓ better)"].delta
+    assert shown[V.KV_LABEL].value != "—"
+    assert "vs REBASE" in shown[V.KV_LABEL].delta
     assert shown["Cache hits"].value.endswith("%")
     assert float(shown["$ / month"].value.replace(",", "")) > 0
     assert not at.warning  # nothing wrong with an empty link
@@ -319,13 +319,13 @@ def test_a_huge_query_value_is_shown_cut_short(explorer):
 
 
 def _tree_figures(page) -> tuple[int, str]:
-    """(nodes, retained KV) of the tree on screen, as the page prints them."""
+    """(nodes, search KV) of the tree on screen, as the page prints them."""
     import re
 
     wait_for_page(page)
     text = page.inner_text("body")
     nodes = re.search(r"(\d+) nodes,", text)
-    kv = page.locator("[data-testid='stMetric']", has_text="KV kept").locator("[data-testid='stMetricValue']")
+    kv = page.locator("[data-testid='stMetric']", has_text="Search KV").locator("[data-testid='stMetricValue']")
     return (int(nodes.group(1)) if nodes else -1), kv.inner_text().strip()
 
 
@@ -550,9 +550,9 @@ def test_first_start_opens_on_a_question_the_shipped_model_answers_right(shipped
     assert ":green[right]" in answer and "library questions right" in answer
     shown = metrics(at)
     assert shown["Accuracy"].value.endswith("%") and "vs width 1" in shown["Accuracy"].delta
-    kv = shown["KV kept (↓ better)"]
-    assert kv.value != "—" and kv.delta.count("%") == 2  # retained · search, both against REBASE
-    assert "retained KV · search KV" in kv.help and "without" in kv.help  # which is which
+    kv = shown[V.KV_LABEL]
+    assert kv.value != "—" and kv.delta.endswith("vs REBASE")  # search KV against REBASE's tree
+    assert "without the prompt" in kv.help and "retained KV" in kv.help  # which is which, and the other one
     charts = at.get("plotly_chart")
     assert len(charts) >= 3  # the sweep's trade-off, the tree, the KV per step
     assert not [s for s in at.select_slider if s.key in ("ex_k", "ex_m", "ex_n", "ex_budget_slider")]

@@ -305,6 +305,27 @@ def test_kv_curve_figure_lists_peak_and_mean():
     assert list(fig.data[0].x) == [1, 2, 3]
 
 
+def test_a_sweep_finds_rebase_runs_stored_under_other_ets_settings(tmp_path):
+    """REBASE reads none of ETS's settings: a REBASE run an older sweep stored (its key carried
+    them, lambda_d 1.5 here) is found by a sweep with other ETS weights and not searched again;
+    ETS is."""
+    from ragscale.search.runner import SEARCH_KIND, canonical_key, sweep_key
+
+    engine = ScriptedEngine(qa_reply, logprob=judge_logprob)
+    fresh = ResultsStore(tmp_path / "fresh.sqlite")
+    run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets"), ["rebase"], [2], [0],
+                     LMJudge(engine), fresh, embed=fake_embed, dataset="tiny")
+    (key,) = fresh.done_keys(SEARCH_KIND)
+    old = key.replace("|T=0.2|", "|T=0.2|lb=1.0|ld=1.5|th=0.05|kv=tokens|")  # how older sweeps keyed it
+    assert old != key and canonical_key(old) == key == canonical_key(key)
+    assert "ld=0.7" in sweep_key("tiny", "m", "qa", "judge", "q", config("ets", lambda_d=0.7))
+    older = ResultsStore(tmp_path / "older.sqlite")
+    older.add(SEARCH_KIND, old, fresh.records(SEARCH_KIND)[0])
+    again = run_search_sweep(engine, QATask(retrieve, k=1), [QUESTION], config("ets", lambda_d=0.7),
+                             ["rebase", "ets"], [2], [0], LMJudge(engine), older, embed=fake_embed, dataset="tiny")
+    assert (again.runs_already_done, again.runs_written) == (1, 1)  # REBASE found, ETS searched
+
+
 def test_a_run_on_a_priced_model_shows_what_the_provider_bills(app, monkeypatch):
     """An OpenAI-compatible engine whose model a price sheet names: each run's caption says what its
     requests cost at that sheet; a run on an engine that bills nothing says no cost at all."""

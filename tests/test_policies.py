@@ -202,7 +202,8 @@ def test_recipes_load_with_paper_defaults():
     for name in POLICY_NAMES:
         assert load_recipe(name).policy == name
     ets = load_recipe("ets")
-    assert (ets.lambda_b, ets.lambda_d, ets.temperature) == (1.0, 1.5, 0.2)
+    assert (ets.lambda_b, ets.lambda_d, ets.temperature) == (1.0, 0.0, 0.2)  # lambda_d chosen on a dev split
+    assert SearchConfig().lambda_d == ets.lambda_d  # a sweep of "rebase,ets" builds ETS from the defaults
     assert (ets.cluster_threshold, ets.kv_cost) == (0.05, "tokens")
     assert (ets.width, ets.max_depth, ets.step_max_tokens, ets.sampling_temperature) == (16, 25, 256, 1.0)
     assert load_recipe("ets", width=64, lambda_d=1.4, lambda_b=None).width == 64  # None = keep the recipe's

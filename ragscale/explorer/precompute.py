@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from ragscale.explorer.library import GRID_SHAPES, GRID_WIDTHS, SHIPPED_TREES, TreeKey, TreeLibrary, task_of, tree_key
 from ragscale.explorer.live import VERIFIERS, run_tree, search_config
 from ragscale.explorer.state import POLICIES
+from ragscale.search.config import ETS_ONLY_SETTINGS
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_WIDTH_ORDER = (4, 16, 2, 8, 1)  # the default view's width, then the ends of the slider
@@ -51,7 +52,8 @@ def grid(dataset: str, questions: Sequence[str], policies: Sequence[str] = POLIC
 def sweep_trees(records, dataset: str) -> dict[TreeKey, dict]:
     """Library records for every search of ``records`` (a search sweep's) that is exactly a tree
     of this library: same dataset, the task's verifier, and the settings ``search_config`` gives
-    its key (anything else, e.g. another temperature or seed, is a different tree and is skipped)."""
+    its key that the policy reads (anything else, e.g. another temperature or seed, is a different
+    tree and is skipped; ETS's weights only for ETS)."""
     task = task_of(dataset)
     found: dict[TreeKey, dict] = {}
     for r in records:
@@ -59,6 +61,8 @@ def sweep_trees(records, dataset: str) -> dict[TreeKey, dict]:
             continue
         key = tree_key(dataset, r["qid"], r["policy"], int(r["width"]), 0, 0, 0)
         wanted = search_config(key).to_dict()  # every setting a search reads (older stores list more)
+        if key.policy != "ets":  # REBASE's tree does not depend on ETS's weights (frozen after it was searched)
+            wanted = {name: v for name, v in wanted.items() if name not in ETS_ONLY_SETTINGS}
         if {name: (r.get("config") or {}).get(name) for name in wanted} != wanted or not r.get("tree"):
             continue
         record = {k: v for k, v in r.items() if k not in ("key", "engine", "model")}

@@ -25,6 +25,7 @@ from ragscale.errors import UserError
 from ragscale.search.clustering import cluster_embeddings
 from ragscale.search.config import SearchConfig
 from ragscale.search.policies.ets import EtsProgram, build_program, solve_program
+from ragscale.search.results import ETS_DEV_STORE
 from ragscale.search.tree import Tree
 
 
@@ -184,6 +185,11 @@ def register_bench(benches) -> None:
                    help="also re-solve every recorded step with other lambdas: funded candidates the program drops")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=_cmd_ets_fidelity)
+    t = benches.add_parser("ets-tuning", help="ETS's lambda_d and cluster cut on a dev split (no model run): every "
+                           "setting against one REBASE run, and the one the stated rule freezes")
+    t.add_argument("--store", default=str(ETS_DEV_STORE), help="results store of the dev-split searches")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_cmd_ets_tuning)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +256,12 @@ def counterfactual_prunes(records, lambdas=((1.0, 1.5), (1.0, 0.0), (2.0, 0.0), 
     steps = [(r["config"], s) for r in records if r["config"].get("policy") == "ets"
              and r["config"].get("kv_cost") == "nodes" for s in public_ets.recorded_steps(r)]
     out = {}
+    clustered = any(step.clusters is not None for _, step in steps)
     for lambda_b, lambda_d in lambdas:
+        if lambda_d > 0 and not clustered:  # searched with lambda_d 0: no clusters to weigh
+            out[f"lambda_b={lambda_b} lambda_d={lambda_d}"] = {"funded": None, "dropped_by_program": None,
+                                                               "note": "no clusters recorded (lambda_d 0 searches)"}
+            continue
         pruned = funded = 0
         for c, step in steps:
             o = public_ets.outcome_shares(step.scores, step.width, c["temperature"])
@@ -289,6 +300,9 @@ def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
     def rounded(value):
         return None if value is None else round(value, 3)
 
+    # ETS's weights from an ETS record (REBASE's carry whatever they were when it ran; it reads none)
+    ets_config = next((r["config"] for r in records if r.get("policy") == "ets"), records[0]["config"])
+
     out = {
         "problems": len({r["qid"] for r in records}),
         "searches": len(records),
@@ -304,8 +318,8 @@ def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
         "accuracy": accuracy,
         "ets_within_rebase_ci95": within,
         "ets_selection": {**selection_diagnostics(records), "margins": pruning_margins(records)},
-        "settings": {k: records[0]["config"].get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
-                                                                "kv_cost", "temperature", "max_depth")},
+        "settings": {k: ets_config.get(k) for k in ("lambda_b", "lambda_d", "cluster_threshold",
+                                                       "kv_cost", "temperature", "max_depth")},
         "dataset": records[0].get("dataset"), "verifier": records[0].get("verifier"),
     }
     if held_out:
@@ -316,26 +330,105 @@ def fidelity(records, held_out=None, counterfactual: bool = False) -> dict:
 
 
 def held_out_comparison(records) -> dict:
-    """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval),
-    both KV measures, and the paired difference in accuracy."""
+    """ETS against REBASE on held-out problems at one width, per ETS cost: accuracy (95% interval)
+    and both KV measures; per dataset when the store holds several (each on its own matched problems)."""
     from ragscale.search.kv import record_kv
     from ragscale.search.results import accuracy_interval, complete_problems
 
-    by = {}
-    for r in complete_problems(records):
-        name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
-        by.setdefault((name, r["width"]), {})[r["qid"]] = r
+    datasets = sorted({r.get("dataset") or "" for r in records})
     out = {}
-    for (name, width), runs in sorted(by.items()):
-        correct = [float(bool(r["correct"])) for r in runs.values()]
-        kvs = [record_kv(r) for r in runs.values()]
-        lo, hi = accuracy_interval(correct)
-        out[f"{name} w={width}"] = {
-            "problems": len(runs), "dataset": next(iter(runs.values())).get("dataset"),
-            "accuracy": round(float(np.mean(correct)), 4), "ci95": [round(lo, 4), round(hi, 4)],
-            "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
-            "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1)}
+    for dataset in datasets:
+        by = {}
+        for r in complete_problems([r for r in records if (r.get("dataset") or "") == dataset]):
+            name = r["policy"] if r["policy"] != "ets" else f"ets ({r['config']['kv_cost']} cost)"
+            by.setdefault((name, r["width"]), {})[r["qid"]] = r
+        for (name, width), runs in sorted(by.items()):
+            correct = [float(bool(r["correct"])) for r in runs.values()]
+            kvs = [record_kv(r) for r in runs.values()]
+            lo, hi = accuracy_interval(correct)
+            label = f"{name} w={width}" if len(datasets) == 1 else f"{dataset}: {name} w={width}"
+            out[label] = {
+                "problems": len(runs), "dataset": dataset,
+                "accuracy": round(float(np.mean(correct)), 4), "ci95": [round(lo, 4), round(hi, 4)],
+                "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
+                "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1)}
     return out
+
+
+# The dev-split rule that froze ETS's lambda_d and cluster cut (``bench ets-tuning``): among the
+# settings whose ETS solves at least as many dev problems as REBASE less ``TUNING_SLACK``, the one
+# with the least search KV; it replaces the paper's setting only if it keeps at least
+# ``TUNING_MARGIN`` less search KV than the paper's does (a smaller gap is within the run-to-run
+# spread of one tree per problem).
+PAPER_SETTING = (1.5, 0.05)  # lambda_d, cut: the public code's MATH500 settings at width 16
+TUNING_SLACK = 1  # problems
+TUNING_MARGIN = 0.05
+
+
+def tuning_table(records) -> dict:
+    """ETS per (lambda_d, cut) on a dev split against one REBASE run of the same problems: accuracy
+    (95% interval), both KV measures, REBASE/ETS search KV, funded candidates pruned, K/N; and the
+    setting the rule above picks. Problems every setting and REBASE searched only."""
+    from ragscale.search.kv import record_kv
+    from ragscale.search.results import accuracy_interval
+
+    def setting(r):
+        return (r["config"]["lambda_d"], r["config"]["cluster_threshold"]) if r["policy"] == "ets" else "rebase"
+
+    runs: dict = {}
+    for r in records:
+        if r.get("policy") in ("ets", "rebase"):
+            runs.setdefault(setting(r), {})[r["qid"]] = r
+    if "rebase" not in runs or len(runs) < 2:
+        raise UserError("a tuning store needs one REBASE run and at least one ETS setting on the same problems")
+    shared = set.intersection(*(set(by) for by in runs.values()))
+    if not shared:
+        raise UserError("no problem was searched by REBASE and every ETS setting")
+
+    def row(by):
+        picked = [by[q] for q in sorted(shared)]
+        kvs = [record_kv(r) for r in picked]
+        right = [float(bool(r["correct"])) for r in picked]
+        steps = [s for r in picked for s in r.get("selections") or [] if s["candidates"] >= 2]
+        return {"right": int(sum(right)), "accuracy": round(float(np.mean(right)), 4),
+                "ci95": [round(v, 4) for v in accuracy_interval(right)],
+                "kv_mean": round(float(np.mean([k["mean"] for k in kvs])), 1),
+                "kv_search_mean": round(float(np.mean([k["search_mean"] for k in kvs])), 1),
+                "funded_pruned": sum(s["funded_pruned"] for s in steps),
+                "clusters_per_candidate": round(float(np.mean([s["clusters"] / s["candidates"] for s in steps
+                                                               if s.get("clusters")])), 3)
+                if any(s.get("clusters") for s in steps) else None}
+
+    rebase = row(runs.pop("rebase"))
+    settings = {}
+    for (lambda_d, cut), by in sorted(runs.items()):
+        out = row(by)
+        out["search_kv_ratio"] = round(rebase["kv_search_mean"] / out["kv_search_mean"], 3)
+        out["kv_ratio"] = round(rebase["kv_mean"] / out["kv_mean"], 3)
+        settings[f"lambda_d={lambda_d} cut={cut}"] = {"lambda_d": lambda_d, "cut": cut, **out}
+    eligible = [v for v in settings.values() if v["right"] >= rebase["right"] - TUNING_SLACK]
+    paper = next((v for v in settings.values() if (v["lambda_d"], v["cut"]) == PAPER_SETTING), None)
+    best = min(eligible, key=lambda v: v["kv_search_mean"], default=None)
+    if paper is not None and paper in eligible and best is not None and \
+            best["kv_search_mean"] > (1 - TUNING_MARGIN) * paper["kv_search_mean"]:
+        best = paper
+    rule = (f"least ETS search KV among settings solving >= REBASE's problems - {TUNING_SLACK}; the paper's "
+            f"lambda_d {PAPER_SETTING[0]}, cut {PAPER_SETTING[1]} stays unless another keeps >= "
+            f"{TUNING_MARGIN:.0%} less search KV")
+    return {"problems": len(shared), "dataset": next(iter(records)).get("dataset"), "rebase": rebase,
+            "settings": settings, "rule": rule,
+            "chosen": None if best is None else {"lambda_d": best["lambda_d"], "cut": best["cut"]}}
+
+
+def _cmd_ets_tuning(args: argparse.Namespace) -> int:
+    from ragscale.search.results import load_sweep_records
+
+    path = Path(args.store)
+    if not path.is_file():
+        raise UserError(f"no tuning store at {path}; make one with `make ets-tuning`")
+    result = tuning_table(load_sweep_records(path))
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
 
 
 def _cmd_ets_fidelity(args: argparse.Namespace) -> int:

@@ -203,13 +203,13 @@ def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, 
     """Write the markdown report of exactly this sweep's records (other records in the store are
     left out) and return its path. The store is checkpointed out of WAL mode so the bundled
     .sqlite file is complete on its own."""
-    from ragscale.search.runner import SEARCH_KIND, sweep_key
+    from ragscale.search.runner import SEARCH_KIND, canonical_key, sweep_key
     from ragscale.search.sweep_report import sweep_report
 
     keys = {sweep_key(dataset_name, engine.info.model, task.name, verifier.name, q.qid,
                       base.replace(policy=p, width=w, seed=s))
             for p in policies for w in widths for s in seeds for q in questions}
-    records = [r for r in store.records(SEARCH_KIND) if r["key"] in keys]
+    records = [r for r in store.records(SEARCH_KIND) if canonical_key(r["key"]) in keys]
     # ``seconds`` is None for a resumed sweep: this invocation's time is not the sweep's.
     text = sweep_report(records, sweep_command(args), _commit(), {"before": load_before, "after": _load()},
                         seconds=seconds)
@@ -222,7 +222,7 @@ def write_sweep_report(args, store, dataset_name, engine, task, verifier, base, 
 def cmd_bench_kv(args) -> int:
     """ETS against REBASE at one width on a fixed question set: accuracy and mean retained KV."""
     from ragscale.search.results import tradeoff_table
-    from ragscale.search.runner import run_search_sweep, sweep_key
+    from ragscale.search.runner import canonical_key, run_search_sweep, sweep_key
     from ragscale.store import ResultsStore
 
     base = builder.search_config("ets", "qa", **config_overrides(args, policy="ets"))
@@ -246,7 +246,7 @@ def cmd_bench_kv(args) -> int:
             bar.close()
         keys = {sweep_key(dataset.name, engine.info.model, search.task.name, search.verifier.name, q.qid,
                           base.replace(policy=p)) for p in ("ets", "rebase") for q in questions}
-        records = [r for r in store.records("search") if r["key"] in keys]
+        records = [r for r in store.records("search") if canonical_key(r["key"]) in keys]
     seconds = time.perf_counter() - started
     table = tradeoff_table(records).set_index("policy")
     per = {}
@@ -282,7 +282,7 @@ def _task_args(parser: argparse.ArgumentParser) -> None:
                         help="qa: tree search over IterDRAG steps; reasoning: GSM8K-style step-wise math; "
                         "arithmetic: generated running-total problems, one line per step (use --verifier rules)")
     parser.add_argument("--dataset", default="demo", help="a QA dataset file, a shared sample name, 'demo', "
-                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated; arithmetic-s<SEED>: the harder three-operation problems of seed SEED) "
+                        "GSM8K-style JSONL for --task reasoning, or 'arithmetic' (generated; arithmetic-s<SEED>: the three-operation problems of seed SEED, arithmetic-s<SEED>-o<OPS>: OPS operations) "
                         "for --task arithmetic")
     parser.add_argument("--recipe", help="a recipe name or YAML file (without it, the policy's own recipe)")
     parser.add_argument("--k", type=int, default=2, help="qa: documents retrieved per step")

@@ -18,11 +18,14 @@ from ragscale.config import DATA_DIR
 
 # The bundled sweep the Tree search page opens on (made by the command in data/search_results.md).
 BUNDLED_SEARCH_SWEEP = DATA_DIR / "search_results.sqlite"
-# The problems of the bundled sweep (``make search-results``). The same store also keeps the
-# two-operation ``arithmetic`` searches the Explorer's shipped trees were copied from.
-BUNDLED_SWEEP_DATASET = "arithmetic-s1"
+# The problems of the bundled sweep (``make search-results``: two operations, seed 1). The same store
+# also keeps the three-operation ``arithmetic-s1`` sweep (``make search-results-3op``) and the
+# ``arithmetic`` searches the Explorer's shipped trees were copied from.
+BUNDLED_SWEEP_DATASET = "arithmetic-s1-o2"
 # ETS and REBASE at width 16 on problems of a seed the bundled sweep never used (bench ets-fidelity).
 BUNDLED_HELD_OUT = DATA_DIR / "search_heldout.sqlite"
+# ETS's lambda_d and cluster cut were chosen on these dev-split searches (``bench ets-tuning``).
+ETS_DEV_STORE = DATA_DIR / "ets_dev.sqlite"
 # Single runs shown when no bundled sweep is there (made as data/trees/README.md says).
 EXAMPLE_TREES = DATA_DIR / "trees"
 # Hooper et al. 2025: REBASE's retained KV over ETS's at matched accuracy.

@@ -214,12 +214,26 @@ SEARCH_KIND = "search"
 
 
 def sweep_key(dataset: str, model: str, task: str, verifier: str, qid: str, config: SearchConfig) -> str:
-    """One record per question x policy x width x seed; the other settings are in the key too, so a
-    rerun with different settings never mistakes old records for its own."""
+    """One record per question x policy x width x seed; the other settings the policy reads are in
+    the key too, so a rerun with different settings never mistakes old records for its own. ETS's
+    own settings only in ETS's key: one REBASE run serves every ETS setting."""
     c = config
-    extra = (f"d={c.max_depth}|L={c.step_max_tokens}|st={c.sampling_temperature}|T={c.temperature}"
-             f"|lb={c.lambda_b}|ld={c.lambda_d}|th={c.cluster_threshold}|kv={c.kv_cost}")
+    extra = f"d={c.max_depth}|L={c.step_max_tokens}|st={c.sampling_temperature}|T={c.temperature}"
+    if c.policy == "ets":
+        extra += f"|lb={c.lambda_b}|ld={c.lambda_d}|th={c.cluster_threshold}|kv={c.kv_cost}"
     return f"{dataset}|{model}|{task}|{verifier}|{c.policy}|w={c.width}|seed={c.seed}|{extra}|{qid}"
+
+
+_ETS_KEY_FIELDS = ("lb=", "ld=", "th=", "kv=")
+
+
+def canonical_key(key: str) -> str:
+    """A stored key as ``sweep_key`` writes it today: older stores wrote ETS's settings into every
+    policy's key, which a REBASE record does not depend on."""
+    parts = key.split("|")
+    if len(parts) > 5 and parts[4] != "ets":
+        parts = [p for p in parts[:-1] if not p.startswith(_ETS_KEY_FIELDS)] + parts[-1:]  # the last is the qid
+    return "|".join(parts)
 
 
 @dataclass
@@ -253,7 +267,7 @@ def run_search_sweep(
     # cell (policy x width), so what it has is still a matched comparison.
     grid = [(base.replace(policy=p, width=w, seed=s), q) for q in questions for p in policies for w in widths for s in seeds]
     summary = SweepSummary(runs_total=len(grid))
-    done = store.done_keys(SEARCH_KIND)
+    done = {canonical_key(k) for k in store.done_keys(SEARCH_KIND)}
     todo = [(c, q) for c, q in grid if sweep_key(dataset, model, task.name, verifier.name, q.qid, c) not in done]
     summary.runs_already_done = len(grid) - len(todo)
     finished = summary.runs_already_done

@@ -73,6 +73,8 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
     questions = sorted({r["qid"] for r in records})
     first = records[0]
     config = first.get("config") or {}
+    # ETS's weights from an ETS record: another policy's record carries whatever they were when it ran
+    ets = next((r.get("config") or {} for r in records if r.get("policy") == "ets"), config)
     searching = sum(float(r.get("wall_seconds") or 0) for r in records)
     lines = [
         "# Bundled tree-search sweep (arithmetic task, rule-based process verifier)",
@@ -91,8 +93,8 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
            if len(everything) > len(records) else ""),
         f"- max depth {config.get('max_depth')}, step cap {config.get('step_max_tokens')} tokens, sampling "
         f"temperature {config.get('sampling_temperature')}, REBASE/ETS softmax temperature {config.get('temperature')}; "
-        f"ETS lambda_b {config.get('lambda_b')}, lambda_d {config.get('lambda_d')}, cluster cut "
-        f"{config.get('cluster_threshold')}, KV cost `{config.get('kv_cost')}`",
+        f"ETS lambda_b {ets.get('lambda_b')}, lambda_d {ets.get('lambda_d')}, cluster cut "
+        f"{ets.get('cluster_threshold')}, KV cost `{ets.get('kv_cost')}`",
         "",
         "## Accuracy per width (share of problems answered right, bootstrap 95% interval)",
         "",
@@ -119,8 +121,10 @@ def sweep_report(records: Iterable[Mapping[str, Any]], command: str, commit: str
         lines += ["", "At equal width, REBASE/ETS: "
                   + "; ".join(f"{KV_MEASURES[kv].split(' (')[0]} " + ", ".join(f"w={w}: {v:.2f}" for w, v in r.items())
                               for kv, r in f["kv_ratio_equal_width"].items()) + ".",
-                  "", f"ETS's selection steps: {sel['selection_steps']}; mean clusters per candidate (K/N) "
-                  f"{sel['mean_clusters_per_candidate']}; candidates REBASE would fund that ETS pruned: "
+                  "", f"ETS's selection steps: {sel['selection_steps']}; "
+                  + (f"mean clusters per candidate (K/N) {sel['mean_clusters_per_candidate']}"
+                     if sel["mean_clusters_per_candidate"] is not None else "no clusters (lambda_d 0: no diversity term)")
+                  + f"; candidates REBASE would fund that ETS pruned: "
                   f"{sel['funded_pruned']} (of {sel['candidates']} candidates at those steps; the margins behind it: "
                   "`bench ets-fidelity`).",
                   "", f"Replayed through the public code's selection (`ragscale.search.public_ets`): the same nodes "
