@@ -14,6 +14,10 @@ PORT   ?= 8501
 # REBASE and ETS (the public code's node cost; lambda_d as frozen by `make ets-tuning`) on the
 # two-operation problems of seed 1, where width buys accuracy, graded step scores; the held-out check
 # runs both at width 16 on seed 2, which neither the sweep nor the tuning used.
+# The bundled stores were searched on an AMD EPYC with the int8 decode kernel (the default there
+# until int4 measured faster); the kernel is pinned so that a resumed or repeated run adds trees of
+# the same bits (int4 rounds differently, so its trees differ in near-ties).
+SEARCH_ENV ?= OMP_WAIT_POLICY=PASSIVE RAGSCALE_DECODE_KERNEL=int8
 SEARCH_COMMON ?= --task arithmetic --verifier rules-graded --seeds 0 --max-depth 4 --step-tokens 16 \
 	--sampling-temperature 0.6 --dtype bfloat16 --threads 1
 SEARCH_SWEEP_ARGS ?= $(SEARCH_COMMON) --dataset arithmetic-s1-o2 --policies rebase,ets --widths 2,4,8,16 --limit 48 --kv-cost nodes
@@ -96,25 +100,25 @@ demo-results: install
 	$(BIN)/python -m ragscale sweep --dataset demo $(DEMO_SWEEP_MORE_DOCS) --out data/demo_results.sqlite
 
 search-results: install
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_SWEEP_ARGS) --out data/search_results.sqlite \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(SEARCH_SWEEP_ARGS) --out data/search_results.sqlite \
 		--report data/search_results.md
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_HELDOUT_ARGS) --policies rebase,ets \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(SEARCH_HELDOUT_ARGS) --policies rebase,ets \
 		--kv-cost nodes --out data/search_heldout.sqlite
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_HELDOUT_ARGS) --policies ets \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(SEARCH_HELDOUT_ARGS) --policies ets \
 		--kv-cost tokens --out data/search_heldout.sqlite
 
 search-results-3op: install
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_3OP_COMMON) --dataset arithmetic-s1 \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(SEARCH_3OP_COMMON) --dataset arithmetic-s1 \
 		--policies rebase,ets --widths 2,4,8,16 --limit 48 --kv-cost nodes --out data/search_results.sqlite
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_3OP_COMMON) --dataset arithmetic-s2 \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(SEARCH_3OP_COMMON) --dataset arithmetic-s2 \
 		--widths 16 --limit 12 --policies ets,rebase --kv-cost nodes --out data/search_heldout.sqlite
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(SEARCH_3OP_COMMON) --dataset arithmetic-s2 \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(SEARCH_3OP_COMMON) --dataset arithmetic-s2 \
 		--widths 16 --limit 12 --policies ets --kv-cost tokens --out data/search_heldout.sqlite
 
 ets-tuning: install
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep $(ETS_TUNING_COMMON) --dataset arithmetic-s3-o2 \
+	$(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep $(ETS_TUNING_COMMON) --dataset arithmetic-s3-o2 \
 		--limit 16 --policies rebase --kv-cost nodes --out data/ets_dev.sqlite
-	for setting in $(ETS_TUNING_GRID); do OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m ragscale search-sweep \
+	for setting in $(ETS_TUNING_GRID); do $(SEARCH_ENV) $(BIN)/python -m ragscale search-sweep \
 		$(ETS_TUNING_COMMON) --dataset arithmetic-s3-o2 --limit 16 --policies ets --kv-cost nodes \
 		--lambda-d $${setting%%:*} --cluster-threshold $${setting##*:} --out data/ets_dev.sqlite || exit 1; done
 	$(BIN)/python -m ragscale bench ets-tuning --store data/ets_dev.sqlite
