@@ -21,7 +21,7 @@ from pages.widgets import (POLICY_LABELS, budget_input, chart_config, clicked_no
 from ragscale.engines import describe_spec
 from ragscale.explorer import screen as ex
 from ragscale.explorer.live_layer import LiveLayer
-from ragscale.explorer.state import PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
+from ragscale.explorer.state import OPENINGS, PROFILES, QPD_RANGE, STRATEGIES, decode, encode, field_problem
 from ragscale.formatting import md_literal
 
 # the view; the link this session opened and its notices; this session's live runs; "Run live" pressed
@@ -41,8 +41,8 @@ def update(**changes) -> None:
     """A widget changed: the new state (a new question or tree forgets the selected node)."""
     if set(changes) & {"dataset", "question", "policy", "width", "k", "m", "n"}:
         changes.setdefault("node", "")
-    if "dataset" in changes:
-        changes.setdefault("question", "")
+    if "dataset" in changes:  # another world opens on its own view (question, width)
+        changes = {**OPENINGS.get(changes["dataset"], {"question": ""}), **changes}
     ss[STATE] = ss[STATE].with_(**changes)
 
 

@@ -16,13 +16,13 @@ from ragscale.explorer import library as L
 from ragscale.explorer import screen as V
 from ragscale.explorer.live import run_tree
 from ragscale.explorer.precompute import grid, library_size, precompute
-from ragscale.explorer.state import DEFAULT as OPENING_VIEW, POLICIES
+from ragscale.explorer.state import DEFAULT as OPENING_VIEW, POLICIES, opening_view
 from ragscale.plots.explorer import explorer_curve_figure
 from ragscale.search.tree import Tree
 from tests.fakes import ScriptedEngine
 
 # These tests are about the demo QA world (budget, k, m, n); the app opens on the arithmetic task.
-DEFAULT = OPENING_VIEW.with_(dataset="demo")
+DEFAULT = opening_view("demo")
 
 MODEL = AllocationModel.from_profile(PAPER_PROFILE)
 
@@ -385,6 +385,7 @@ def test_bench_explorer_live_reports_seconds_first_token_and_tokens_per_second(m
     assert main(["bench", "explorer-live", "--json"]) == 0  # the opening view: the arithmetic task
     out = json.loads(capsys.readouterr().out)
     assert out["key"]["dataset"] == OPENING_VIEW.dataset == "arithmetic" and out["key"]["k"] == 0
+    assert out["key"]["width"] == OPENING_VIEW.width and out["target_s"] == 3
 
 
 def test_live_retriever_follows_the_retrieval_setting(monkeypatch):
@@ -528,3 +529,33 @@ def test_the_opening_views_kv_badge_is_what_its_stored_trees_measure():
     assert kv.value == f"{ets['search_mean']:,.0f}"
     assert kv.delta == f"{ets['search_mean'] / rebase['search_mean'] - 1:+.0%} vs REBASE"
     assert f"{ets['mean']:,.0f}" in kv.help and "retained KV" in kv.help
+
+
+def test_the_opening_question_is_the_librarys_typical_one_not_its_best():
+    """The arithmetic world opens on the rule state.OPENINGS states, checked on the shipped trees:
+    of the problems answered right at the opening width, the one whose ETS search KV vs REBASE's
+    is nearest the median change over all the library's problems at that width."""
+    import statistics
+
+    from ragscale.explorer.library import tree_key
+    from ragscale.explorer.state import OPENINGS
+    from ragscale.search.kv import record_kv
+
+    library = L.TreeLibrary(L.SHIPPED_TREES)
+    width = OPENINGS["arithmetic"]["width"]
+    change, right = {}, set()
+    for q in V.load_dataset("arithmetic").questions:
+        paths = {p: library.path(tree_key("arithmetic", q.qid, p, width, 0, 0, 0)) for p in ("ets", "rebase")}
+        if None in paths.values():
+            continue
+        trees = {p: json.loads(path.read_text()) for p, path in paths.items()}
+        change[q.qid] = record_kv(trees["ets"])["search_mean"] / record_kv(trees["rebase"])["search_mean"] - 1
+        if trees["ets"]["correct"]:
+            right.add(q.qid)
+    assert len(change) == 8 and right
+    median = statistics.median(change.values())
+    typical = min(sorted(right), key=lambda qid: abs(change[qid] - median))
+    assert OPENINGS["arithmetic"]["question"] == typical
+    assert min(change.values()) < change[typical] < 0  # a saving, and not the library's largest
+    screen = V.explorer(OPENING_VIEW, library)
+    assert screen.question.qid == typical and screen.state.width == width

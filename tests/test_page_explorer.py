@@ -13,11 +13,11 @@ from ragscale.datasets.loaders import load_dataset
 from ragscale.explorer import library as L
 from ragscale.explorer import live
 from ragscale.explorer import screen as V
-from ragscale.explorer.state import DEFAULT as OPENING_VIEW, encode
+from ragscale.explorer.state import DEFAULT as OPENING_VIEW, encode, opening_view
 from tests.fakes import ScriptedEngine
 
 # These tests are about the demo QA world (budget, k, m, n); the app opens on the arithmetic task.
-DEFAULT = OPENING_VIEW.with_(dataset="demo")
+DEFAULT = opening_view("demo")
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "explorer.py")
 
