@@ -308,9 +308,9 @@ def decode_kernel() -> str:
 
     - ``int4``, the default on every CPU measured: torch's 4-bit kernel reads the GGUF's Q4_1
       groups (~66 MB of layer weights a token). It was 1.14-1.21x llama.cpp on a Sapphire Rapids
-      (AMX), and on an AMD EPYC Zen 4 without AMX it is ahead of ``int8`` on one stream (60.0 vs
-      45.5 tok/s) and on 8 branches (124.5 vs 100.9), side by side in one run of ``ragscale bench
-      decode-kernels`` (README). Decode is bound by the bytes it reads, and int4 reads fewer;
+      (AMX), and on an AMD EPYC Zen 4 without AMX it is ahead of ``int8`` on one stream (72.7 vs
+      53.3 tok/s) and on 8 branches (159.7 vs 148.3), side by side in one run of ``ragscale bench
+      decode-kernels`` on a quiet machine (README). Decode is bound by the bytes it reads, and int4 reads fewer;
     - ``int8`` on request: the same values re-quantised to int8 rows and an integer GEMM
       (``torch._int_mm``; ~106 MB a token). An earlier choice of it for CPUs without AMX rested on
       runs where other jobs took most of the machine (README).
@@ -460,15 +460,19 @@ def set_threads(threads: int | None) -> bool:
     it; otherwise it adapts it to the cores other processes leave free (``spare_cores``)."""
     import torch
 
-    given = threads or int(os.environ.get("RAGSCALE_THREADS") or 0)
+    given = threads or _threads_from_env()
     torch.set_num_threads(given or (os.cpu_count() or 1))
     return bool(given)
+
+
+def _threads_from_env() -> int:
+    return int(os.environ.get("RAGSCALE_THREADS") or 0)
 
 
 def bench_threads() -> int:
     """Threads for a benchmark's engines: fixed (``RAGSCALE_THREADS``, else every core), so that
     engines compared side by side run the same count whatever else the machine is doing."""
-    return int(os.environ.get("RAGSCALE_THREADS") or 0) or (os.cpu_count() or 1)
+    return _threads_from_env() or (os.cpu_count() or 1)
 
 
 def load_tokenizer(model: str | None = None):
