@@ -90,10 +90,19 @@ def test_invalid_url_value_falls_back_with_notice(name, raw):
     base_link = encode(DEFAULT.with_(k=7, width=16, policy="beam", dataset="hotpotqa"))
     good = {key: value for key, value in base_link.items() if key != name}
     state, notices = decode({**good, name: raw})
-    assert getattr(state, name) == getattr(DEFAULT, name)
+    assert getattr(state, name) == getattr(S.opening_view(state.dataset), name)  # the link's world's view
     assert len(notices) == 1 and notices[0].startswith(f"Link value {name}=")
     for key, value in good.items():  # the rest of the link still applies
         assert encode(state)[key] == value
+
+
+def test_a_link_to_another_world_falls_back_to_that_worlds_opening_view():
+    state, notices = decode({"dataset": "demo"})
+    assert state == S.opening_view("demo") and state.width == 4 and state.question == "" and not notices
+    state, notices = decode({"dataset": "demo", "question": "bad\nid"})
+    assert state.question == "" and "using ''" in notices[0]
+    state, notices = decode({"dataset": "bad\x00world"})  # an invalid world: the default view, one notice
+    assert state == DEFAULT and len(notices) == 1
 
 
 def test_several_invalid_values_give_one_notice_each_and_unknown_keys_are_ignored():

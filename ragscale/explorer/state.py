@@ -199,6 +199,10 @@ def decode(params: Mapping[str, Any], base: ExplorerState = DEFAULT) -> tuple[Ex
     """
     values: dict[str, Any] = {}
     notices: list[str] = []
+    world = params.get("dataset")
+    world = str(world[-1] if isinstance(world, (list, tuple)) and world else world or "")
+    if base is DEFAULT and world and world != DEFAULT.dataset and field_problem("dataset", world) is None:
+        base = opening_view(world)  # "?dataset=demo" opens (and falls back to) the demo world's view
     for name in FIELD_NAMES:
         if name not in params:
             continue
@@ -216,8 +220,6 @@ def decode(params: Mapping[str, Any], base: ExplorerState = DEFAULT) -> tuple[Ex
                            f"using {encode(base)[name]!r} instead.")
         else:
             values[name] = value
-    if base is DEFAULT and values.get("dataset", DEFAULT.dataset) != DEFAULT.dataset:
-        base = opening_view(values["dataset"])  # "?dataset=demo" opens the demo world's view
     return replace(base, **values), notices
 
 
