@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ragscale.datasets.types import Question
 from ragscale.engines.base import Engine
-from ragscale.search.config import SearchConfig
+from ragscale.search.config import ETS_ONLY_SETTINGS, SearchConfig
 from ragscale.search.kv import KVTracker, kv_two_ways
 from ragscale.search.policies import get_policy
 from ragscale.search.policies.base import (Embed, apply_allocation, rebase_shares, remaining_width, score_of,
@@ -220,11 +220,13 @@ def sweep_key(dataset: str, model: str, task: str, verifier: str, qid: str, conf
     c = config
     extra = f"d={c.max_depth}|L={c.step_max_tokens}|st={c.sampling_temperature}|T={c.temperature}"
     if c.policy == "ets":
-        extra += f"|lb={c.lambda_b}|ld={c.lambda_d}|th={c.cluster_threshold}|kv={c.kv_cost}"
+        extra += "".join(f"|{_ETS_KEY_NAMES[name]}={getattr(c, name)}" for name in ETS_ONLY_SETTINGS)
     return f"{dataset}|{model}|{task}|{verifier}|{c.policy}|w={c.width}|seed={c.seed}|{extra}|{qid}"
 
 
-_ETS_KEY_FIELDS = ("lb=", "ld=", "th=", "kv=")
+# How ETS's own settings are spelled in a key (stores written since 2026-11 use these names)
+_ETS_KEY_NAMES = {"lambda_b": "lb", "lambda_d": "ld", "cluster_threshold": "th", "kv_cost": "kv"}
+_ETS_KEY_FIELDS = tuple(f"{_ETS_KEY_NAMES[name]}=" for name in ETS_ONLY_SETTINGS)
 
 
 def canonical_key(key: str) -> str:
