@@ -302,6 +302,48 @@ def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, kernel
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("dtype, kernel", [("float32", "dense"), ("bfloat16", "int4")])
+def test_decode_on_ragscales_kernels_agrees_with_torchs_ops(tiny_dir, dtype, kernel, monkeypatch):
+    """The decoder takes ragscale's compiled kernels where they are built, and decoding on them
+    gives what torch's ops give up to rounding (torch's ops: the bits the engine gave before)."""
+    from transformers import AutoConfig
+
+    from ragscale.engines import forward, kernels, model_files
+
+    if not kernels.ensure():
+        pytest.skip("ragscale's kernels did not build here")
+    compute = getattr(torch, dtype)
+    weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), compute)
+    quantised = kernel != "dense"
+    with torch.inference_mode():
+        decoder = forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), compute, weights,
+                                       _random_q4_blocks(weights) if quantised else None,
+                                       kernel if quantised else forward.INT4)
+    assert decoder.ops == "ragscale"
+    ids = [(7 * i) % 500 + 3 for i in range(PAGE + 9)]
+
+    def logits() -> torch.Tensor:
+        with torch.inference_mode():
+            prompt = decoder.new_kv(1, PAGE)
+            decoder.prefill(prompt, 0, ids[:PAGE], 0)
+            own = decoder.new_kv(2, 16)
+            steps = [decoder.decode(own, [0, 1], [ids[PAGE + t]] * 2, [PAGE + t] * 2, [PAGE] * 2,
+                                    [prompt[:, :, 0]], [0, 0]) for t in range(9)]
+            return torch.stack(steps)
+
+    ours = logits()
+    decoder.use_ops("torch")
+    theirs = logits()
+    tolerance = 1e-4 if dtype == "float32" else 0.15  # bf16: roundings differ, through every layer
+    assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max()
+    monkeypatch.setattr(kernels, "HEAD_DIMS", ())  # a model whose head size the kernel lacks
+    decoder.use_ops(None)
+    assert decoder.ops == "torch" and "head size" in decoder.ops_why
+    with pytest.raises(ValueError, match="cannot serve"):
+        decoder.use_ops("ragscale")
+
+
+@pytest.mark.model
 def test_the_start_probe_imports_everything_a_load_imports(tiny_dir):
     """``bench engine`` times library imports apart from the load: after ``import_libraries`` a
     load (from a model folder) must import nothing more, or the figures would be mislabelled."""
