@@ -212,3 +212,24 @@ def test_rope_and_store_give_the_bits_of_torchs_ops(dtype):
     assert torch.equal(qkv, want_qkv) and torch.equal(kv, want_kv)
     with pytest.raises(RuntimeError, match="outside the buffer"):
         torch.ops.ragscale.rope_store(qkv, cos, sin, heads, kv_heads, kv, rows, [8, 1])
+
+
+def test_a_failed_build_is_remembered_until_a_retry(tmp_path, monkeypatch):
+    """A failed compile leaves its reason next to where the build would be: later starts fall
+    back at once (no second compile), and ``retry`` (``python -m ragscale.engines.kernels``) compiles."""
+    calls = []
+    monkeypatch.setattr(kernels, "built_path", lambda: tmp_path / "key" / "ragscale_kernels.so")
+
+    def failing(output):
+        calls.append(output)
+        return [sys.executable, "-c", "import sys; sys.exit('error: no such compiler')"]
+
+    monkeypatch.setattr(kernels, "compile_command", failing)
+    with pytest.raises(OSError, match="no such compiler"):
+        kernels.build()
+    with pytest.raises(OSError, match="no such compiler.*retry"):
+        kernels.build()
+    assert len(calls) == 1 and (tmp_path / "key" / kernels.FAILED).exists()
+    with pytest.raises(OSError):
+        kernels.build(retry=True)
+    assert len(calls) == 2 and not (tmp_path / "key" / "ragscale_kernels.so").exists()
