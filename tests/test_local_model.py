@@ -155,14 +155,7 @@ def test_samples_decoded_in_step_get_the_bits_they_get_alone(tiny_dir, kernel, m
     """Sibling rows read one shared prefix (expanded, not copied) and decode in step: each row's
     logits and own KV are still exactly those of decoding it alone (bf16; dense, 4-bit and int8
     decode)."""
-    from transformers import AutoConfig
-
-    from ragscale.engines import forward, model_files
-
-    weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), torch.bfloat16)
-    decoder = forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), torch.bfloat16, weights,
-                                   None if kernel == "dense" else _random_q4_blocks(weights),
-                                   forward.INT4 if kernel == "dense" else kernel)
+    decoder = _tiny_decoder(tiny_dir, "bfloat16", kernel)
     ids = [(11 * i) % 300 + 3 for i in range(PAGE + 9)]
     with torch.inference_mode():
         prompt = decoder.new_kv(1, len(ids))
@@ -177,6 +170,22 @@ def test_samples_decoded_in_step_get_the_bits_they_get_alone(tiny_dir, kernel, m
             one = decoder.decode(alone, [row], [tokens[row]], [len(ids)], [len(ids)], [prefix], [0])
             assert torch.equal(one[0], stepped[row])
     assert torch.equal(together[..., :1, :], alone[..., :1, :])  # uninitialised past what was written
+
+
+def _tiny_decoder(tiny_dir, dtype: str, kernel: str):
+    """The tiny model's decoder in ``dtype``, decoding with ``kernel`` on random Q4_1 blocks
+    ("int4", "int8") or dense ("dense")."""
+    from transformers import AutoConfig
+
+    from ragscale.engines import forward, model_files
+
+    compute = getattr(torch, dtype)
+    weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), compute)
+    quantised = kernel != "dense"
+    with torch.inference_mode():
+        return forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), compute, weights,
+                                    _random_q4_blocks(weights) if quantised else None,
+                                    kernel if quantised else forward.INT4)
 
 
 def _random_q4_blocks(weights, seed: int = 1):
@@ -267,18 +276,10 @@ def test_rope_in_place_has_the_bits_of_transformers_rotation(dtype):
 def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, kernel, monkeypatch):
     """Decode runs ``decode_layers`` compiled by TorchScript; run eagerly, the same function gives
     the same logits and KV bit for bit: one row, rows in step, rows at different positions."""
-    from transformers import AutoConfig
+    from ragscale.engines import forward
 
-    from ragscale.engines import forward, model_files
-
-    compute = getattr(torch, dtype)
-    weights = model_files.SafetensorsWeights(sorted(tiny_dir.glob("*.safetensors")), compute)
-    quantised = kernel != "dense"
-    with torch.inference_mode():
-        decoder = forward.LlamaDecoder(AutoConfig.from_pretrained(tiny_dir), compute, weights,
-                                       _random_q4_blocks(weights) if quantised else None,
-                                       kernel if quantised else forward.INT4)
-    assert decoder.quantized_decode == quantised and decoder.decode_kernel == kernel
+    decoder = _tiny_decoder(tiny_dir, dtype, kernel)
+    assert decoder.quantized_decode == (kernel != "dense") and decoder.decode_kernel == kernel
     assert isinstance(forward.scripted_decode_layers(), torch.jit.ScriptFunction)  # not the eager fallback
     ids = [(13 * i) % 500 + 3 for i in range(PAGE + 5)]
     start = [len(ids)] * 3
@@ -299,6 +300,40 @@ def test_torchscript_decode_has_the_bits_of_eager_decode(tiny_dir, dtype, kernel
     # (the own buffers are uninitialised past what was written: row 0 up to 2 tokens, rows 1 and 2 one)
     assert torch.equal(scripted_kv[:, :, 0], eager_kv[:, :, 0])
     assert torch.equal(scripted_kv[:, :, 1:, :, :1], eager_kv[:, :, 1:, :, :1])
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("dtype, kernel", [("float32", "dense"), ("bfloat16", "int4")])
+def test_decode_on_ragscales_kernels_agrees_with_torchs_ops(tiny_dir, dtype, kernel, monkeypatch):
+    """The decoder takes ragscale's compiled kernels where they are built, and decoding on them
+    gives what torch's ops give up to rounding (torch's ops: the bits the engine gave before)."""
+    from ragscale.engines import kernels
+
+    if not kernels.ensure():
+        pytest.skip("ragscale's kernels did not build here")
+    decoder = _tiny_decoder(tiny_dir, dtype, kernel)
+    assert decoder.ops == "ragscale"
+    ids = [(7 * i) % 500 + 3 for i in range(PAGE + 9)]
+
+    def logits() -> torch.Tensor:
+        with torch.inference_mode():
+            prompt = decoder.new_kv(1, PAGE)
+            decoder.prefill(prompt, 0, ids[:PAGE], 0)
+            own = decoder.new_kv(2, 16)
+            steps = [decoder.decode(own, [0, 1], [ids[PAGE + t]] * 2, [PAGE + t] * 2, [PAGE] * 2,
+                                    [prompt[:, :, 0]], [0, 0]) for t in range(9)]
+            return torch.stack(steps)
+
+    ours = logits()
+    decoder.use_ops("torch")
+    theirs = logits()
+    tolerance = 1e-4 if dtype == "float32" else 0.15  # bf16: roundings differ, through every layer
+    assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max()
+    monkeypatch.setattr(kernels, "HEAD_DIMS", ())  # a model whose head size the kernel lacks
+    decoder.use_ops(None)
+    assert decoder.ops == "torch" and "head size" in decoder.ops_why
+    with pytest.raises(ValueError, match="cannot serve"):
+        decoder.use_ops("ragscale")
 
 
 @pytest.mark.model

@@ -203,7 +203,7 @@ def throughput(dtype: str | None = None) -> dict:
     - 8 branches: the 8 prompts of the tree workload (1,000 shared tokens each, prefilled in
       full since the cache is off) and 32 new tokens each, decoded as one batch."""
     engine = _warm_engine(dtype)
-    return {"decode": engine.decoder.decode_kernel, "cpu": cpu_model(),
+    return {"decode": engine.decoder.decode_kernel, "ops": engine.decoder.ops, "cpu": cpu_model(),
             "single_stream": embedded_rates(engine, [stream_prompt(engine)], STREAM_NEW_TOKENS),
             "branches_8": embedded_rates(engine, workload_prompts(engine), NEW_TOKENS)}
 
@@ -235,11 +235,15 @@ def _rates(prompt_tokens: int, prefill_seconds: float, decoded: int, decode_seco
 
 
 def decode_kernels_benchmark(progress: Progress | None = None, rounds: int = 3) -> dict:
-    """Quantised decode with each candidate kernel (``model_files.DECODE_KERNELS``: torch's 4-bit
-    groups, int8 rows on the integer GEMM), loaded side by side in one process, the kernels
-    alternating round by round: the single stream and the 8 branches of ``throughput``, and
-    the greedy text of one question (the kernels round differently)."""
+    """Quantised decode with each candidate kernel, side by side in one process, alternating round
+    by round: the weight kernels (``model_files.DECODE_KERNELS``: torch's 4-bit groups, int8 rows
+    on the integer GEMM) with ragscale's decode kernels (attention, norms), and the chosen weight
+    kernel on torch's ops (``kernels``). Each runs the single stream and the 8 branches of
+    ``throughput``, and the greedy text of one question (the kernels round differently). Also
+    the attention op alone: 30 layers' worth of SmolLM2 KV at the single stream's length."""
     import statistics
+
+    import torch
 
     from ragscale.engines import model_files
 
@@ -254,24 +258,64 @@ def decode_kernels_benchmark(progress: Progress | None = None, rounds: int = 3) 
             os.environ.pop("RAGSCALE_DECODE_KERNEL", None)
         else:
             os.environ["RAGSCALE_DECODE_KERNEL"] = saved
-    some = next(iter(engines.values()))
+    chosen = model_files.decode_kernel()
+    ops = engines[chosen].decoder.ops
+    configurations = {f"{k}, {ops} ops": (e, ops) for k, e in engines.items()}
+    if ops == "ragscale":
+        configurations[f"{chosen}, torch ops"] = (engines[chosen], "torch")
+    some = engines[chosen]
     stream, branches = [stream_prompt(some)], workload_prompts(some)
-    runs: dict[str, dict[str, list]] = {k: {"single_stream": [], "branches_8": []} for k in engines}
+    runs: dict[str, dict[str, list]] = {name: {"single_stream": [], "branches_8": []} for name in configurations}
+    question = some.chat_prompt("What is the capital of France? Answer in one sentence.")
+    greedy, texts = SamplingParams(max_new_tokens=24), {}
     for done in range(rounds):
-        for kernel, engine in engines.items():
-            runs[kernel]["single_stream"].append(embedded_rates(engine, stream, STREAM_NEW_TOKENS)["decode_tok_s"])
-            runs[kernel]["branches_8"].append(embedded_rates(engine, branches, NEW_TOKENS)["decode_tok_s"])
+        for name, (engine, backend) in configurations.items():
+            engine.decoder.use_ops(backend)
+            runs[name]["single_stream"].append(embedded_rates(engine, stream, STREAM_NEW_TOKENS)["decode_tok_s"])
+            runs[name]["branches_8"].append(embedded_rates(engine, branches, NEW_TOKENS)["decode_tok_s"])
+            texts.setdefault(name, engine.generate([question], greedy)[0].text)
         if progress:
             progress(done + 1, rounds, f"round {done + 1}/{rounds}")
-    question = some.chat_prompt("What is the capital of France? Answer in one sentence.")
-    greedy = SamplingParams(max_new_tokens=24)
+    some.decoder.use_ops(None)
     return {
-        "chosen_here": model_files.decode_kernel(), "cpu": cpu_model(), "rounds": rounds,
+        "chosen_here": {"weights": chosen, "ops": ops, "why": some.decoder.ops_why},
+        "cpu": cpu_model(), "rounds": rounds, "threads": torch.get_num_threads(),
         "decode_tok_s": {k: {name: {"median": statistics.median(v), "rounds": v} for name, v in r.items()}
                          for k, r in runs.items()},
-        "greedy_text": {k: e.generate([question], greedy)[0].text for k, e in engines.items()},
+        "attention_op_ms_per_token": attention_op_times(some.decoder, len(stream[0]), rounds),
+        "greedy_text": texts,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+def attention_op_times(decoder, keys: int, rounds: int, repeats: int = 20) -> dict:
+    """Milliseconds for one decoded token's attention (every layer, one row) over ``keys`` keys of
+    random bf16 KV, a distinct tensor per layer as in the model (so the KV streams from memory),
+    on each available build of the op, alternating; the median of ``rounds``."""
+    import statistics
+
+    import torch
+
+    from ragscale.engines import kernels
+
+    layers, heads, group, dim = decoder.layers_n, decoder.kv_heads, decoder.heads // decoder.kv_heads, decoder.head_dim
+    generator = torch.Generator().manual_seed(0)
+    kv = [torch.randn(2, 1, heads, keys, dim, generator=generator).to(torch.bfloat16) for _ in range(layers)]
+    q = torch.randn(1, heads, group, dim, generator=generator).to(torch.bfloat16)
+    out, lse = torch.empty(1, heads, group, dim), torch.empty(1, heads, group)
+    ops = {"torch": torch.ops.ragscale.torch_decode_attention}
+    if kernels.ensure():
+        ops["ragscale"] = torch.ops.ragscale.decode_attention
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(rounds):
+        for name, op in ops.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                for layer in kv:
+                    op(q, layer[0], layer[1], decoder.scaling, out, lse, False)
+            times[name].append(round((time.perf_counter() - start) / repeats * 1000, 2))
+    return {"keys": keys, "layers": layers,
+            **{name: {"median": statistics.median(t), "rounds": t} for name, t in times.items()}}
 
 
 def cpu_model() -> str:
@@ -367,7 +411,7 @@ def llamacpp_benchmark(progress: Progress | None = None, rounds: int = 3) -> dic
         "rounds": rounds,
         "llamacpp": {"single_stream": median_run(singles["llamacpp"]), "branches_8_sequential": _rates(*totals)},
         "cpu": cpu_model(),
-        "embedded": {"decode": engine.decoder.decode_kernel,
+        "embedded": {"decode": engine.decoder.decode_kernel, "ops": engine.decoder.ops,
                      "single_stream": median_run(singles["embedded"]), "branches_8": embedded_branches},
         "single_stream_decode_ratio": round(medians["embedded"] / medians["llamacpp"], 2),
         "load_average_1min": round(os.getloadavg()[0], 2),

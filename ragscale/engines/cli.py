@@ -75,7 +75,8 @@ def register_bench(benches) -> None:
         ("engine", "embedded engine: start-up, prefill and decode tokens/s (1 stream, 8 branches)", _bench_engine),
         ("llamacpp", "the engine workloads on llama.cpp (llama-cpp-python, optional) side by side with the "
                      "embedded engine", _bench_llamacpp),
-        ("decode-kernels", "quantised decode with each candidate kernel (4-bit, int8), side by side", _bench_kernels),
+        ("decode-kernels", "quantised decode with each candidate kernel (4-bit, int8 weights; ragscale vs torch "
+                           "attention), side by side", _bench_kernels),
         ("serve", "embedded server, 8 concurrent requests: merged vs one at a time", _bench_serve),
         ("serve-kv", "serve embedded under issue #24's KV requests: 2,000 tokens x n = 16; 6,000 + 255 x 1 tokens",
          _bench_serve_kv),

@@ -1,11 +1,13 @@
 """One decode step of the lean Llama decoder (``forward.LlamaDecoder``), written for TorchScript.
 
-A decoded token is ~14 ms of memory-bound kernels at ~1,100 keys (4-bit GEMMs, attention, the
-int8 head) and ~45 small ops per layer (norms, RoPE, residuals, views): ~1,300 calls per token,
-each paying a few microseconds of Python in eager mode. ``decode_layers`` runs them in
-TorchScript's interpreter instead: the same ops and the same bits (tested against the same
-function run eagerly), 1.2-1.3x the eager speed measured side by side. The building blocks are
-shared with prefill, which runs them eagerly (its time is in the GEMMs).
+A decoded token is memory-bound kernels (4-bit GEMMs, attention, the int8 head) plus small ops
+per layer (norms, RoPE, residuals, views), each paying a few microseconds of Python in eager
+mode. ``decode_layers`` runs them in TorchScript's interpreter instead: the same ops and the same
+bits (tested against the same function run eagerly), 1.2-1.3x the eager speed measured side by
+side. Attention, the norms, RoPE with the KV write and the gated MLP's middle run on ragscale's
+compiled kernels where they are built (``kernels``; ``DecodeShape.ops``), else on torch's ops;
+the building blocks here are shared with prefill, which runs them eagerly (its time is in the
+GEMMs).
 
 No ``from __future__ import annotations`` here: TorchScript cannot read postponed annotations in
 a NamedTuple.
@@ -18,6 +20,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from ragscale.engines import kernels
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,25 @@ class DecodeShape(NamedTuple):
     kv_heads: int
     dim: int
     scaling: float
+    eps: float
+    ops: str  # "ragscale": ragscale's compiled kernels; "torch": torch's ops (``kernels.choose``)
+
+
+def norm(x: torch.Tensor, weight: torch.Tensor, w: DecodeWeights, shape: DecodeShape) -> torch.Tensor:
+    """``rms_norm`` on the ops ``shape.ops`` names: one call of ragscale's kernel, or torch's nine."""
+    if shape.ops == "ragscale":
+        return torch.ops.ragscale.rms_norm(x, weight, shape.eps)
+    return rms_norm(x, weight, w.inverse_width, w.eps)
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, shape: DecodeShape, out: torch.Tensor,
+           lse: torch.Tensor, accumulate: bool) -> None:
+    """Softmax attention of ``q`` over one part of its keys into float32 ``out``/``lse``
+    (continuing them when ``accumulate``), on the ops ``shape.ops`` names (``kernels``)."""
+    if shape.ops == "ragscale":
+        torch.ops.ragscale.decode_attention(q, keys, values, shape.scaling, out, lse, accumulate)
+    else:
+        torch.ops.ragscale.torch_decode_attention(q, keys, values, shape.scaling, out, lse, accumulate)
 
 
 def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], own_positions: list[int],
@@ -114,55 +137,52 @@ def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], own_positi
     ``prefixes[g]`` [layers, 2, kv_heads, length, dim] read by every row of its group (the
     samples of one prompt, or prompts that share their first pages), and the row's **own** keys
     (the rest of its prompt and what it generated) in ``kv``. Each part is one call of the
-    fused attention kernel, which also returns the log-sum-exp; the two are merged exactly as
-    softmax over all keys would weigh them. ``prefix_runs``: (first row index, rows, prefix) per
+    decode attention op (``kernels``): the prefix's call leaves float32 output and log-sum-exp,
+    the own part's call continues that softmax. ``prefix_runs``: (first row index, rows, prefix) per
     group; ``own_runs``: (first index, rows, first buffer row, own position) per run of rows
     decoded in step.
 
     Bits: every call puts one row in each batch entry, its query heads (one KV head's group) in
     the query-length dimension, and the prefix is ``expand``ed over the batch (one copy in
-    memory, read once from DRAM per group and step). The kernel computes each batch entry alone,
-    so a row gets the bits it gets decoded by itself, whatever else is in its group."""
+    memory). The op computes each batch entry alone, so a row gets the bits it gets decoded by
+    itself, whatever else is in its group."""
     n = len(rows)
     heads, kv_heads, dim = shape.heads, shape.kv_heads, shape.dim
     group = heads // kv_heads
     q_end = heads * dim
-    out_prefix = torch.empty(n, kv_heads, group, dim, dtype=h.dtype)
-    out_own = torch.empty(n, kv_heads, group, dim, dtype=h.dtype)
-    lse_prefix = torch.empty(n, kv_heads, group, dtype=torch.float32)
-    lse_own = torch.empty(n, kv_heads, group, dtype=torch.float32)
+    out = torch.empty(n, kv_heads, group, dim, dtype=torch.float32)
+    lse = torch.empty(n, kv_heads, group, dtype=torch.float32)
     for i in range(len(w.norms) // 2):
         k = 4 * i
-        qkv = linear(rms_norm(h, w.norms[2 * i], w.inverse_width, w.eps), w.kinds[k], w.weights[k], w.aux[k], w.biases[k])
-        rope_in_place(qkv, cos, signed_sin, heads + kv_heads, dim)
-        if n == 1:
-            kv[i, :, rows[0], :, own_positions[0]] = qkv[:, q_end:].view(2, kv_heads, dim)
+        qkv = linear(norm(h, w.norms[2 * i], w, shape), w.kinds[k], w.weights[k], w.aux[k], w.biases[k])
+        if shape.ops == "ragscale":
+            torch.ops.ragscale.rope_store(qkv, cos, signed_sin, heads, kv_heads, kv[i], rows, own_positions)
         else:
-            assert row_index is not None and own_pos is not None
-            kv[i][:, row_index, :, own_pos] = qkv[:, q_end:].view(n, 2, kv_heads, dim)
+            rope_in_place(qkv, cos, signed_sin, heads + kv_heads, dim)
+            if n == 1:
+                kv[i, :, rows[0], :, own_positions[0]] = qkv[:, q_end:].view(2, kv_heads, dim)
+            else:
+                assert row_index is not None and own_pos is not None
+                kv[i][:, row_index, :, own_pos] = qkv[:, q_end:].view(n, 2, kv_heads, dim)
         q = qkv[:, :q_end].view(n, kv_heads, group, dim)
         for j, size, g in prefix_runs:
             keys, values = prefixes[g][i, 0], prefixes[g][i, 1]
-            o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q[j:j + size], keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1), scale=shape.scaling)
-            out_prefix[j:j + size] = o
-            lse_prefix[j:j + size] = lse
-        for j, size, r, p in own_runs:
-            o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q[j:j + size], kv[i, 0, r:r + size, :, :p + 1], kv[i, 1, r:r + size, :, :p + 1], scale=shape.scaling)
-            out_own[j:j + size] = o
-            lse_own[j:j + size] = lse
-        # softmax over both parts: each part's output weighed by its share exp(lse - top)
-        top = torch.maximum(lse_prefix, lse_own)
-        weight_prefix = (lse_prefix - top).exp_().unsqueeze_(-1)
-        weight_own = (lse_own - top).exp_().unsqueeze_(-1)
-        merged = out_prefix.to(torch.float32).mul_(weight_prefix).add_(out_own.to(torch.float32).mul_(weight_own))
-        attn = merged.div_(weight_prefix.add_(weight_own)).to(h.dtype).view(n, q_end)
+            attend(q[j:j + size], keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1),
+                   shape, out[j:j + size], lse[j:j + size], False)
+        for j, size, r, p in own_runs:  # continues the prefix's softmax over the row's own keys
+            attend(q[j:j + size], kv[i, 0, r:r + size, :, :p + 1], kv[i, 1, r:r + size, :, :p + 1],
+                   shape, out[j:j + size], lse[j:j + size], True)
+        attn = out.to(h.dtype).view(n, q_end)
         h.add_(linear(attn, w.kinds[k + 1], w.weights[k + 1], w.aux[k + 1], w.biases[k + 1]))
-        x = rms_norm(h, w.norms[2 * i + 1], w.inverse_width, w.eps)
-        h.add_(gated_mlp(x, (w.kinds[k + 2], w.weights[k + 2], w.aux[k + 2], w.biases[k + 2]),
-                         (w.kinds[k + 3], w.weights[k + 3], w.aux[k + 3], w.biases[k + 3])))
-    return rms_norm(h, w.final_norm, w.inverse_width, w.eps)
+        x = norm(h, w.norms[2 * i + 1], w, shape)
+        gate_up = (w.kinds[k + 2], w.weights[k + 2], w.aux[k + 2], w.biases[k + 2])
+        down = (w.kinds[k + 3], w.weights[k + 3], w.aux[k + 3], w.biases[k + 3])
+        if shape.ops == "ragscale":
+            hidden = torch.ops.ragscale.silu_mul(linear(x, gate_up[0], gate_up[1], gate_up[2], gate_up[3]))
+            h.add_(linear(hidden, down[0], down[1], down[2], down[3]))
+        else:
+            h.add_(gated_mlp(x, gate_up, down))
+    return norm(h, w.final_norm, w, shape)
 
 
 @cache
@@ -170,6 +190,7 @@ def scripted_decode_layers():
     """``decode_layers`` compiled by TorchScript (well under a second, once per process). Measured
     side by side (README): the same bits as eager, 1.2x its speed. TorchScript is deprecated in
     PyTorch but ships in the pinned 2.13; if it cannot compile, the eager function runs instead."""
+    kernels.ensure()  # TorchScript resolves torch.ops.ragscale.decode_attention when it compiles
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -15,9 +15,10 @@ Hugging Face folder or GGUF file. One ``generate`` call runs like a small SGLang
    is refused before anything is allocated, and the cache gives way to running batches.
 
 What is promised about outputs (greedy, or sampled with a seed): they depend on the request
-(prompt ids, sampling parameters, seed), the model, the dtype and the decode kernel chosen for
-the CPU — not on whether the cache is on, cold or warm, and not on the run (first run or later:
-every load computes from the same verified copy). With quantised decode (bf16 + a Q4_1 model,
+(prompt ids, sampling parameters, seed), the model, the dtype, the decode kernel chosen for
+the CPU and the decode ops (ragscale's compiled kernels where built, else torch's) — not on
+whether the cache is on, cold or warm, not on the thread count, and not on the run (first run
+or later: every load computes from the same verified copy). With quantised decode (bf16 + a Q4_1 model,
 the default here) a prompt's samples get the bits they get alone, and so does a prompt batched
 with prompts it shares no whole page with; prompts that share pages in one call compute their
 attention over those pages together, so their rounding (and in a near-tie a token) can depend

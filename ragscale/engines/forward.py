@@ -22,16 +22,18 @@ machine's memory gives: 16-18 tokens/s. Here:
   kernel computes each row on its own (checked bit for bit in the tests).
 - **attention in decode is cascaded**: a row's keys are a shared prefix (one tensor read by all
   samples of a prompt, or by prompts that share whole pages) and its own part (the rest of its
-  prompt, then what it generates). Each part is one call of PyTorch's fused kernel, which
-  returns the log-sum-exp, and the two are merged as one softmax over all keys would weigh them.
-  A row's queries sit in one batch entry, its KV head's query group in the query dimension, and
-  the prefix is ``expand``ed over the batch (no copy): the kernel computes each batch entry
-  alone, so a sample gets the bits it gets decoded by itself. Without quantised weights
+  prompt, then what it generates). Each part is one call of the decode attention op
+  (``kernels``: ragscale's compiled kernel, or torch's fused kernel behind the same signature);
+  the prefix's call leaves float32 output and log-sum-exp and the own part's call continues that
+  softmax. A row's queries sit in one batch entry, its KV head's query group in the query
+  dimension, and the prefix is ``expand``ed over the batch (no copy): the op computes each batch
+  entry alone, so a sample gets the bits it gets decoded by itself. Without quantised weights
   (float32, or a model that ships dense weights) the linear layers are dense.
 - KV lives in preallocated buffers, written in place; nothing is concatenated per token.
-- a decode step's ~45 small ops per layer (norms, RoPE, residuals, views) run in TorchScript's
-  interpreter (``decode_step.decode_layers``): the same ops and bits as eager, without ~1,300
-  Python calls per token.
+- a decode step's small ops (residuals, views) run in TorchScript's interpreter
+  (``decode_step.decode_layers``): the same ops and bits as eager, without ~1,300 Python calls
+  per token; where ragscale's kernels are built, each norm, the RoPE + KV write and the gated
+  MLP's middle are one call each instead of 6-10 torch ops (``kernels``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ragscale.engines import kernels
 from ragscale.engines.decode_step import (
     DENSE,
     INT4,
@@ -224,7 +227,7 @@ class LlamaDecoder:
         half = self.head_dim // 2
         self.cos = cos.to(self.dtype)
         self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).to(self.dtype)  # see rope_in_place
-        self._decode_shape = DecodeShape(self.heads, self.kv_heads, self.head_dim, self.scaling)
+        self.use_ops(None)
 
         def bias(names, weights):
             biases = [tensor(n[:-len("weight")] + "bias") for n in names]
@@ -271,6 +274,18 @@ class LlamaDecoder:
             self._inverse_width, self._eps)
         # Dense bf16 decode (a model without a GGUF) uses oneDNN-packed weights: eager only.
         self._decode_eagerly = ONEDNN in self._decode_weights.kinds
+
+    def use_ops(self, backend: str | None) -> None:
+        """Decode's attention and norms on ``backend``: "ragscale" (the compiled kernels) or "torch"
+        (None: ``kernels.choose``'s pick). ``ops`` names it and ``ops_why`` says why (benchmarks
+        and logs show both)."""
+        chosen, why = kernels.choose(self.head_dim)
+        if backend not in (None, chosen):
+            if backend == "ragscale":
+                raise ValueError(f"ragscale's kernels cannot serve this model: {why}")
+            chosen, why = backend, "asked for"
+        self.ops, self.ops_why = chosen, why
+        self._decode_shape = DecodeShape(self.heads, self.kv_heads, self.head_dim, self.scaling, self.eps, chosen)
 
     # -- buffers ---------------------------------------------------------------------------
     def new_kv(self, rows: int, capacity: int) -> torch.Tensor:
