@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,11 +52,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> str:
-    """`streamlit run app.py` on a free loopback port for the whole session."""
+@contextmanager
+def _serve_app(folder: Path):
+    """`streamlit run app.py` on a free loopback port until the block ends; yields its URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    log = folder / "streamlit.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -78,12 +79,30 @@ def app_url(tmp_path_factory) -> str:
     else:
         proc.kill()
         pytest.fail(f"streamlit did not become healthy:\n{log.read_text()}")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory) -> str:
+    """The app for the whole session. Its process state is shared: once any test has started the
+    engine (a tree search, "Run live"), every later test sees it started."""
+    with _serve_app(tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_app_url(tmp_path) -> str:
+    """An app process of the test's own: nothing started in it (no engine, no index), whatever
+    other tests did to the session's app."""
+    with _serve_app(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -169,8 +169,10 @@ def test_a_live_server_is_healthy_and_once_chosen_shows_its_model_and_cache_coun
 
 
 @pytest.mark.browser
-def test_browser_health_check_error(app_url, page, artifacts_dir):
-    url = _closed_port_url()
+def test_browser_health_check_error(fresh_app_url, page, artifacts_dir):
+    """A failed health check loads no model: on an app of the test's own, whose engine has not
+    started (the session's app may have started it for an earlier test)."""
+    url, app_url = _closed_port_url(), fresh_app_url
     # Home first: a fresh server asked for a deep link before app.py has run once serves the page
     # without app.py's navigation (Streamlit's pages/ fallback).
     page.goto(app_url)

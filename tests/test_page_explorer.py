@@ -337,17 +337,24 @@ def wait_for_page(page) -> None:
 
 
 def _press(page, key: str, times: int, presses: str = "ArrowRight") -> None:
-    """Move the select slider with this widget key by ``times`` steps, one rerun per step."""
+    """Move the select slider with this widget key by ``times`` steps, one finished rerun per step."""
+    from tests.browser_helpers import rerun_after
+
     thumb = page.locator(f".st-key-{key} input[type='range']")
     for _ in range(times):
         thumb.focus()
-        thumb.press(presses)
-        page.wait_for_timeout(700)
+        rerun_after(page, lambda: thumb.press(presses))
         wait_for_page(page)
 
 
-@pytest.mark.browser
-def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, artifacts_dir):
+def _engine_status(page) -> str:
+    """The sidebar's engine status: "Not started yet" or the started engine's request counters."""
+    return page.locator("[data-testid='stSidebar']").inner_text()
+
+
+def _width_and_k_move_the_tree(page, app_url: str, artifacts_dir, shot: str) -> None:
+    """On the demo QA world's opening view, width 4 -> 16 and then k 2 -> 5 show the stored trees
+    of exactly those settings; no live run starts and the engine gets no request."""
     library = L.TreeLibrary(L.SHIPPED_TREES)
     default = V.explorer(DEFAULT, library)
     needed = [L.TreeKey("demo", default.question.qid, "ets", w, 2, k, 1) for w, k in ((4, 2), (16, 2), (16, 5))]
@@ -355,6 +362,7 @@ def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, art
     assert not missing, f"the bundled library lacks {missing}: run `ragscale explorer-precompute`"
     page.goto(f"{app_url}/explorer?dataset=demo")  # the QA world, where k exists (the app opens on arithmetic)
     start = _tree_figures(page)
+    engine_before = _engine_status(page)
     _press(page, "ex_width", 2)  # 4 -> 8 -> 16
     assert page.locator(".st-key-ex_width input[type='range']").get_attribute("aria-valuetext") == "16"
     wider = _tree_figures(page)
@@ -365,8 +373,41 @@ def test_browser_width_and_k_move_the_tree_without_a_live_run(app_url, page, art
     assert more_docs[1] != wider[1], (wider, more_docs)  # k documents per step change the KV kept
     body = page.inner_text("body")
     assert "ETS · width 16 · n=2 k=5 m=1" in body and "Nearest stored tree" not in body
-    assert "Running live" not in body and "Not started yet" in body  # no model was loaded
-    page.screenshot(path=str(artifacts_dir / "explorer_width16_k5.png"), full_page=True)
+    assert "Running live" not in body and _engine_status(page) == engine_before  # no request, no model loaded
+    page.screenshot(path=str(artifacts_dir / shot), full_page=True)
+
+
+@pytest.mark.browser
+def test_browser_width_and_k_move_the_tree_without_a_live_run(fresh_app_url, page, artifacts_dir):
+    """On an app whose engine has not started (a process of the test's own: the session's app may
+    have run a search already), moving width and k loads no model."""
+    page.goto(fresh_app_url)  # home first: a fresh server's deep link skips app.py's navigation and sidebar
+    page.get_by_text("Engine:").first.wait_for()
+    _width_and_k_move_the_tree(page, fresh_app_url, artifacts_dir, "explorer_width16_k5.png")
+    assert "Not started yet" in _engine_status(page)
+
+
+# Holds every message the page sends to the server for 1.5 s once ``window.slowServer`` is set: the
+# server then starts a rerun as late as a loaded machine does (later than any fixed pause we used).
+SLOW_SERVER = """(() => { const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+        if (window.slowServer) setTimeout(() => send.call(this, data), 1500); else send.call(this, data); }; })()"""
+
+
+@pytest.mark.browser
+def test_browser_a_late_rerun_is_waited_for(app_url, page):
+    """The tree read after a slider move is the new setting's, however late the server starts the
+    rerun (the width/k test read the previous tree when the session's app was busy)."""
+    library = L.TreeLibrary(L.SHIPPED_TREES)
+    qid = V.explorer(DEFAULT, library).question.qid
+    nodes = {w: L.load_record(library.path(L.TreeKey("demo", qid, "ets", w, 2, 2, 1)))["nodes"] for w in (4, 8)}
+    assert nodes[4] != nodes[8], nodes
+    page.add_init_script(SLOW_SERVER)
+    page.goto(f"{app_url}/explorer?dataset=demo")
+    assert _tree_figures(page)[0] == nodes[4]
+    page.evaluate("window.slowServer = true")
+    _press(page, "ex_width", 1)  # 4 -> 8
+    assert _tree_figures(page)[0] == nodes[8]
 
 
 def _nothing_cut_off(page, touch: bool = False) -> list[str]:
@@ -495,6 +536,23 @@ def test_browser_run_live_grows_the_tree_step_by_step(app_url, browser, artifact
         page.wait_for_function("() => document.body.innerText.includes('Your live run')", timeout=60_000)
     finally:
         context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.model
+def test_browser_width_and_k_move_the_tree_after_the_engine_started(app_url, page, artifacts_dir):
+    """After the engine has started (a Tree search or a live run loads it for the whole process),
+    width and k still show the stored trees: no live run, no request to the engine."""
+    from tests.browser_helpers import wait_for_app
+
+    page.goto(f"{app_url}/engine")
+    wait_for_app(page)
+    start = page.get_by_role("button", name="Start it now")
+    if start.count():  # not started by an earlier test
+        start.click()
+    page.locator("[data-testid='stMetric']", has_text="Generation speed").wait_for(timeout=300_000)  # it is running
+    _width_and_k_move_the_tree(page, app_url, artifacts_dir, "explorer_width16_k5_engine_started.png")
+    assert "Not started yet" not in _engine_status(page)
 
 
 @pytest.mark.browser
