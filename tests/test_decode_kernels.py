@@ -27,10 +27,11 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
     return torch.einsum("bhgl,bhld->bhgd", torch.softmax(scores, -1), v.double()), lse
 
 
-def run(op, q, k, v, scale, out=None, lse=None, accumulate=False):
+def run(op, q, k, v, scale, out=None, lse=None, accumulate=False, kv=None):
+    """Every row of ``q`` against its own ``k``/``v`` (or ``kv`` as given)."""
     out = torch.empty(q.shape, dtype=torch.float32) if out is None else out
     lse = torch.empty(q.shape[:3], dtype=torch.float32) if lse is None else lse
-    op(q, k, v, scale, out, lse, accumulate)
+    op(q, torch.stack([k, v]) if kv is None else kv, scale, out, lse, 0, q.shape[0], accumulate)
     return out, lse
 
 
@@ -81,13 +82,18 @@ def test_a_row_gets_the_same_bits_alone_in_a_batch_and_at_any_thread_count():
         alone = [run(torch.ops.ragscale.decode_attention, q[r:r + 1], k[r:r + 1], v[r:r + 1], 0.125) for r in range(4)]
         torch.set_num_threads(max(2, threads))
         together = run(torch.ops.ragscale.decode_attention, q, k, v, 0.125)
-        shared = run(torch.ops.ragscale.decode_attention, q, k[:1].expand(4, -1, -1, -1), v[:1].expand(4, -1, -1, -1), 0.125)
+        shared = run(torch.ops.ragscale.decode_attention, q, None, None, 0.125, kv=torch.stack([k[0], v[0]]))
     finally:
         torch.set_num_threads(threads)
     for r in range(4):
         assert torch.equal(together[0][r:r + 1], alone[r][0]) and torch.equal(together[1][r:r + 1], alone[r][1])
     first_alone = run(torch.ops.ragscale.decode_attention, q[1:2], k[:1], v[:1], 0.125)
     assert torch.equal(shared[0][1:2], first_alone[0])
+    # rows 1 and 2 only, the others untouched
+    out, lse = torch.full((4, 3, 3, 64), 7.0), torch.full((4, 3, 3), 7.0)
+    torch.ops.ragscale.decode_attention(q, torch.stack([k[1:3], v[1:3]]), 0.125, out, lse, 1, 2, False)
+    assert torch.equal(out[1:3], together[0][1:3]) and torch.equal(lse[1:3], together[1][1:3])
+    assert (out[0] == 7).all() and (out[3] == 7).all() and (lse[0] == 7).all()
 
 
 @needs_kernel
@@ -103,15 +109,21 @@ def test_no_keys_leaves_an_empty_part_and_accumulating_nothing_changes_nothing()
 
 @needs_kernel
 @pytest.mark.parametrize("change,message", [
-    (lambda q, k, v: (q, k.half(), v.half()), "bfloat16 or float32"),
-    (lambda q, k, v: (q, k[:, :2], v[:, :2]), "do not match"),
-    (lambda q, k, v: (q[..., :48], k[..., :48], v[..., :48]), "is not one of"),
-    (lambda q, k, v: (q, k.transpose(2, 3).contiguous().transpose(2, 3), v), "contiguous|row stride"),
+    (lambda q, kv: (q, kv.half()), "bfloat16 or float32"),
+    (lambda q, kv: (q, kv[:, :, :2]), "do not match"),
+    (lambda q, kv: (q[..., :48], kv[..., :48]), "is not one of"),
+    (lambda q, kv: (q, kv.transpose(3, 4).contiguous().transpose(3, 4)), "contiguous"),
+    (lambda q, kv: (q, kv[:1]), "kv \\[2, "),
 ])
 def test_bad_inputs_get_a_clear_error(change, message):
-    q, k, v = change(*random_case(1, 32, 64))
+    q, k, v = random_case(2, 32, 64)
+    out, lse = torch.empty(q.shape), torch.empty(q.shape[:3])
+    with pytest.raises(RuntimeError, match="outside"):
+        torch.ops.ragscale.decode_attention(q, torch.stack([k, v]), 0.125, out, lse, 1, 2, False)
+    q, kv = change(q, torch.stack([k, v]))
+    out, lse = torch.empty(q.shape), torch.empty(q.shape[:3])
     with pytest.raises(RuntimeError, match=message):
-        run(torch.ops.ragscale.decode_attention, q, k, v, 0.125)
+        torch.ops.ragscale.decode_attention(q, kv, 0.125, out, lse, 0, 2, False)
 
 
 def test_the_variable_chooses_torch_and_a_wrong_value_is_refused(monkeypatch):
@@ -135,7 +147,7 @@ kernels.build = lambda: (_ for _ in ()).throw(OSError("no compiler"))
 print(kernels.ensure(), kernels.choose(64))
 q = torch.randn(1, 3, 3, 64).bfloat16(); k = torch.randn(1, 3, 9, 64).bfloat16()
 out, lse = torch.empty(1, 3, 3, 64), torch.empty(1, 3, 3)
-torch.ops.ragscale.decode_attention(q, k, k, 0.125, out, lse, False)
+torch.ops.ragscale.decode_attention(q, torch.stack([k, k]), 0.125, out, lse, 0, 1, False)
 print(bool(torch.isfinite(out).all()))
 """
 

@@ -312,7 +312,7 @@ def attention_op_times(decoder, keys: int, rounds: int, repeats: int = 20) -> di
             start = time.perf_counter()
             for _ in range(repeats):
                 for layer in kv:
-                    op(q, layer[0], layer[1], decoder.scaling, out, lse, False)
+                    op(q, layer, decoder.scaling, out, lse, 0, 1, False)
             times[name].append(round((time.perf_counter() - start) / repeats * 1000, 2))
     return {"keys": keys, "layers": layers,
             **{name: {"median": statistics.median(t), "rounds": t} for name, t in times.items()}}

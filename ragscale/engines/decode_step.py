@@ -114,14 +114,15 @@ def norm(x: torch.Tensor, weight: torch.Tensor, w: DecodeWeights, shape: DecodeS
     return rms_norm(x, weight, w.inverse_width, w.eps)
 
 
-def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, shape: DecodeShape, out: torch.Tensor,
-           lse: torch.Tensor, accumulate: bool) -> None:
-    """Softmax attention of ``q`` over one part of its keys into float32 ``out``/``lse``
-    (continuing them when ``accumulate``), on the ops ``shape.ops`` names (``kernels``)."""
+def attend(q: torch.Tensor, kv: torch.Tensor, shape: DecodeShape, out: torch.Tensor, lse: torch.Tensor, first: int,
+           rows: int, accumulate: bool) -> None:
+    """Softmax attention of rows ``first .. first + rows`` of ``q`` over one part of their keys
+    (``kv``: [2, rows, kv_heads, n, dim], or [2, kv_heads, n, dim] shared) into float32
+    ``out``/``lse`` (continuing them when ``accumulate``), on the ops ``shape.ops`` names."""
     if shape.ops == "ragscale":
-        torch.ops.ragscale.decode_attention(q, keys, values, shape.scaling, out, lse, accumulate)
+        torch.ops.ragscale.decode_attention(q, kv, shape.scaling, out, lse, first, rows, accumulate)
     else:
-        torch.ops.ragscale.torch_decode_attention(q, keys, values, shape.scaling, out, lse, accumulate)
+        torch.ops.ragscale.torch_decode_attention(q, kv, shape.scaling, out, lse, first, rows, accumulate)
 
 
 def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], own_positions: list[int],
@@ -166,12 +167,9 @@ def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], own_positi
                 kv[i][:, row_index, :, own_pos] = qkv[:, q_end:].view(n, 2, kv_heads, dim)
         q = qkv[:, :q_end].view(n, kv_heads, group, dim)
         for j, size, g in prefix_runs:
-            keys, values = prefixes[g][i, 0], prefixes[g][i, 1]
-            attend(q[j:j + size], keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1),
-                   shape, out[j:j + size], lse[j:j + size], False)
+            attend(q, prefixes[g][i], shape, out, lse, j, size, False)
         for j, size, r, p in own_runs:  # continues the prefix's softmax over the row's own keys
-            attend(q[j:j + size], kv[i, 0, r:r + size, :, :p + 1], kv[i, 1, r:r + size, :, :p + 1],
-                   shape, out[j:j + size], lse[j:j + size], True)
+            attend(q, kv[i, :, r:r + size, :, :p + 1], shape, out, lse, j, size, True)
         attn = out.to(h.dtype).view(n, q_end)
         h.add_(linear(attn, w.kinds[k + 1], w.weights[k + 1], w.aux[k + 1], w.biases[k + 1]))
         x = norm(h, w.norms[2 * i + 1], w, shape)

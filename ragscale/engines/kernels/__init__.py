@@ -6,7 +6,7 @@ this folder's C++ (``g++ -O3 -march=native``, ~15 s, once per source, torch vers
 compiler) against torch's headers and its OpenMP runtime:
 
 - ``decode_attention`` (``decode_attention.cpp``): one new token per row, its KV head's query
-  group against one part of the row's keys. Every (row, KV head, 256-key chunk) is a work item
+  group against one part of the row's keys. Every (row, KV head, 512-key chunk) is a work item
   and the chunks merge in a fixed order. torch's fused CPU kernel gives this shape one work item
   per KV head (3 for SmolLM2, on 2 threads) and small GEMM calls per key block. With
   ``accumulate`` a call continues the softmax an earlier call began (the cascade's shared prefix,
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 FOLDER = Path(__file__).parent
 SOURCES = sorted(FOLDER.glob("*.cpp"))
 BACKENDS = ("ragscale", "torch")
-ATTENTION = ("decode_attention(Tensor q, Tensor k, Tensor v, float scale, Tensor(a!) out, Tensor(b!) lse, "
-             "bool accumulate) -> ()")
+ATTENTION = ("decode_attention(Tensor q, Tensor kv, float scale, Tensor(a!) out, Tensor(b!) lse, int first, "
+             "int rows, bool accumulate) -> ()")
 NORM = "rms_norm(Tensor x, Tensor weight, float eps) -> Tensor"
 SILU_MUL = "silu_mul(Tensor gate_up) -> Tensor"
 ROPE_STORE = ("rope_store(Tensor(a!) qkv, Tensor cos, Tensor signed_sin, int heads, int kv_heads, Tensor(b!) kv, "
@@ -168,11 +168,17 @@ def choose(head_dim: int) -> tuple[str, str]:
     return "ragscale", "compiled here, -march=native"
 
 
-def torch_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, out: torch.Tensor,
-                           lse: torch.Tensor, accumulate: bool) -> None:
-    """The attention op on torch's fused kernel: this part's output and log-sum-exp, merged into
-    ``out`` and ``lse`` as one softmax over both parts would weigh them when ``accumulate``."""
-    part, part_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+def torch_decode_attention(q: torch.Tensor, kv: torch.Tensor, scale: float, out: torch.Tensor, lse: torch.Tensor,
+                           first: int, rows: int, accumulate: bool) -> None:
+    """The attention op on torch's fused kernel, for rows ``first .. first + rows`` against ``kv``
+    ([2, rows, kv_heads, n, dim], or [2, kv_heads, n, dim] shared by every row): this part's
+    output and log-sum-exp, merged into ``out`` and ``lse`` as one softmax over both parts would
+    weigh them when ``accumulate``."""
+    q, out, lse = q[first:first + rows], out[first:first + rows], lse[first:first + rows]
+    keys, values = kv[0], kv[1]
+    if kv.dim() == 4:
+        keys, values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
+    part, part_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, keys, values, scale=scale)
     if not accumulate:
         out.copy_(part)
         lse.copy_(part_lse)

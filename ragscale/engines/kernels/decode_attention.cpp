@@ -5,7 +5,7 @@
 // Why a kernel of our own: torch's fused CPU kernel gives this shape one work item per KV head
 // (3 items for 2 threads) and small GEMM calls per key block; measured at ~4 GB/s of KV where the
 // 4-bit weight GEMMs stream ~16 GB/s. No maintained library ships a CPU kernel for torch 2.13
-// (intel-extension-for-pytorch stopped at torch 2.8). Here every (row, KV head, 256-key chunk) is
+// (intel-extension-for-pytorch stopped at torch 2.8). Here every (row, KV head, 512-key chunk) is
 // one work item, and the chunks are merged in a fixed order afterwards: the bits do not depend on
 // the thread count or on the other rows of the call (each row is computed alone).
 //
@@ -27,21 +27,30 @@ namespace {
 
 using namespace ragscale;
 
-constexpr int64_t CHUNK = 256;  // keys per work item
+constexpr int64_t CHUNK = 512;  // keys per work item (fewer, larger items ran faster than 128 or 256)
 
 // One work item: queries q [group, VECS * 16] (float32, scaled) against keys/values rows
 // [begin, end) of one (row, KV head). Writes the chunk's max score, its sum of exp and its
 // unnormalised output.
+// Scratch, allocated once per thread: queries, per-key partial dot products, the output sums.
+struct Scratch {
+  std::vector<float> scores;
+  std::vector<floats16> qv, dots, out;
+  Scratch(int64_t group, int64_t vecs)
+      : scores(group * ((CHUNK + LANES - 1) / LANES * LANES)), qv(group * vecs), dots(group * LANES), out(group * vecs) {}
+};
+
 template <int VECS, typename T>
 void attend_chunk(const T* q, int64_t q_stride, float scale, int64_t group, const T* keys, const T* values,
-                  int64_t row_stride, int64_t length, float* scores, float* top, float* total, float* acc) {
+                  int64_t row_stride, int64_t length, Scratch& scratch, float* top, float* total, float* acc) {
   const int64_t padded = (length + LANES - 1) / LANES * LANES;
-  std::vector<floats16> qv(group * VECS);
+  float* scores = scratch.scores.data();
+  floats16* qv = scratch.qv.data();
   for (int64_t g = 0; g < group; ++g)
     for (int v = 0; v < VECS; ++v) qv[g * VECS + v] = load(q + g * q_stride + v * LANES) * scale;
   // q.k for 16 keys at a time: each key's 16 partial sums, then the 16 vectors folded into one
   // vector of 16 dot products (sum16), far fewer shuffles than reducing each key alone
-  std::vector<floats16> dots(group * LANES);
+  floats16* dots = scratch.dots.data();
   for (int64_t c0 = 0; c0 < length; c0 += LANES) {
     const int64_t n = std::min(LANES, length - c0);
     for (int64_t i = 0; i < n; ++i) {
@@ -74,7 +83,8 @@ void attend_chunk(const T* q, int64_t q_stride, float scale, int64_t group, cons
     top[g] = m;
     total[g] = sum(sums);
   }
-  std::vector<floats16> out(group * VECS, floats16{});
+  floats16* out = scratch.out.data();
+  std::fill(out, out + group * VECS, floats16{});
   for (int64_t c = 0; c < length; ++c) {
     floats16 val[VECS];
     for (int v = 0; v < VECS; ++v) val[v] = load(values + c * row_stride + v * LANES);
@@ -108,14 +118,14 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double s
   // threads would cost more than the work
   const int64_t grain = rows * heads * length < 4 * CHUNK ? std::max<int64_t>(items, 1) : 1;
   at::parallel_for(0, items, grain, [&](int64_t first, int64_t last) {
-    std::vector<float> scores(group * ((CHUNK + LANES - 1) / LANES * LANES));
+    Scratch scratch(group, VECS);
     for (int64_t item = first; item < last; ++item) {
       const int64_t chunk = item % chunks, head = item / chunks % heads, row = item / chunks / heads;
       const int64_t begin = chunk * CHUNK, size = std::min(CHUNK, length - begin);
       float* p = parts.data() + item * part;
       attend_chunk<VECS, T>(qp + row * qs0 + head * qs1, qs2, static_cast<float>(scale), group,
                                kp + row * ks0 + head * ks1 + begin * ks2, vp + row * vs0 + head * vs1 + begin * vs2,
-                               ks2, size, scores.data(), p, p + group, p + 2 * group);
+                               ks2, size, scratch, p, p + group, p + 2 * group);
     }
   });
   // merge, chunk by chunk in order (after an earlier part's result when accumulating), on the
@@ -156,17 +166,30 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double s
   }
 }
 
-void decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                      const at::Tensor& out, const at::Tensor& lse, bool accumulate) {
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "decode_attention: q, k, v are [rows, kv_heads, n, dim]");
-  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3),
-              "decode_attention: shapes of q, k and v do not match");
-  TORCH_CHECK(k.scalar_type() == v.scalar_type() &&
-                  (k.scalar_type() == at::kBFloat16 || k.scalar_type() == at::kFloat),
+// Rows ``first .. first + rows`` of ``q``, ``out`` and ``lse`` (the decode step's run of rows),
+// against ``kv``: [2, rows, kv_heads, n, dim] (each row's own keys and values) or
+// [2, kv_heads, n, dim] (one shared prefix, read by every row). The views are taken here, where
+// they cost nothing next to the ~20 ops a layer they took in the decode step.
+void decode_attention(const at::Tensor& q_all, const at::Tensor& kv, double scale, const at::Tensor& out_all,
+                      const at::Tensor& lse_all, int64_t first, int64_t rows, bool accumulate) {
+  TORCH_CHECK(q_all.dim() == 4 && (kv.dim() == 4 || kv.dim() == 5) && kv.size(0) == 2,
+              "decode_attention: q is [rows, kv_heads, group, dim], kv [2, (rows,) kv_heads, n, dim]");
+  TORCH_CHECK(first >= 0 && rows >= 1 && first + rows <= q_all.size(0) && out_all.size(0) == q_all.size(0) &&
+                  lse_all.size(0) == q_all.size(0), "decode_attention: rows ", first, "..", first + rows,
+              " are outside q, out or lse");
+  const at::Tensor q = q_all.narrow(0, first, rows), out = out_all.narrow(0, first, rows);
+  const at::Tensor lse = lse_all.narrow(0, first, rows);
+  at::Tensor k = kv.select(0, 0), v = kv.select(0, 1);
+  if (kv.dim() == 4) {  // shared by every row: a zero batch stride, no copy
+    k = k.unsqueeze(0).expand({rows, k.size(0), k.size(1), k.size(2)});
+    v = v.unsqueeze(0).expand({rows, v.size(0), v.size(1), v.size(2)});
+  }
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3),
+              "decode_attention: shapes of q and kv do not match");
+  TORCH_CHECK(k.scalar_type() == at::kBFloat16 || k.scalar_type() == at::kFloat,
               "decode_attention: keys and values must be bfloat16 or float32");
-  TORCH_CHECK(q.scalar_type() == k.scalar_type(), "decode_attention: q must have the dtype of k and v");
-  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1,
-              "decode_attention: the head dimension must be contiguous");
+  TORCH_CHECK(q.scalar_type() == k.scalar_type(), "decode_attention: q must have the dtype of kv");
+  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1, "decode_attention: the head dimension must be contiguous");
   TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.sizes() == q.sizes(),
               "decode_attention: out must be contiguous float32 shaped as q");
   TORCH_CHECK(lse.scalar_type() == at::kFloat && lse.is_contiguous() && lse.numel() == out.numel() / q.size(3),
@@ -195,7 +218,8 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(ragscale, m) {
-  m.def("decode_attention(Tensor q, Tensor k, Tensor v, float scale, Tensor(a!) out, Tensor(b!) lse, bool accumulate) -> ()");
+  m.def("decode_attention(Tensor q, Tensor kv, float scale, Tensor(a!) out, Tensor(b!) lse, int first, int rows, "
+        "bool accumulate) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(ragscale, CPU, m) { m.impl("decode_attention", decode_attention); }
