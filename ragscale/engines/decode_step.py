@@ -114,6 +114,16 @@ def norm(x: torch.Tensor, weight: torch.Tensor, w: DecodeWeights, shape: DecodeS
     return rms_norm(x, weight, w.inverse_width, w.eps)
 
 
+def mlp(x: torch.Tensor, gate_up: tuple[str, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+        down: tuple[str, torch.Tensor, torch.Tensor | None, torch.Tensor | None], shape: DecodeShape) -> torch.Tensor:
+    """``gated_mlp`` on the ops ``shape.ops`` names: silu(gate) * up in one call of ragscale's
+    kernel, or torch's two."""
+    if shape.ops == "ragscale":
+        hidden = torch.ops.ragscale.silu_mul(linear(x, gate_up[0], gate_up[1], gate_up[2], gate_up[3]))
+        return linear(hidden, down[0], down[1], down[2], down[3])
+    return gated_mlp(x, gate_up, down)
+
+
 def attend(q: torch.Tensor, kv: torch.Tensor, shape: DecodeShape, out: torch.Tensor, lse: torch.Tensor, first: int,
            rows: int, accumulate: bool) -> None:
     """Softmax attention of rows ``first .. first + rows`` of ``q`` over one part of their keys
@@ -173,13 +183,8 @@ def decode_layers(h: torch.Tensor, kv: torch.Tensor, rows: list[int], own_positi
         attn = out.to(h.dtype).view(n, q_end)
         h.add_(linear(attn, w.kinds[k + 1], w.weights[k + 1], w.aux[k + 1], w.biases[k + 1]))
         x = norm(h, w.norms[2 * i + 1], w, shape)
-        gate_up = (w.kinds[k + 2], w.weights[k + 2], w.aux[k + 2], w.biases[k + 2])
-        down = (w.kinds[k + 3], w.weights[k + 3], w.aux[k + 3], w.biases[k + 3])
-        if shape.ops == "ragscale":
-            hidden = torch.ops.ragscale.silu_mul(linear(x, gate_up[0], gate_up[1], gate_up[2], gate_up[3]))
-            h.add_(linear(hidden, down[0], down[1], down[2], down[3]))
-        else:
-            h.add_(gated_mlp(x, gate_up, down))
+        h.add_(mlp(x, (w.kinds[k + 2], w.weights[k + 2], w.aux[k + 2], w.biases[k + 2]),
+                   (w.kinds[k + 3], w.weights[k + 3], w.aux[k + 3], w.biases[k + 3]), shape))
     return norm(h, w.final_norm, w, shape)
 
 
